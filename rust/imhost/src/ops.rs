@@ -1,0 +1,141 @@
+//! Operations: run options (progress, cancellation) and the operations themselves.
+
+use std::ffi::{CString, c_char, c_void};
+use std::time::Instant;
+
+use imhost_core::{AnyVolume, RunControl, with_view};
+
+use crate::cancel::imh_cancel_token;
+use crate::context::{context_arg, imh_context};
+use crate::status::{FfiError, FfiResult, arg_out, arg_ref, ffi_boundary, imh_status};
+use crate::view::{imh_view, view_from_c};
+use crate::volume::{hand_out, imh_volume};
+
+/// Receives progress: `fraction` of the whole operation done (0 to 1, non-decreasing) and the
+/// current stage's name (valid only during the call). Return true to continue, false to cancel
+/// (the operation then returns `IMH_STATUS_CANCELLED`).
+///
+/// Called on the thread that made the imhost call. Must return normally.
+#[allow(non_camel_case_types)]
+pub type imh_progress_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, fraction: f64, stage: *const c_char) -> bool>;
+
+/// Options common to every long-running operation.
+///
+/// Size-prefixed so it can grow: set `struct_size = sizeof(imh_run_options)` and zero the rest,
+/// e.g. `imh_run_options o = {sizeof o};`. Fields beyond a caller's `struct_size` take their
+/// defaults, so code compiled against an older header keeps working. Passing NULL instead of
+/// a struct means all defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct imh_run_options {
+    /// `sizeof(imh_run_options)` as the caller compiled it.
+    pub struct_size: u32,
+    /// Progress callback, or NULL.
+    pub progress: imh_progress_fn,
+    /// Passed back to `progress` unchanged.
+    pub progress_user_data: *mut c_void,
+    /// Cancellation flag to watch, or NULL.
+    pub cancel: *const imh_cancel_token,
+}
+
+impl Default for imh_run_options {
+    fn default() -> Self {
+        imh_run_options {
+            struct_size: size_of::<imh_run_options>() as u32,
+            progress: None,
+            progress_user_data: std::ptr::null_mut(),
+            cancel: std::ptr::null(),
+        }
+    }
+}
+
+/// Read a size-prefixed options struct: the caller's prefix over our defaults.
+///
+/// # Safety
+/// `ptr` is NULL or points to at least `struct_size` readable bytes starting with a `u32`
+/// struct_size, as the header documents.
+pub(crate) unsafe fn read_run_options(ptr: *const imh_run_options) -> FfiResult<imh_run_options> {
+    let mut options = imh_run_options::default();
+    if ptr.is_null() {
+        return Ok(options);
+    }
+    // SAFETY: a non-NULL options pointer starts with its u32 size (header contract).
+    let declared = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
+    let minimum = std::mem::offset_of!(imh_run_options, progress);
+    if declared < minimum {
+        return Err(FfiError::new(
+            imh_status::InvalidArgument,
+            format!("imh_run_options.struct_size is {declared}; set it to sizeof(imh_run_options)"),
+        ));
+    }
+    let n = declared.min(size_of::<imh_run_options>());
+    // SAFETY: the caller's struct has at least `declared` >= n readable bytes; our struct is n
+    // bytes or more; every field is valid for any bit pattern the C type allows (integers,
+    // nullable pointers, nullable function pointers); the ranges do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut options).cast::<u8>(), n) };
+    options.struct_size = size_of::<imh_run_options>() as u32;
+    Ok(options)
+}
+
+/// The caller's progress callback and user data, made shareable for the core's `Sync` bound.
+struct ProgressTarget {
+    callback: unsafe extern "C" fn(*mut c_void, f64, *const c_char) -> bool,
+    user_data: *mut c_void,
+}
+// SAFETY: the core calls progress only on the thread that made the imhost call (no operation
+// spawns threads that report), so the caller's pointers are only used where the caller used them.
+unsafe impl Sync for ProgressTarget {}
+
+impl ProgressTarget {
+    fn report(&self, fraction: f64, stage: &str) -> bool {
+        let stage = CString::new(stage.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: the caller supplied this callback for exactly this call, and the string lives
+        // across the call.
+        unsafe { (self.callback)(self.user_data, fraction, stage.as_ptr()) }
+    }
+}
+
+/// Run an operation with the options' progress and cancellation wired into a `RunControl`.
+pub(crate) fn with_control<R>(options: &imh_run_options, f: impl FnOnce(&RunControl<'_>) -> R) -> FfiResult<R> {
+    // SAFETY: a non-NULL cancel token points to a live imh_cancel_token for the call (header).
+    let cancel = unsafe { options.cancel.as_ref() }.map(|t| &t.token);
+    let target = options.progress.map(|callback| ProgressTarget { callback, user_data: options.progress_user_data });
+    let report = |fraction: f64, stage: &str| target.as_ref().is_none_or(|t| t.report(fraction, stage));
+    let control = RunControl::new(Some(&report), cancel);
+    Ok(f(&control))
+}
+
+/// Temporal maximum intensity projection of a 4-D view: `out(i,j,k) = max_t in(i,j,k,t)` (Wang
+/// et al., §3.1). The result is a 3-D volume of the input's pixel type and spatial geometry. For
+/// floats, NaN in some frames is ignored. Reports progress about a hundred times and honours
+/// cancellation at each report.
+///
+/// Thread safety: may be called from any thread, concurrently with other calls.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn imh_mip(
+    context: *const imh_context,
+    input: *const imh_view,
+    options: *const imh_run_options,
+    out: *mut *mut imh_volume,
+) -> imh_status {
+    ffi_boundary!("imh_mip", {
+        let context = context_arg(context)?;
+        let input = arg_ref!(input, "input");
+        let out = arg_out!(out, "out");
+        // SAFETY: header contract for the options struct.
+        let options = unsafe { read_run_options(options) }?;
+        let result = context.scope(|| -> FfiResult<AnyVolume> {
+            // SAFETY: the header's imh_view contract holds for the duration of this call.
+            let view = unsafe { view_from_c(input) }?;
+            let started = Instant::now();
+            let mip = with_control(&options, |control| {
+                with_view!(&view, v => imhost_core::ops::temporal_mip(v, control).map(AnyVolume::from))
+            })??;
+            tracing::info!(shape = ?view.shape(), dtype = %view.dtype(), ms = started.elapsed().as_secs_f64() * 1e3, "temporal MIP done");
+            Ok(mip)
+        })?;
+        hand_out(result, out);
+        Ok(())
+    })
+}

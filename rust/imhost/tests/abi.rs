@@ -1,0 +1,277 @@
+//! The C ABI called the way a C program calls it (raw pointers, C structs), from Rust: log
+//! routing, size-prefixed options, view validation, and results checked by hand.
+
+// This file plays a C caller: every call is an unsafe FFI call whose pointers are plainly valid.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::ptr;
+use std::sync::Mutex;
+
+use imhost::*;
+
+fn last_error() -> String {
+    // SAFETY: imh_last_error_message returns this thread's live NUL-terminated message.
+    unsafe { CStr::from_ptr(imh_last_error_message()) }.to_string_lossy().into_owned()
+}
+
+struct Ctx(*mut imh_context);
+impl Ctx {
+    fn new() -> Ctx {
+        let mut c = ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        assert_eq!(unsafe { imh_context_new(&mut c) }, imh_status::Ok);
+        Ctx(c)
+    }
+}
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // SAFETY: created by imh_context_new, freed once.
+        unsafe { imh_context_free(self.0) }
+    }
+}
+
+fn identity_geometry() -> imh_geometry {
+    imh_geometry { spacing: [1.0, 1.0, 2.0], origin: [0.0; 3], direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] }
+}
+
+/// A 4-D f32 view over `data` laid out as a C array `[i][j][k][t]` (t fastest).
+fn c_order_view(data: &[f32], shape: [i64; 4], times: &[f64]) -> imh_view {
+    let [_, nj, nk, nt] = shape;
+    imh_view {
+        data: data.as_ptr().cast(),
+        dtype: IMH_DTYPE_F32,
+        ndim: 4,
+        shape,
+        strides: [nj * nk * nt, nk * nt, nt, 1],
+        geometry: identity_geometry(),
+        frame_times: times.as_ptr(),
+    }
+}
+
+unsafe extern "C" fn record_log(user: *mut c_void, level: imh_log_level, target: *const c_char, message: *const c_char) {
+    // SAFETY: user is the &Mutex<Vec<..>> passed below; strings are valid during the call.
+    let sink = unsafe { &*(user as *const Mutex<Vec<(u32, String, String)>>) };
+    let (target, message) = unsafe { (CStr::from_ptr(target), CStr::from_ptr(message)) };
+    sink.lock().unwrap().push((level, target.to_string_lossy().into_owned(), message.to_string_lossy().into_owned()));
+}
+
+#[test]
+fn mip_of_a_c_ordered_buffer_matches_a_hand_computed_maximum_and_logs() {
+    let ctx = Ctx::new();
+    let records: Mutex<Vec<(u32, String, String)>> = Mutex::new(Vec::new());
+    // SAFETY: the callback and the sink outlive every call on this context.
+    let st = unsafe { imh_context_set_log_callback(ctx.0, Some(record_log), (&raw const records).cast_mut().cast(), IMH_LOG_INFO) };
+    assert_eq!(st, imh_status::Ok);
+
+    let shape = [3i64, 2, 2, 4];
+    let n: usize = shape.iter().product::<i64>() as usize;
+    // value(i,j,k,t) = (i + 10j + 100k) * (t % 3 == 1 ? 2 : 1) - t: the maximum is at t = 1.
+    let mut data = vec![0f32; n];
+    for i in 0..3 {
+        for j in 0..2 {
+            for k in 0..2 {
+                for t in 0..4 {
+                    let base = (i + 10 * j + 100 * k) as f32;
+                    data[((i * 2 + j) * 2 + k) * 4 + t] = base * if t % 3 == 1 { 2.0 } else { 1.0 } - t as f32;
+                }
+            }
+        }
+    }
+    let times = [0.0, 1.0, 2.5, 4.0];
+    let view = c_order_view(&data, shape, &times);
+    let mut out = ptr::null_mut();
+    // SAFETY: all pointers valid for the call.
+    assert_eq!(unsafe { imh_mip(ctx.0, &view, ptr::null(), &mut out) }, imh_status::Ok, "{}", last_error());
+    let mut result: imh_view = unsafe { std::mem::zeroed() };
+    // SAFETY: `out` is a live volume.
+    assert_eq!(unsafe { imh_volume_get_view(out, &mut result) }, imh_status::Ok);
+    assert_eq!(result.ndim, 3);
+    assert_eq!(result.dtype, IMH_DTYPE_F32);
+    assert_eq!(&result.shape[..3], &[3, 2, 2]);
+    assert_eq!(result.geometry, identity_geometry());
+    assert!(result.frame_times.is_null());
+    for i in 0..3i64 {
+        for j in 0..2i64 {
+            for k in 0..2i64 {
+                let off = i * result.strides[0] + j * result.strides[1] + k * result.strides[2];
+                // SAFETY: offset within the result's shape and strides.
+                let got = unsafe { *result.data.cast::<f32>().offset(off as isize) };
+                let base = (i + 10 * j + 100 * k) as f32;
+                assert_eq!(got, (2.0 * base - 1.0).max(base), "voxel ({i},{j},{k})");
+            }
+        }
+    }
+    // SAFETY: freed once.
+    unsafe { imh_volume_free(out) };
+    let records = records.lock().unwrap();
+    assert!(
+        records.iter().any(|(level, target, msg)| *level == IMH_LOG_INFO && target.starts_with("imhost") && msg.contains("temporal MIP done")),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn records_stay_with_their_context_and_respect_the_level() {
+    let (a, b) = (Ctx::new(), Ctx::new());
+    let seen_a: Mutex<Vec<(u32, String, String)>> = Mutex::new(Vec::new());
+    // SAFETY: callback and sink outlive the calls.
+    unsafe { imh_context_set_log_callback(a.0, Some(record_log), (&raw const seen_a).cast_mut().cast(), IMH_LOG_WARN) };
+    let data = vec![1f32; 8];
+    let mut view = c_order_view(&data, [2, 2, 1, 2], &[0.0, 1.0]);
+    view.frame_times = ptr::null(); // -> a warning: frames assumed 1 s apart
+    let mut out = ptr::null_mut();
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { imh_mip(b.0, &view, ptr::null(), &mut out) }, imh_status::Ok);
+    unsafe { imh_volume_free(out) };
+    assert!(seen_a.lock().unwrap().is_empty(), "context a saw b's records");
+    assert_eq!(unsafe { imh_mip(a.0, &view, ptr::null(), &mut out) }, imh_status::Ok);
+    unsafe { imh_volume_free(out) };
+    let seen = seen_a.lock().unwrap();
+    assert!(seen.iter().any(|(l, _, m)| *l == IMH_LOG_WARN && m.contains("assuming frames 1 s apart")), "{seen:?}");
+    assert!(seen.iter().all(|(l, _, _)| *l <= IMH_LOG_WARN), "info records leaked through: {seen:?}");
+    // An invalid level is refused.
+    assert_eq!(unsafe { imh_context_set_log_callback(a.0, None, ptr::null_mut(), 9) }, imh_status::InvalidArgument);
+}
+
+unsafe extern "C" fn count_and_cancel_at_two(user: *mut c_void, fraction: f64, _stage: *const c_char) -> bool {
+    // SAFETY: user points to the Vec below.
+    let calls = unsafe { &mut *(user as *mut Vec<f64>) };
+    calls.push(fraction);
+    calls.len() < 2
+}
+
+#[test]
+fn options_are_read_up_to_the_callers_struct_size() {
+    let ctx = Ctx::new();
+    let data = vec![0f32; 300 * 300 * 2];
+    let view = c_order_view(&data, [300, 300, 1, 2], &[0.0, 1.0]);
+    let mut token = ptr::null_mut();
+    unsafe { imh_cancel_token_new(&mut token) };
+    unsafe { imh_cancel_token_cancel(token) };
+    let mut calls: Vec<f64> = Vec::new();
+    let mut options = imh_run_options {
+        struct_size: size_of::<imh_run_options>() as u32,
+        progress: Some(count_and_cancel_at_two),
+        progress_user_data: (&raw mut calls).cast(),
+        cancel: token,
+    };
+    let mut out = ptr::null_mut();
+    // Full struct: the cancelled token stops the run at the first check.
+    assert_eq!(unsafe { imh_mip(ctx.0, &view, &options, &mut out) }, imh_status::Cancelled);
+    assert!(out.is_null(), "no output on failure");
+    assert!(last_error().starts_with("cancelled: imh_mip:"), "{}", last_error());
+    // An older caller whose struct ends before `cancel`: the token is not seen; the progress
+    // callback cancels on its second call instead.
+    calls.clear();
+    options.struct_size = std::mem::offset_of!(imh_run_options, cancel) as u32;
+    assert_eq!(unsafe { imh_mip(ctx.0, &view, &options, &mut out) }, imh_status::Cancelled);
+    assert_eq!(calls.len(), 2);
+    // A struct_size that cannot be right.
+    options.struct_size = 2;
+    assert_eq!(unsafe { imh_mip(ctx.0, &view, &options, &mut out) }, imh_status::InvalidArgument);
+    unsafe { imh_cancel_token_free(token) };
+}
+
+#[test]
+fn invalid_views_are_reported_not_dereferenced() {
+    let ctx = Ctx::new();
+    let data = vec![0f32; 16];
+    let good = c_order_view(&data, [2, 2, 2, 2], &[0.0, 1.0]);
+    let unaligned = (data.as_ptr() as *const u8).wrapping_add(1);
+    let cases: Vec<(&str, Box<dyn Fn(&mut imh_view)>, imh_status)> = vec![
+        ("dtype 0", Box::new(|v| v.dtype = 0), imh_status::DataType),
+        ("dtype 99", Box::new(|v| v.dtype = 99), imh_status::DataType),
+        ("ndim 5", Box::new(|v| v.ndim = 5), imh_status::Shape),
+        ("zero axis", Box::new(|v| v.shape[1] = 0), imh_status::Shape),
+        ("negative axis", Box::new(|v| v.shape[2] = -3), imh_status::Shape),
+        ("negative stride", Box::new(|v| v.strides[0] = -8), imh_status::Shape),
+        ("overflowing strides", Box::new(|v| {
+            v.shape[0] = 1 << 40;
+            v.strides[0] = 1 << 40;
+        }), imh_status::Shape),
+        ("extent beyond the address space", Box::new(|v| v.strides[0] = i64::MAX / 2), imh_status::TooLarge),
+        ("NULL data", Box::new(|v| v.data = ptr::null()), imh_status::NullArgument),
+        ("unaligned data", Box::new(move |v| v.data = unaligned.cast()), imh_status::InvalidArgument),
+        ("NaN spacing", Box::new(|v| v.geometry.spacing[0] = f64::NAN), imh_status::Geometry),
+        ("zero spacing", Box::new(|v| v.geometry.spacing[2] = 0.0), imh_status::Geometry),
+        ("parallel axes", Box::new(|v| v.geometry.direction = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), imh_status::Geometry),
+        ("3-D into a 4-D op", Box::new(|v| v.ndim = 3), imh_status::Shape),
+    ];
+    for (label, mutate, expect) in cases {
+        let mut view = good;
+        mutate(&mut view);
+        let mut out = ptr::null_mut();
+        let st = unsafe { imh_mip(ctx.0, &view, ptr::null(), &mut out) };
+        assert_eq!(st, expect, "{label}: {}", last_error());
+        assert!(out.is_null(), "{label}: out written on failure");
+        assert!(!last_error().is_empty());
+    }
+    let times = [0.0, 0.0];
+    let mut view = good;
+    view.frame_times = times.as_ptr();
+    let mut out = ptr::null_mut();
+    assert_eq!(unsafe { imh_mip(ctx.0, &view, ptr::null(), &mut out) }, imh_status::Geometry, "repeated frame time");
+    // NULL handles and out-pointers.
+    assert_eq!(unsafe { imh_mip(ptr::null(), &good, ptr::null(), &mut out) }, imh_status::NullArgument);
+    assert_eq!(last_error(), "null argument: imh_mip: argument 'context' is NULL");
+    assert_eq!(unsafe { imh_mip(ctx.0, ptr::null(), ptr::null(), &mut out) }, imh_status::NullArgument);
+    assert_eq!(unsafe { imh_mip(ctx.0, &good, ptr::null(), ptr::null_mut()) }, imh_status::NullArgument);
+    assert_eq!(unsafe { imh_volume_get_view(ptr::null(), ptr::null_mut()) }, imh_status::NullArgument);
+    assert_eq!(unsafe { imh_context_new(ptr::null_mut()) }, imh_status::NullArgument);
+    // Every free accepts NULL.
+    unsafe {
+        imh_volume_free(ptr::null_mut());
+        imh_context_free(ptr::null_mut());
+        imh_cancel_token_free(ptr::null_mut());
+    }
+}
+
+#[test]
+fn slicer_matrix_round_trip_and_error_names() {
+    let (s, c) = 25f64.to_radians().sin_cos();
+    let g = imh_geometry { spacing: [0.5, 0.6, 3.0], origin: [10.0, -5.0, 2.0], direction: [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0] };
+    let mut m = [0f64; 16];
+    assert_eq!(unsafe { imh_geometry_to_ijk_to_ras(&g, m.as_mut_ptr()) }, imh_status::Ok);
+    // RAS = LPS with x and y negated: first row is -(c*0.5, -s*0.6, 0, 10).
+    assert!((m[0] + c * 0.5).abs() < 1e-12 && (m[1] - s * 0.6).abs() < 1e-12 && m[3] == -10.0);
+    assert_eq!(&m[8..12], &[0.0, 0.0, 3.0, 2.0]);
+    let mut back: imh_geometry = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { imh_geometry_from_ijk_to_ras(m.as_ptr(), &mut back) }, imh_status::Ok);
+    for n in 0..9 {
+        assert!((back.direction[n] - g.direction[n]).abs() < 1e-12);
+    }
+    m[15] = 0.0;
+    assert_eq!(unsafe { imh_geometry_from_ijk_to_ras(m.as_ptr(), &mut back) }, imh_status::Geometry);
+    let name = |code| unsafe { CStr::from_ptr(imh_status_name(code)) }.to_str().unwrap().to_owned();
+    assert_eq!(name(imh_status::Cancelled as u32), "IMH_STATUS_CANCELLED");
+    assert_eq!(name(1234), "IMH_STATUS_UNKNOWN");
+}
+
+#[test]
+fn files_through_the_abi_read_write_and_fail_clearly() {
+    let ctx = Ctx::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<f32> = (0..24).map(|v| v as f32).collect();
+    let view = c_order_view(&data, [2, 3, 2, 2], &[0.0, 2.5]);
+    let path = CString::new(dir.path().join("v.nii.gz").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { imh_view_write(ctx.0, &view, path.as_ptr()) }, imh_status::Ok, "{}", last_error());
+    let mut vol = ptr::null_mut();
+    assert_eq!(unsafe { imh_volume_read(ctx.0, path.as_ptr(), &mut vol) }, imh_status::Ok);
+    let mut back: imh_view = unsafe { std::mem::zeroed() };
+    unsafe { imh_volume_get_view(vol, &mut back) };
+    assert_eq!(back.shape, [2, 3, 2, 2]);
+    let times = unsafe { std::slice::from_raw_parts(back.frame_times, 2) };
+    assert_eq!(times, &[0.0, 2.5]);
+    // Voxel (1, 2, 0, 1) = ((1*3 + 2)*2 + 0)*2 + 1 = 21 in the C-ordered source.
+    let off = back.strides[0] + 2 * back.strides[1] + back.strides[3];
+    assert_eq!(unsafe { *back.data.cast::<f32>().offset(off as isize) }, 21.0);
+    unsafe { imh_volume_free(vol) };
+
+    let bad = CString::new(format!("{}/../../tests/data/must-fail/truncated.nii", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut vol = ptr::null_mut();
+    assert_eq!(unsafe { imh_volume_read(ctx.0, bad.as_ptr(), &mut vol) }, imh_status::Format);
+    assert!(vol.is_null());
+    let msg = last_error();
+    assert!(msg.starts_with("format: imh_volume_read: '") && msg.contains("truncated.nii': file is truncated"), "{msg}");
+}
