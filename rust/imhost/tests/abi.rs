@@ -179,7 +179,8 @@ fn invalid_views_are_reported_not_dereferenced() {
     let data = vec![0f32; 16];
     let good = c_order_view(&data, [2, 2, 2, 2], &[0.0, 1.0]);
     let unaligned = (data.as_ptr() as *const u8).wrapping_add(1);
-    let cases: Vec<(&str, Box<dyn Fn(&mut imh_view)>, imh_status)> = vec![
+    type Case = (&'static str, Box<dyn Fn(&mut imh_view)>, imh_status);
+    let cases: Vec<Case> = vec![
         ("dtype 0", Box::new(|v| v.dtype = 0), imh_status::DataType),
         ("dtype 99", Box::new(|v| v.dtype = 99), imh_status::DataType),
         ("ndim 5", Box::new(|v| v.ndim = 5), imh_status::Shape),
