@@ -20,6 +20,7 @@ pub mod geometry;
 pub mod io;
 pub mod ops;
 pub mod phantom;
+pub mod preview;
 pub mod volume;
 
 pub use control::{CancelToken, RunControl};

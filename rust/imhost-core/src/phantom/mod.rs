@@ -45,7 +45,7 @@ pub struct Region {
 }
 
 /// Air, skull, brain tissue and an artery.
-pub const REGIONS: [Region; 4] = [
+pub static REGIONS: [Region; 4] = [
     Region { name: "air", baseline_hu: -1000.0, peak_enhancement_hu: 0.0, arrival_s: 0.0 },
     Region { name: "skull", baseline_hu: 1000.0, peak_enhancement_hu: 0.0, arrival_s: 0.0 },
     Region { name: "tissue", baseline_hu: 35.0, peak_enhancement_hu: 20.0, arrival_s: 10.0 },
@@ -77,9 +77,9 @@ impl Region {
     }
 }
 
-/// The region of voxel `(i, j)` (the same on every slice): an elliptic head with a 3-voxel
-/// skull, and an artery of radius 3 voxels left of centre.
-pub fn region_at(i: usize, j: usize, shape: [usize; 3]) -> &'static Region {
+/// The index into [`REGIONS`] of voxel `(i, j)` (the same on every slice): an elliptic head
+/// with a 3-voxel skull, and an artery of radius 3 voxels left of centre.
+pub fn region_index(i: usize, j: usize, shape: [usize; 3]) -> usize {
     let (ci, cj) = (shape[0] as f64 / 2.0, shape[1] as f64 / 2.0);
     let (ri, rj) = (0.42 * shape[0] as f64, 0.36 * shape[1] as f64);
     let (x, y) = (i as f64 + 0.5 - ci, j as f64 + 0.5 - cj);
@@ -87,11 +87,16 @@ pub fn region_at(i: usize, j: usize, shape: [usize; 3]) -> &'static Region {
     let skull = 3.0 / ri.min(rj);
     let artery = (x + 0.2 * ri).powi(2) + y.powi(2) <= 9.0;
     match () {
-        _ if r > 1.0 => &REGIONS[0],
-        _ if r > 1.0 - skull => &REGIONS[1],
-        _ if artery => &REGIONS[3],
-        _ => &REGIONS[2],
+        _ if r > 1.0 => 0,
+        _ if r > 1.0 - skull => 1,
+        _ if artery => 3,
+        _ => 2,
     }
+}
+
+/// The region of voxel `(i, j)`, see [`region_index`].
+pub fn region_at(i: usize, j: usize, shape: [usize; 3]) -> &'static Region {
+    &REGIONS[region_index(i, j, shape)]
 }
 
 /// Generate the demo: an `i16` 4-D volume in HU with LPS-axis-aligned geometry centred on the
@@ -110,8 +115,7 @@ pub fn bolus_demo(options: &BolusDemoOptions) -> Result<Volume<i16>> {
         let hu: Vec<i16> = REGIONS.iter().map(|r| r.hu_at(time).round() as i16).collect();
         for j in 0..nj {
             for i in 0..ni {
-                let region = region_at(i, j, options.shape);
-                let index = REGIONS.iter().position(|r| std::ptr::eq(r, region)).unwrap_or(0);
+                let index = region_index(i, j, options.shape);
                 for k in 0..nk {
                     data[[i, j, k, t]] = hu[index];
                 }
@@ -137,7 +141,7 @@ mod tests {
         let v = bolus_demo(&BolusDemoOptions::default()).unwrap();
         assert_eq!(v.shape(), [128, 128, 16, 37]);
         let first = v.data().index_axis(ndarray::Axis(3), 0);
-        for region in REGIONS {
+        for region in &REGIONS {
             assert!(first.iter().any(|&hu| hu == region.baseline_hu as i16), "{} missing", region.name);
         }
         // Artery peak by hand: frames at 12 s and 13 s straddle the peak at 12.5 s;

@@ -112,8 +112,18 @@ fn read_nifti_inner(path: &Path, options: &ReadOptions) -> Result<(AnyVolume, Ni
         return Err(Error::format("file ends inside the header extensions"));
     }
 
-    let frame_times = if layout.is_4d { Some(frame_times(path, &header, layout.shape[3], options)?) } else { None };
+    let (frame_times, warning) = match layout.is_4d {
+        true => {
+            let (times, warning) = frame_times(path, &header, layout.shape[3], options)?;
+            (Some(times), warning)
+        }
+        false => (None, None),
+    };
     let volume = read_voxels(&mut source, &header, &layout, scaling, geometry, frame_times, compressed)?;
+    // Warn only about files that could be read: a broken file gets its one error, nothing else.
+    if let Some(warning) = warning {
+        tracing::warn!("'{}': {warning}", path.display());
+    }
     let info = NiftiInfo { version: header.version, endian: header.endian, stored_type: stored.name, scaling, affine_source, compressed };
     Ok((volume, info))
 }
@@ -135,7 +145,8 @@ fn read_header(source: &mut dyn Read) -> Result<Header> {
     }
 }
 
-fn frame_times(path: &Path, h: &Header, frames: usize, options: &ReadOptions) -> Result<FrameTimes> {
+/// Frame times, and a warning to log once the file has been read if they had to be assumed.
+fn frame_times(path: &Path, h: &Header, frames: usize, options: &ReadOptions) -> Result<(FrameTimes, Option<String>)> {
     if options.use_sidecar {
         if let Some(times) = sidecar::read_frame_times(path)? {
             if times.len() != frames {
@@ -144,8 +155,8 @@ fn frame_times(path: &Path, h: &Header, frames: usize, options: &ReadOptions) ->
                     times.len()
                 )));
             }
-            return FrameTimes::new(times, TimeSource::Sidecar)
-                .map_err(|e| e.context("invalid FrameTimes in the sidecar"));
+            let times = FrameTimes::new(times, TimeSource::Sidecar).map_err(|e| e.context("invalid FrameTimes in the sidecar"))?;
+            return Ok((times, None));
         }
     }
     let scale = match h.xyzt_units & 0o70 {
@@ -154,17 +165,17 @@ fn frame_times(path: &Path, h: &Header, frames: usize, options: &ReadOptions) ->
         // Seconds, or unknown: scanners and converters that leave the unit unset use seconds.
         header::units::SEC | 0 => 1.0,
         other => {
-            tracing::warn!(unit = other, "the time axis is not in time units; assuming frames 1 s apart");
-            return FrameTimes::uniform(frames, 0.0, 1.0, TimeSource::Assumed);
+            let warning = format!("the time axis is in unit code {other}, not a time; assuming frames 1 s apart");
+            return Ok((FrameTimes::uniform(frames, 0.0, 1.0, TimeSource::Assumed)?, Some(warning)));
         }
     };
     let step = h.pixdim[4] * scale;
     let start = if h.toffset.is_finite() { h.toffset * scale } else { 0.0 };
     if step.is_finite() && step > 0.0 {
-        FrameTimes::uniform(frames, start, step, TimeSource::Header)
+        Ok((FrameTimes::uniform(frames, start, step, TimeSource::Header)?, None))
     } else {
-        tracing::warn!(pixdim4 = h.pixdim[4], "no frame interval in the header and no sidecar; assuming frames 1 s apart");
-        FrameTimes::uniform(frames, 0.0, 1.0, TimeSource::Assumed)
+        let warning = format!("no frame interval in the header (pixdim[4] = {}) and no sidecar; assuming frames 1 s apart", h.pixdim[4]);
+        Ok((FrameTimes::uniform(frames, 0.0, 1.0, TimeSource::Assumed)?, Some(warning)))
     }
 }
 

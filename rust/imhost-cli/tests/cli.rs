@@ -1,0 +1,141 @@
+//! The `imhost` command as users run it: results checked against a naive maximum, every bad
+//! input answered with exit status 1 and exactly one line on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use imhost_core::io::nifti::{ReadOptions, WriteOptions, read_nifti, write_any};
+use imhost_core::{AnyVolume, FrameTimes, Geometry, TimeSource, Volume};
+use ndarray::{Array4, ShapeBuilder};
+
+fn imhost(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imhost")).args(args).output().expect("run imhost")
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr).lines().map(str::to_owned).collect()
+}
+
+fn must_fail_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/must-fail")
+}
+
+fn assert_one_line_error(out: &Output, label: &str) {
+    assert_eq!(out.status.code(), Some(1), "{label}: exit status, stderr: {:?}", stderr_lines(out));
+    let lines = stderr_lines(out);
+    assert_eq!(lines.len(), 1, "{label}: exactly one line on stderr: {lines:?}");
+    assert!(lines[0].starts_with("imhost: error: "), "{label}: {}", lines[0]);
+}
+
+#[test]
+fn mip_of_a_file_equals_the_naive_maximum_and_keeps_geometry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ni, nj, nk, nt) = (9, 8, 3, 6);
+    let values: Vec<f32> = (0..ni * nj * nk * nt).map(|n| ((n * 7919) % 1000) as f32 - 500.0).collect();
+    let data = Array4::from_shape_vec((ni, nj, nk, nt).f(), values).unwrap();
+    let geometry = Geometry::axis_aligned([0.7, 0.7, 5.0], [-30.0, 20.0, 10.0]).unwrap();
+    let times = FrameTimes::new(vec![0.0, 1.0, 2.0, 3.0, 5.0, 8.0], TimeSource::Caller).unwrap();
+    let input = Volume::new_4d(data.clone(), geometry, times).unwrap();
+    let in_path = dir.path().join("in.nii.gz");
+    write_any(&AnyVolume::from(input), &in_path, &WriteOptions::default()).unwrap();
+
+    let out_path = dir.path().join("out.nii");
+    let png = dir.path().join("mip.png");
+    let out = imhost(&["mip", in_path.to_str().unwrap(), "--out", out_path.to_str().unwrap(), "--preview", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("temporal MIP of 6 frames (0.0–8.0 s)"));
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000, "a preview PNG was written");
+
+    let (result, _) = read_nifti(&out_path, &ReadOptions::default()).unwrap();
+    let AnyVolume::F32(mip) = result else { panic!("f32 in, f32 out") };
+    assert!(!mip.is_4d());
+    // NIfTI-1 stores spacing as f32 (0.7 → 0.69999999).
+    let (a, b) = (mip.geometry().ijk_to_lps(), geometry.ijk_to_lps());
+    for r in 0..3 {
+        for c in 0..4 {
+            assert!((a[r][c] - b[r][c]).abs() < 1e-6, "geometry kept: {a:?} vs {b:?}");
+        }
+    }
+    for i in 0..ni {
+        for j in 0..nj {
+            for k in 0..nk {
+                let naive = (0..nt).map(|t| data[[i, j, k, t]]).fold(f32::MIN, f32::max);
+                assert_eq!(mip.data()[[i, j, k, 0]], naive);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_must_fail_file_gives_one_line_and_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.nii");
+    let mut count = 0;
+    for entry in std::fs::read_dir(must_fail_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+            continue;
+        }
+        for args in [vec!["mip", path.to_str().unwrap(), "--out", out.to_str().unwrap()], vec!["info", path.to_str().unwrap()]] {
+            let result = imhost(&args);
+            assert_one_line_error(&result, &name);
+            assert!(stderr_lines(&result)[0].contains(&name), "{name}: the line names the file");
+        }
+        count += 1;
+    }
+    assert!(count >= 28, "only {count} must-fail files");
+    assert!(!out.exists(), "no output from failed runs");
+}
+
+#[test]
+fn usage_mistakes_are_caught_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = imhost(&["mip", "/no/such/file.nii.gz", "--out", dir.path().join("a.nii").to_str().unwrap()]);
+    assert_one_line_error(&missing, "missing input");
+    assert!(stderr_lines(&missing)[0].contains("cannot open file"));
+    let wrong_ext = imhost(&["mip", "/no/such/file.nii.gz", "--out", "mip.png"]);
+    assert_one_line_error(&wrong_ext, "bad output name");
+    assert!(stderr_lines(&wrong_ext)[0].contains("must end in .nii or .nii.gz"));
+
+    let three_d = dir.path().join("3d.nii");
+    let v = Volume::<u8>::filled([4, 4, 4, 1], 1, Geometry::identity(), None).unwrap();
+    write_any(&AnyVolume::from(v), &three_d, &WriteOptions::default()).unwrap();
+    let result = imhost(&["mip", three_d.to_str().unwrap(), "--out", dir.path().join("o.nii").to_str().unwrap()]);
+    assert_one_line_error(&result, "3-D input");
+    assert!(stderr_lines(&result)[0].contains("needs a 4-D image"));
+
+    let usage = imhost(&["mip"]);
+    assert_eq!(usage.status.code(), Some(2), "usage errors exit with 2");
+}
+
+#[test]
+fn a_lying_header_is_refused_without_allocating_what_it_claims() {
+    // 746 MB claimed over 100 bytes of gzip data, read under a 300 MB address-space limit: an
+    // up-front allocation would abort the process; the bounded reader fails cleanly instead.
+    let file = must_fail_dir().join("claims-more-than-file.nii.gz");
+    let script = format!("ulimit -v 300000 && exec '{}' info '{}'", env!("CARGO_BIN_EXE_imhost"), file.display());
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert_one_line_error(&out, "claims-more-than-file.nii.gz under ulimit");
+    assert!(stderr_lines(&out)[0].contains("truncated"), "{:?}", stderr_lines(&out));
+}
+
+#[test]
+fn the_demo_checks_itself_and_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = imhost(&["demo", "--quiet", "--out", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("every voxel equals the closed-form truth"), "{stdout}");
+    assert!(stdout.contains("research use only"));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["all_voxels_match_truth"], true);
+    assert_eq!(summary["input"]["frame_times_from"], "sidecar");
+    for name in ["ctp.nii.gz", "ctp.json", "mip.nii.gz", "preview.png"] {
+        assert!(dir.path().join(name).is_file(), "{name}");
+    }
+    let info = imhost(&["info", "--json", dir.path().join("mip.nii.gz").to_str().unwrap()]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["shape"], serde_json::json!([128, 128, 16, 1]));
+    assert_eq!(info["value_range"], serde_json::json!([-1000.0, 1000.0]));
+}
