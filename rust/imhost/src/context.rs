@@ -188,7 +188,8 @@ pub unsafe extern "C" fn imh_context_free(context: *mut imh_context) {
 
 /// Send the context's log records of `max_level` and more severe (`IMH_LOG_*`) to `callback`,
 /// with `user_data` passed back unchanged. A NULL callback stops logging. Replaces any previous
-/// callback; calls already running keep the callback they started with.
+/// callback; calls already running on other threads keep the callback and user_data they started
+/// with, so keep the previous user_data valid until those calls have returned.
 ///
 /// Thread safety: may be called while other threads use the context.
 #[unsafe(no_mangle)]

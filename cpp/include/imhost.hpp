@@ -1,0 +1,396 @@
+// imhost.hpp — header-only C++17 wrapper over the imhost C API (include/imhost.h).
+//
+// - Move-only RAII handles (Context, Volume, CancelToken) over the opaque C handles; moving
+//   leaves the source empty; destructors free.
+// - Every failing C status becomes an imhost::Error carrying the status and the library's
+//   message.
+// - Buffers are exposed as Span<T> (a pointer and a length; std::span is C++20).
+// - Callbacks are std::function. No C++ exception ever crosses into the library: an exception
+//   thrown by a progress callback cancels the operation and is rethrown to the caller once the
+//   C call has returned; one thrown by a log callback is swallowed (logging must never fail an
+//   operation).
+//
+// Research use only: not a medical device.
+#ifndef IMHOST_HPP
+#define IMHOST_HPP
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "imhost.h"
+
+namespace imhost {
+
+/// An imhost call failed. `status()` is the C status; `what()` the library's one-line message.
+class Error : public std::runtime_error {
+public:
+    Error(imh_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+    imh_status status() const noexcept { return status_; }
+    /// "IMH_STATUS_FORMAT" etc.
+    const char* status_name() const noexcept { return imh_status_name(static_cast<uint32_t>(status_)); }
+
+private:
+    imh_status status_;
+};
+
+namespace detail {
+inline void check(imh_status status) {
+    if (status != IMH_STATUS_OK) {
+        throw Error(status, imh_last_error_message());
+    }
+}
+}  // namespace detail
+
+/// The library's version string, e.g. "0.1.0".
+inline std::string_view version() noexcept { return imh_version(); }
+
+/// A non-owning view of contiguous elements.
+template <class T>
+class Span {
+public:
+    constexpr Span() noexcept = default;
+    constexpr Span(T* data, std::size_t size) noexcept : data_(data), size_(size) {}
+    constexpr T* data() const noexcept { return data_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+    constexpr bool empty() const noexcept { return size_ == 0; }
+    constexpr T& operator[](std::size_t i) const noexcept { return data_[i]; }
+    constexpr T* begin() const noexcept { return data_; }
+    constexpr T* end() const noexcept { return data_ + size_; }
+
+private:
+    T* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+/// Pixel types (values of IMH_DTYPE_*).
+enum class DType : uint32_t {
+    U8 = IMH_DTYPE_U8,
+    I16 = IMH_DTYPE_I16,
+    U16 = IMH_DTYPE_U16,
+    I32 = IMH_DTYPE_I32,
+    F32 = IMH_DTYPE_F32,
+    F64 = IMH_DTYPE_F64,
+};
+
+/// The DType of a C++ element type.
+template <class T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
+template <> constexpr DType dtype_of<int16_t>() { return DType::I16; }
+template <> constexpr DType dtype_of<uint16_t>() { return DType::U16; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
+template <> constexpr DType dtype_of<float>() { return DType::F32; }
+template <> constexpr DType dtype_of<double>() { return DType::F64; }
+
+using Shape = std::array<int64_t, 4>;
+using Strides = std::array<int64_t, 4>;
+using Matrix4 = std::array<double, 16>;
+
+/// Strides (in elements) of a buffer in NIfTI order: i fastest, t slowest. This is also the
+/// layout of a C array declared [nt][nk][nj][ni], of VTK/ITK image buffers, and of a NumPy
+/// array of shape (t, k, j, i).
+inline Strides nifti_strides(const Shape& shape) {
+    return {1, shape[0], shape[0] * shape[1], shape[0] * shape[1] * shape[2]};
+}
+
+/// Placement in the patient, LPS millimetres (see imh_geometry).
+struct Geometry {
+    std::array<double, 3> spacing{1.0, 1.0, 1.0};
+    std::array<double, 3> origin{0.0, 0.0, 0.0};
+    std::array<double, 9> direction{1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0};
+
+    imh_geometry c() const {
+        imh_geometry g{};
+        for (int n = 0; n < 3; ++n) {
+            g.spacing[n] = spacing[n];
+            g.origin[n] = origin[n];
+        }
+        for (int n = 0; n < 9; ++n) g.direction[n] = direction[n];
+        return g;
+    }
+
+    static Geometry from_c(const imh_geometry& g) {
+        Geometry out;
+        for (int n = 0; n < 3; ++n) {
+            out.spacing[n] = g.spacing[n];
+            out.origin[n] = g.origin[n];
+        }
+        for (int n = 0; n < 9; ++n) out.direction[n] = g.direction[n];
+        return out;
+    }
+
+    /// 3D Slicer's IJKToRASMatrix (row-major 4×4), also the NIfTI affine.
+    Matrix4 ijk_to_ras() const {
+        Matrix4 m{};
+        imh_geometry g = c();
+        detail::check(imh_geometry_to_ijk_to_ras(&g, m.data()));
+        return m;
+    }
+
+    /// From 3D Slicer's IJKToRASMatrix (row-major 4×4) or a NIfTI affine.
+    static Geometry from_ijk_to_ras(const Matrix4& m) {
+        imh_geometry g{};
+        detail::check(imh_geometry_from_ijk_to_ras(m.data(), &g));
+        return from_c(g);
+    }
+};
+
+/// A borrowed 3-D or 4-D image (see imh_view): the pixels stay where they are. The caller keeps
+/// the buffer (and the frame times) alive while the view is used.
+class View {
+public:
+    /// A 4-D view over `data` with the given shape, element strides and frame times (seconds,
+    /// one per frame; may be empty if unknown).
+    template <class T>
+    static View four_d(const T* data, const Shape& shape, const Strides& strides, const Geometry& geometry,
+                       Span<const double> frame_times) {
+        if (!frame_times.empty() && static_cast<int64_t>(frame_times.size()) != shape[3]) {
+            throw Error(IMH_STATUS_SHAPE, "View::four_d: frame_times has " + std::to_string(frame_times.size()) +
+                                              " values for " + std::to_string(shape[3]) + " frames");
+        }
+        return View(data, dtype_of<T>(), 4, shape, strides, geometry, frame_times.empty() ? nullptr : frame_times.data());
+    }
+
+    /// A 3-D view (shape[3] and strides[3] are ignored).
+    template <class T>
+    static View three_d(const T* data, const Shape& shape, const Strides& strides, const Geometry& geometry) {
+        return View(data, dtype_of<T>(), 3, shape, strides, geometry, nullptr);
+    }
+
+    /// Wrap a C view as it is.
+    explicit View(const imh_view& v) : view_(v) {}
+
+    const imh_view& c() const noexcept { return view_; }
+    DType dtype() const noexcept { return static_cast<DType>(view_.dtype); }
+    int ndim() const noexcept { return static_cast<int>(view_.ndim); }
+    Shape shape() const noexcept { return {view_.shape[0], view_.shape[1], view_.shape[2], view_.shape[3]}; }
+    Strides strides() const noexcept { return {view_.strides[0], view_.strides[1], view_.strides[2], view_.strides[3]}; }
+    Geometry geometry() const { return Geometry::from_c(view_.geometry); }
+    /// Frame times in seconds (empty for 3-D views or when unknown).
+    Span<const double> frame_times() const noexcept {
+        if (view_.ndim != 4 || view_.frame_times == nullptr) return {};
+        return {view_.frame_times, static_cast<std::size_t>(view_.shape[3])};
+    }
+
+    /// The element at (i, j, k, t); T must match dtype() (checked).
+    template <class T>
+    T at(int64_t i, int64_t j, int64_t k, int64_t t = 0) const {
+        if (dtype_of<T>() != dtype()) throw Error(IMH_STATUS_DATA_TYPE, "View::at: element type does not match the view's dtype");
+        const int64_t offset = i * view_.strides[0] + j * view_.strides[1] + k * view_.strides[2] +
+                               (view_.ndim == 4 ? t * view_.strides[3] : 0);
+        return static_cast<const T*>(view_.data)[offset];
+    }
+
+private:
+    View(const void* data, DType dtype, uint32_t ndim, const Shape& shape, const Strides& strides, const Geometry& g,
+         const double* times) {
+        view_.data = data;
+        view_.dtype = static_cast<imh_dtype>(dtype);
+        view_.ndim = ndim;
+        for (int a = 0; a < 4; ++a) {
+            view_.shape[a] = shape[a];
+            view_.strides[a] = strides[a];
+        }
+        view_.geometry = g.c();
+        view_.frame_times = times;
+    }
+    imh_view view_{};
+};
+
+/// Log severities (values of IMH_LOG_*).
+enum class LogLevel : uint32_t { Error = IMH_LOG_ERROR, Warn = IMH_LOG_WARN, Info = IMH_LOG_INFO, Debug = IMH_LOG_DEBUG, Trace = IMH_LOG_TRACE };
+
+class Volume;
+
+/// Owns an imh_context: the log callback and the entry point for file I/O.
+class Context {
+public:
+    using LogFn = std::function<void(LogLevel, std::string_view target, std::string_view message)>;
+
+    Context() { detail::check(imh_context_new(&ptr_)); }
+    ~Context() { imh_context_free(ptr_); }
+    Context(Context&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)), logs_(std::move(other.logs_)) {}
+    Context& operator=(Context&& other) noexcept {
+        if (this != &other) {
+            imh_context_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+            logs_ = std::move(other.logs_);
+        }
+        return *this;
+    }
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    /// Receive log records of `max_level` and more severe; an empty function stops logging.
+    /// The callback runs on the thread that calls into imhost.
+    void set_log_callback(LogFn callback, LogLevel max_level = LogLevel::Info) {
+        auto holder = callback ? std::make_unique<LogFn>(std::move(callback)) : nullptr;
+        detail::check(imh_context_set_log_callback(ptr_, holder ? &Context::log_trampoline : nullptr, holder.get(),
+                                                   static_cast<imh_log_level>(max_level)));
+        // Calls already running on other threads keep the previous callback, so every callback
+        // installed lives as long as the context.
+        if (holder) logs_.push_back(std::move(holder));
+    }
+
+    /// Read a NIfTI file (.nii, .nii.gz).
+    Volume read(const std::string& path) const;
+
+    imh_context* c() const noexcept { return ptr_; }
+
+private:
+    static void log_trampoline(void* user, imh_log_level level, const char* target, const char* message) {
+        try {
+            (*static_cast<LogFn*>(user))(static_cast<LogLevel>(level), target, message);
+        } catch (...) {
+            // Logging must never fail an operation, and must never unwind into the library.
+        }
+    }
+    imh_context* ptr_ = nullptr;
+    std::vector<std::unique_ptr<LogFn>> logs_;
+};
+
+/// Owns an imh_volume: an image held by the library.
+class Volume {
+public:
+    /// Adopt a C handle (takes ownership).
+    explicit Volume(imh_volume* ptr) noexcept : ptr_(ptr) {}
+    ~Volume() { imh_volume_free(ptr_); }
+    Volume(Volume&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    Volume& operator=(Volume&& other) noexcept {
+        if (this != &other) {
+            imh_volume_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+        }
+        return *this;
+    }
+    Volume(const Volume&) = delete;
+    Volume& operator=(const Volume&) = delete;
+
+    /// Copy a borrowed view into a library-owned volume.
+    static Volume copy_of(const Context& context, const View& view) {
+        imh_volume* out = nullptr;
+        detail::check(imh_volume_from_view(context.c(), &view.c(), &out));
+        return Volume(out);
+    }
+
+    /// The volume's pixels and geometry, valid while the volume lives.
+    View view() const {
+        imh_view v{};
+        detail::check(imh_volume_get_view(ptr_, &v));
+        return View(v);
+    }
+
+    /// All voxels in NIfTI order (i fastest); T must match the dtype (checked).
+    template <class T>
+    Span<const T> data() const {
+        View v = view();
+        if (dtype_of<T>() != v.dtype()) throw Error(IMH_STATUS_DATA_TYPE, "Volume::data: element type does not match the volume's dtype");
+        const Shape s = v.shape();
+        return {static_cast<const T*>(v.c().data), static_cast<std::size_t>(s[0] * s[1] * s[2] * s[3])};
+    }
+
+    /// Write as NIfTI (.nii, .nii.gz), atomically.
+    void write(const Context& context, const std::string& path) const {
+        detail::check(imh_volume_write(context.c(), ptr_, path.c_str()));
+    }
+
+    imh_volume* c() const noexcept { return ptr_; }
+    explicit operator bool() const noexcept { return ptr_ != nullptr; }
+
+private:
+    imh_volume* ptr_ = nullptr;
+};
+
+inline Volume Context::read(const std::string& path) const {
+    imh_volume* out = nullptr;
+    detail::check(imh_volume_read(ptr_, path.c_str(), &out));
+    return Volume(out);
+}
+
+/// Owns an imh_cancel_token. cancel() may be called from any thread while an operation runs.
+class CancelToken {
+public:
+    CancelToken() { detail::check(imh_cancel_token_new(&ptr_)); }
+    ~CancelToken() { imh_cancel_token_free(ptr_); }
+    CancelToken(CancelToken&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    CancelToken& operator=(CancelToken&& other) noexcept {
+        if (this != &other) {
+            imh_cancel_token_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+        }
+        return *this;
+    }
+    CancelToken(const CancelToken&) = delete;
+    CancelToken& operator=(const CancelToken&) = delete;
+
+    void cancel() const { detail::check(imh_cancel_token_cancel(ptr_)); }
+    void reset() const { detail::check(imh_cancel_token_reset(ptr_)); }
+    bool cancelled() const noexcept { return imh_cancel_token_is_cancelled(ptr_); }
+    const imh_cancel_token* c() const noexcept { return ptr_; }
+
+private:
+    imh_cancel_token* ptr_ = nullptr;
+};
+
+/// Progress and cancellation for one operation.
+struct RunOptions {
+    /// Called with the fraction done (0..1) and the stage name; return false to cancel.
+    std::function<bool(double fraction, std::string_view stage)> progress;
+    /// Watched for cancellation (may be null).
+    const CancelToken* cancel = nullptr;
+};
+
+namespace detail {
+struct ProgressState {
+    const RunOptions* options;
+    std::exception_ptr error;
+};
+
+inline bool progress_trampoline(void* user, double fraction, const char* stage) {
+    auto* state = static_cast<ProgressState*>(user);
+    try {
+        return state->options->progress(fraction, stage);
+    } catch (...) {
+        state->error = std::current_exception();
+        return false;  // stop the operation; the exception is rethrown after the call
+    }
+}
+
+/// Call a C operation with the options wired in; rethrow a callback's exception, else check.
+template <class Call>
+void run_with_options(const RunOptions& options, Call&& call) {
+    ProgressState state{&options, nullptr};
+    imh_run_options c_options{};
+    c_options.struct_size = sizeof c_options;
+    c_options.progress = options.progress ? &progress_trampoline : nullptr;
+    c_options.progress_user_data = &state;
+    c_options.cancel = options.cancel ? options.cancel->c() : nullptr;
+    imh_status status = call(&c_options);
+    if (state.error) std::rethrow_exception(state.error);
+    check(status);
+}
+}  // namespace detail
+
+/// Temporal maximum intensity projection of a 4-D view (see imh_mip).
+inline Volume mip(const Context& context, const View& input, const RunOptions& options = {}) {
+    imh_volume* out = nullptr;
+    detail::run_with_options(options, [&](const imh_run_options* o) { return imh_mip(context.c(), &input.c(), o, &out); });
+    return Volume(out);
+}
+
+/// Write a borrowed view as NIfTI without copying it first.
+inline void write(const Context& context, const View& view, const std::string& path) {
+    detail::check(imh_view_write(context.c(), &view.c(), path.c_str()));
+}
+
+}  // namespace imhost
+
+#endif  // IMHOST_HPP

@@ -1,0 +1,280 @@
+// The C++ wrapper (cpp/include/imhost.hpp), run under valgrind by ctest.
+//
+//   test_cpp_wrapper MUST_FAIL_DIR TMP_DIR
+//
+// Writes a 4-D float volume from a C++ buffer, reads it back, runs the MIP, checks values
+// against a maximum computed here and geometry against what was written; then RAII and move
+// semantics, status → exception mapping, exceptions thrown from callbacks, cancellation.
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "imhost.hpp"
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        ++checks;                                                                       \
+        if (!(cond)) {                                                                  \
+            ++failures;                                                                 \
+            std::cerr << __FILE__ << ":" << __LINE__ << ": check failed: " #cond "\n"; \
+        }                                                                               \
+    } while (0)
+
+/// Run `f`, expecting an imhost::Error with `status`; returns its message.
+template <class F>
+std::string expect_error(imh_status status, F&& f) {
+    ++checks;
+    try {
+        f();
+    } catch (const imhost::Error& e) {
+        if (e.status() != status) {
+            ++failures;
+            std::cerr << "expected " << imh_status_name(status) << ", got " << e.status_name() << ": " << e.what() << "\n";
+        }
+        return e.what();
+    } catch (const std::exception& e) {
+        ++failures;
+        std::cerr << "expected imhost::Error, got: " << e.what() << "\n";
+        return {};
+    }
+    ++failures;
+    std::cerr << "expected " << imh_status_name(status) << ", but nothing was thrown\n";
+    return {};
+}
+
+constexpr int64_t NI = 6, NJ = 5, NK = 4, NT = 7;
+
+float value_at(int64_t i, int64_t j, int64_t k, int64_t t) {
+    // Peaks at a frame that depends on the voxel; negative and fractional values on purpose.
+    const int64_t peak = (3 * i + j + 2 * k) % NT;
+    return static_cast<float>(0.25 * static_cast<double>(i - 2 * j + 3 * k) - (t == peak ? -40.5 : 0.5 * static_cast<double>(t)));
+}
+
+imhost::Geometry oblique() {
+    imhost::Geometry g;
+    const double a = -0.4;  // about x
+    g.spacing = {0.8, 0.8, 3.0};
+    g.origin = {12.5, -7.0, 101.0};
+    g.direction = {1.0, 0.0, 0.0, 0.0, std::cos(a), -std::sin(a), 0.0, std::sin(a), std::cos(a)};
+    return g;
+}
+
+void test_read_mip_write(const std::string& tmp) {
+    imhost::Context ctx;
+    std::vector<std::string> log;
+    ctx.set_log_callback([&](imhost::LogLevel level, std::string_view, std::string_view message) {
+        if (level <= imhost::LogLevel::Info) log.emplace_back(message);
+    });
+
+    // A C-ordered [i][j][k][t] array (t fastest), as NumPy would hand it over.
+    std::vector<float> buffer(static_cast<size_t>(NI * NJ * NK * NT));
+    for (int64_t i = 0; i < NI; ++i)
+        for (int64_t j = 0; j < NJ; ++j)
+            for (int64_t k = 0; k < NK; ++k)
+                for (int64_t t = 0; t < NT; ++t) buffer[static_cast<size_t>(((i * NJ + j) * NK + k) * NT + t)] = value_at(i, j, k, t);
+    const std::vector<double> times{0.0, 2.0, 4.0, 6.0, 9.0, 12.0, 20.0};
+    const imhost::Geometry geometry = oblique();
+    const auto view = imhost::View::four_d(buffer.data(), {NI, NJ, NK, NT}, {NJ * NK * NT, NK * NT, NT, 1}, geometry,
+                                           imhost::Span<const double>(times.data(), times.size()));
+
+    const std::string path = tmp + "/cpp_ctp.nii.gz";
+    imhost::write(ctx, view, path);
+    imhost::Volume volume = ctx.read(path);
+    const imhost::View read = volume.view();
+    CHECK(read.dtype() == imhost::DType::F32);
+    CHECK(read.ndim() == 4);
+    CHECK((read.shape() == imhost::Shape{NI, NJ, NK, NT}));
+    CHECK(read.frame_times().size() == times.size());
+    for (size_t n = 0; n < times.size() && n < read.frame_times().size(); ++n) CHECK(read.frame_times()[n] == times[n]);
+    int wrong = 0;
+    for (int64_t i = 0; i < NI; ++i)
+        for (int64_t j = 0; j < NJ; ++j)
+            for (int64_t k = 0; k < NK; ++k)
+                for (int64_t t = 0; t < NT; ++t)
+                    if (read.at<float>(i, j, k, t) != value_at(i, j, k, t)) ++wrong;
+    CHECK(wrong == 0);
+    // The Slicer matrix of what was read equals that of what was written (float32 precision).
+    const auto m_read = read.geometry().ijk_to_ras();
+    const auto m_written = geometry.ijk_to_ras();
+    for (size_t n = 0; n < 16; ++n) CHECK(std::abs(m_read[n] - m_written[n]) < 1e-4);
+
+    std::vector<double> fractions;
+    imhost::RunOptions options;
+    options.progress = [&](double fraction, std::string_view stage) {
+        fractions.push_back(fraction);
+        return !stage.empty();
+    };
+    imhost::Volume mip = imhost::mip(ctx, view, options);  // straight from the caller's buffer
+    CHECK(!fractions.empty() && fractions.back() == 1.0);
+    const imhost::View projected = mip.view();
+    CHECK(projected.ndim() == 3);
+    wrong = 0;
+    for (int64_t i = 0; i < NI; ++i)
+        for (int64_t j = 0; j < NJ; ++j)
+            for (int64_t k = 0; k < NK; ++k) {
+                float expected = value_at(i, j, k, 0);
+                for (int64_t t = 1; t < NT; ++t) expected = std::max(expected, value_at(i, j, k, t));
+                if (projected.at<float>(i, j, k) != expected) ++wrong;
+            }
+    CHECK(wrong == 0);
+    const auto values = mip.data<float>();
+    CHECK(values.size() == static_cast<size_t>(NI * NJ * NK));
+    CHECK(values[0] == projected.at<float>(0, 0, 0));
+    mip.write(ctx, tmp + "/cpp_mip.nii");
+    CHECK(!log.empty() && log.back().find("temporal MIP done") != std::string::npos);
+
+    // Copy of a view: independent of the caller's buffer.
+    imhost::Volume copy = imhost::Volume::copy_of(ctx, view);
+    buffer[0] = 1e6f;
+    CHECK(copy.view().at<float>(0, 0, 0, 0) == value_at(0, 0, 0, 0));
+}
+
+void test_move_semantics() {
+    imhost::Context a;
+    imh_context* raw = a.c();
+    imhost::Context b(std::move(a));
+    CHECK(a.c() == nullptr && b.c() == raw);  // NOLINT(bugprone-use-after-move): checking the moved-from state
+    imhost::Context c;
+    c = std::move(b);  // frees c's own context, adopts b's
+    CHECK(c.c() == raw && b.c() == nullptr);
+
+    std::vector<int16_t> data{1, 5, 3, 2};
+    const std::vector<double> times{0.0, 1.0};
+    auto view = imhost::View::four_d(data.data(), {2, 1, 1, 2}, imhost::nifti_strides({2, 1, 1, 2}), imhost::Geometry{},
+                                     imhost::Span<const double>(times.data(), times.size()));
+    imhost::Volume v1 = imhost::mip(c, view);
+    imhost::Volume v2(std::move(v1));
+    CHECK(!v1 && v2);  // NOLINT(bugprone-use-after-move)
+    CHECK(v2.data<int16_t>()[0] == 3 && v2.data<int16_t>()[1] == 5);
+    v1 = std::move(v2);
+    CHECK(v1 && !v2);  // NOLINT(bugprone-use-after-move)
+    imhost::CancelToken t1;
+    imhost::CancelToken t2(std::move(t1));
+    CHECK(t1.c() == nullptr && t2.c() != nullptr);  // NOLINT(bugprone-use-after-move)
+}
+
+void test_errors(const std::string& must_fail) {
+    imhost::Context ctx;
+    const std::string message = expect_error(IMH_STATUS_FORMAT, [&] { ctx.read(must_fail + "/truncated.nii.gz"); });
+    CHECK(message.find("truncated") != std::string::npos);
+    expect_error(IMH_STATUS_IO, [&] { ctx.read(must_fail + "/no-such-file.nii"); });
+    expect_error(IMH_STATUS_UNSUPPORTED, [&] { ctx.read(must_fail + "/five-d.nii"); });
+
+    std::vector<float> data(8, 0.0f);
+    const std::vector<double> times{0.0, 1.0};
+    const imhost::Span<const double> t(times.data(), times.size());
+    auto good = imhost::View::four_d(data.data(), {2, 2, 1, 2}, imhost::nifti_strides({2, 2, 1, 2}), imhost::Geometry{}, t);
+    expect_error(IMH_STATUS_SHAPE, [&] {
+        imhost::View::four_d(data.data(), {2, 2, 1, 3}, imhost::nifti_strides({2, 2, 1, 3}), imhost::Geometry{}, t);
+    });
+    imhost::Geometry flat;
+    flat.spacing[2] = 0.0;
+    expect_error(IMH_STATUS_GEOMETRY, [&] {
+        imhost::mip(ctx, imhost::View::four_d(data.data(), {2, 2, 1, 2}, imhost::nifti_strides({2, 2, 1, 2}), flat, t));
+    });
+    expect_error(IMH_STATUS_SHAPE, [&] {
+        imhost::mip(ctx, imhost::View::four_d(data.data(), {2, 2, 1, 2}, {1, 2, 4, -4}, imhost::Geometry{}, t));
+    });
+    expect_error(IMH_STATUS_SHAPE, [&] {
+        imhost::mip(ctx, imhost::View::three_d(data.data(), {2, 2, 2, 1}, imhost::nifti_strides({2, 2, 2, 1}), imhost::Geometry{}));
+    });
+    imhost::Volume v = imhost::mip(ctx, good);
+    expect_error(IMH_STATUS_DATA_TYPE, [&] { v.data<double>(); });
+    expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { v.write(ctx, "/tmp/x.png"); });
+    imhost::Matrix4 singular{};
+    expect_error(IMH_STATUS_GEOMETRY, [&] { imhost::Geometry::from_ijk_to_ras(singular); });
+}
+
+void test_callbacks_and_cancellation() {
+    imhost::Context ctx;
+    std::vector<int16_t> data(static_cast<size_t>(256 * 256 * 4 * 3), 7);
+    const std::vector<double> times{0.0, 1.0, 2.0};
+    const imhost::Span<const double> t(times.data(), times.size());
+    const imhost::Shape shape{256, 256, 4, 3};
+    auto view = imhost::View::four_d(data.data(), shape, imhost::nifti_strides(shape), imhost::Geometry{}, t);
+
+    // An exception thrown by the progress callback stops the run and reaches the caller intact.
+    struct Stop : std::runtime_error {
+        using std::runtime_error::runtime_error;
+    };
+    int calls = 0;
+    imhost::RunOptions throwing;
+    throwing.progress = [&](double, std::string_view) -> bool {
+        if (++calls == 3) throw Stop("user pressed stop");
+        return true;
+    };
+    ++checks;
+    try {
+        imhost::mip(ctx, view, throwing);
+        ++failures;
+        std::cerr << "the callback's exception was lost\n";
+    } catch (const Stop& e) {
+        if (std::string(e.what()) != "user pressed stop" || calls != 3) ++failures;
+    }
+
+    // Returning false cancels.
+    imhost::RunOptions stopping;
+    stopping.progress = [](double fraction, std::string_view) { return fraction < 0.2; };
+    expect_error(IMH_STATUS_CANCELLED, [&] { imhost::mip(ctx, view, stopping); });
+
+    // A token cancelled from another thread while the operation waits in its callback.
+    imhost::CancelToken token;
+    std::atomic<int> reports{0};
+    std::atomic<bool> cancelled{false};
+    imhost::RunOptions watched;
+    watched.cancel = &token;
+    watched.progress = [&](double, std::string_view) {
+        if (++reports == 2) {
+            while (!cancelled.load()) std::this_thread::yield();
+        }
+        return true;
+    };
+    std::thread canceller([&] {
+        while (reports.load() < 2) std::this_thread::yield();
+        token.cancel();
+        cancelled = true;
+    });
+    expect_error(IMH_STATUS_CANCELLED, [&] { imhost::mip(ctx, view, watched); });
+    canceller.join();
+    CHECK(reports.load() == 2);
+    CHECK(token.cancelled());
+    token.reset();
+    CHECK(!token.cancelled());
+    CHECK(imhost::mip(ctx, view, watched).data<int16_t>()[0] == 7);
+
+    // A throwing log callback does not disturb the operation.
+    ctx.set_log_callback([](imhost::LogLevel, std::string_view, std::string_view) { throw std::runtime_error("log sink broken"); },
+                         imhost::LogLevel::Trace);
+    CHECK(imhost::mip(ctx, view).data<int16_t>()[0] == 7);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        std::cerr << "usage: " << argv[0] << " MUST_FAIL_DIR TMP_DIR\n";
+        return 2;
+    }
+    try {
+        CHECK(imhost::version() == std::to_string(IMH_VERSION_MAJOR) + "." + std::to_string(IMH_VERSION_MINOR) + "." +
+                                       std::to_string(IMH_VERSION_PATCH));
+        test_read_mip_write(argv[2]);
+        test_move_semantics();
+        test_errors(argv[1]);
+        test_callbacks_and_cancellation();
+    } catch (const std::exception& e) {
+        std::cerr << "unexpected exception: " << e.what() << "\n";
+        ++failures;
+    }
+    std::cout << "C++ wrapper: " << checks << " checks, " << failures << " failed\n";
+    return failures != 0;
+}
