@@ -108,12 +108,7 @@ pub fn run(out: &Path, quiet: bool) -> Result<()> {
             region.name, got, expected, voxels, wrong
         );
     }
-    println!(
-        "  time     read {:.0} ms, MIP {:.1} ms, write {:.0} ms",
-        read_s * 1e3,
-        mip_s * 1e3,
-        write_s * 1e3
-    );
+    println!("  time     read {:.0} ms, MIP {:.1} ms, write {:.0} ms", read_s * 1e3, mip_s * 1e3, write_s * 1e3);
     println!("  preview  {}", preview_path.display());
     println!("  summary  {}", summary_path.display());
     if !all_exact {
@@ -123,12 +118,19 @@ pub fn run(out: &Path, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn write_preview(path: &Path, ctp: &AnyVolume, mip: &AnyVolume, times: &[f64], options: &BolusDemoOptions) -> Result<()> {
+fn write_preview(
+    path: &Path,
+    ctp: &AnyVolume,
+    mip: &AnyVolume,
+    times: &[f64],
+    options: &BolusDemoOptions,
+) -> Result<()> {
     let [ni, nj, nk, _] = ctp.shape();
     let k = nk / 2;
     let scale = 3i64;
     let panel = ni as i64 * scale;
-    let mut canvas = Canvas::new((2 * panel + 460 + 40) as usize, (nj as i64 * scale + 90) as usize, colors::BACKGROUND);
+    let mut canvas =
+        Canvas::new((2 * panel + 460 + 40) as usize, (nj as i64 * scale + 90) as usize, colors::BACKGROUND);
     let (frame0, w, _) = slice_values(ctp, k, 0);
     let (projection, _, _) = slice_values(mip, k, 0);
     let window = (-100.0, 500.0);
@@ -139,7 +141,9 @@ fn write_preview(path: &Path, ctp: &AnyVolume, mip: &AnyVolume, times: &[f64], o
 
     // Curves of the first artery voxel and a tissue voxel, as read from the file.
     let find = |name: &str| {
-        (0..nj).flat_map(|j| (0..ni).map(move |i| (i, j))).find(|&(i, j)| phantom::region_at(i, j, options.shape).name == name)
+        (0..nj)
+            .flat_map(|j| (0..ni).map(move |i| (i, j)))
+            .find(|&(i, j)| phantom::region_at(i, j, options.shape).name == name)
     };
     let curve = |(i, j): (usize, usize)| -> Vec<f64> {
         let AnyVolume::I16(v) = ctp else { return Vec::new() };
@@ -164,6 +168,12 @@ fn write_preview(path: &Path, ctp: &AnyVolume, mip: &AnyVolume, times: &[f64], o
         "HU",
         &[Series { label: "tissue", color: colors::CYAN, x: times, y: &tissue }],
     );
-    canvas.text(10, 40 + nj as i64 * scale, "window -100..500 HU. generated data, research use only.", colors::MUTED, 1);
+    canvas.text(
+        10,
+        40 + nj as i64 * scale,
+        "window -100..500 HU. generated data, research use only.",
+        colors::MUTED,
+        1,
+    );
     canvas.save_png(path)
 }

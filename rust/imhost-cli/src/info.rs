@@ -41,8 +41,14 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
     }
     let [ni, nj, nk, nt] = volume.shape();
     println!("{}", input.display());
-    println!("  format     {:?}, {:?}-endian{}, stored {}{}", info.version, info.endian, if info.compressed { ", gzip" } else { "" }, info.stored_type,
-        info.scaling.map_or(String::new(), |(m, b)| format!(" scaled ×{m} {b:+}")));
+    println!(
+        "  format     {:?}, {:?}-endian{}, stored {}{}",
+        info.version,
+        info.endian,
+        if info.compressed { ", gzip" } else { "" },
+        info.stored_type,
+        info.scaling.map_or(String::new(), |(m, b)| format!(" scaled ×{m} {b:+}"))
+    );
     if volume.is_4d() {
         println!("  size       {ni}×{nj}×{nk} voxels × {nt} frames, {}", volume.dtype());
     } else {
@@ -57,7 +63,13 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
     if let Some(t) = times {
         let s = t.as_slice();
         let spacing = t.uniform_interval().map_or("non-uniform".to_owned(), |dt| format!("every {dt} s"));
-        println!("  frames     {} from {:.2} s to {:.2} s, {spacing} (from the {})", s.len(), s[0], s[s.len() - 1], t.source().name());
+        println!(
+            "  frames     {} from {:.2} s to {:.2} s, {spacing} (from the {})",
+            s.len(),
+            s[0],
+            s[s.len() - 1],
+            t.source().name()
+        );
     }
     println!("  values     {lo} to {hi}");
     Ok(())

@@ -19,7 +19,8 @@ pub fn run(input: &Path, out: &Path, preview: Option<&Path>, quiet: bool) -> Res
             input.display()
         )));
     }
-    let mip: AnyVolume = with_bar(quiet, |control| with_view!(volume.view(), v => temporal_mip(&v, control).map(AnyVolume::from)))?;
+    let mip: AnyVolume =
+        with_bar(quiet, |control| with_view!(volume.view(), v => temporal_mip(&v, control).map(AnyVolume::from)))?;
     write_volume(&mip, out)?;
     if let Some(png) = preview {
         crate::info::slice_preview(&mip, png, "temporal MIP")?;

@@ -41,7 +41,14 @@ fn mip_of_a_file_equals_the_naive_maximum_and_keeps_geometry() {
 
     let out_path = dir.path().join("out.nii");
     let png = dir.path().join("mip.png");
-    let out = imhost(&["mip", in_path.to_str().unwrap(), "--out", out_path.to_str().unwrap(), "--preview", png.to_str().unwrap()]);
+    let out = imhost(&[
+        "mip",
+        in_path.to_str().unwrap(),
+        "--out",
+        out_path.to_str().unwrap(),
+        "--preview",
+        png.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{:?}", stderr_lines(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("temporal MIP of 6 frames (0.0–8.0 s)"));
     assert!(std::fs::metadata(&png).unwrap().len() > 1000, "a preview PNG was written");
@@ -77,7 +84,9 @@ fn every_must_fail_file_gives_one_line_and_status_1() {
         if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
             continue;
         }
-        for args in [vec!["mip", path.to_str().unwrap(), "--out", out.to_str().unwrap()], vec!["info", path.to_str().unwrap()]] {
+        for args in
+            [vec!["mip", path.to_str().unwrap(), "--out", out.to_str().unwrap()], vec!["info", path.to_str().unwrap()]]
+        {
             let result = imhost(&args);
             assert_one_line_error(&result, &name);
             assert!(stderr_lines(&result)[0].contains(&name), "{name}: the line names the file");
@@ -128,7 +137,8 @@ fn the_demo_checks_itself_and_writes_its_outputs() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("every voxel equals the closed-form truth"), "{stdout}");
     assert!(stdout.contains("research use only"));
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["all_voxels_match_truth"], true);
     assert_eq!(summary["input"]["frame_times_from"], "sidecar");
     for name in ["ctp.nii.gz", "ctp.json", "mip.nii.gz", "preview.png"] {

@@ -163,7 +163,8 @@ mod tests {
     #[test]
     fn codes_are_stable_and_round_trip() {
         // These numbers are part of the C ABI: changing one breaks every caller.
-        let expected = [(DType::U8, 1), (DType::I16, 2), (DType::U16, 3), (DType::I32, 4), (DType::F32, 5), (DType::F64, 6)];
+        let expected =
+            [(DType::U8, 1), (DType::I16, 2), (DType::U16, 3), (DType::I32, 4), (DType::F32, 5), (DType::F64, 6)];
         for (d, code) in expected {
             assert_eq!(d.code(), code);
             assert_eq!(DType::from_code(code), Some(d));

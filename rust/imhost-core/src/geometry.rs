@@ -306,7 +306,8 @@ mod tests {
         }
         // A point in RAS is the LPS point with x and y negated.
         let p = g.index_to_lps([1.0, 2.0, 3.0]);
-        let ras_p: [f64; 3] = std::array::from_fn(|r| (0..3).map(|c| ras[r][c] * [1.0, 2.0, 3.0][c]).sum::<f64>() + ras[r][3]);
+        let ras_p: [f64; 3] =
+            std::array::from_fn(|r| (0..3).map(|c| ras[r][c] * [1.0, 2.0, 3.0][c]).sum::<f64>() + ras[r][3]);
         let expect = lps_to_ras(p);
         for r in 0..3 {
             assert!(close(ras_p[r], expect[r]));
@@ -340,7 +341,11 @@ mod tests {
             }
         }
         // The standard axial DICOM orientation 1\0\0\0\1\0 is the identity in LPS.
-        let axial = DicomPlane { image_orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], image_position: [-125.0, -125.0, 40.0], pixel_spacing: [0.5, 0.49] };
+        let axial = DicomPlane {
+            image_orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            image_position: [-125.0, -125.0, 40.0],
+            pixel_spacing: [0.5, 0.49],
+        };
         let g = Geometry::from_dicom_plane(&axial, [0.0, 0.0, 5.0]).unwrap();
         assert_eq!(g.direction, IDENTITY3);
         assert_eq!(g.spacing, [0.49, 0.5, 5.0]);

@@ -140,7 +140,8 @@ impl Canvas {
         let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.width as u32, self.height as u32);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(|e| Error::new(crate::ErrorKind::Io, e.to_string()).in_file(path))?;
+        let mut writer =
+            encoder.write_header().map_err(|e| Error::new(crate::ErrorKind::Io, e.to_string()).in_file(path))?;
         writer
             .write_image_data(&self.pixels)
             .map_err(|e| Error::new(crate::ErrorKind::Io, e.to_string()).in_file(path))?;
@@ -174,7 +175,14 @@ pub struct Series<'a> {
 
 /// A line plot with axes, tick labels, a title and a legend, drawn into a `w`×`h` box at
 /// `(x, y)`. Points are marked, so that non-uniform sampling is visible.
-pub fn line_plot(canvas: &mut Canvas, (x, y, w, h): (i64, i64, i64, i64), title: &str, x_label: &str, y_label: &str, series: &[Series<'_>]) {
+pub fn line_plot(
+    canvas: &mut Canvas,
+    (x, y, w, h): (i64, i64, i64, i64),
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) {
     use colors::*;
     canvas.text(x, y, title, TEXT, 2);
     let (left, top, right, bottom) = (x + 56, y + 28, x + w - 8, y + h - 30);
@@ -207,7 +215,11 @@ pub fn line_plot(canvas: &mut Canvas, (x, y, w, h): (i64, i64, i64, i64), title:
     canvas.text(x, top - 10, y_label, MUTED, 1);
     for (n, s) in series.iter().enumerate() {
         let points: Vec<(i64, i64)> =
-            s.x.iter().zip(s.y).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(&a, &b)| (px(a), py(b))).collect();
+            s.x.iter()
+                .zip(s.y)
+                .filter(|(a, b)| a.is_finite() && b.is_finite())
+                .map(|(&a, &b)| (px(a), py(b)))
+                .collect();
         for pair in points.windows(2) {
             canvas.line(pair[0], pair[1], s.color);
         }

@@ -191,7 +191,11 @@ pub struct VolumeView<'a, T> {
 
 impl<'a, T: Voxel> VolumeView<'a, T> {
     /// A validated view. `frame_times` must be given exactly when the volume is 4-D.
-    pub fn new(data: ArrayView4<'a, T>, geometry: Geometry, frame_times: Option<(Cow<'a, [f64]>, TimeSource)>) -> Result<Self> {
+    pub fn new(
+        data: ArrayView4<'a, T>,
+        geometry: Geometry,
+        frame_times: Option<(Cow<'a, [f64]>, TimeSource)>,
+    ) -> Result<Self> {
         check_parts(data.dim(), &geometry, frame_times.as_ref().map(|(f, _)| &**f))?;
         Ok(VolumeView { data, geometry, frame_times })
     }
@@ -253,10 +257,9 @@ fn check_parts(dim: (usize, usize, usize, usize), geometry: &Geometry, frame_tim
     match frame_times {
         None if nt != 1 => Err(Error::shape(format!("a volume with {nt} frames needs frame times"))),
         None => Ok(()),
-        Some(times) if times.len() != nt => Err(Error::shape(format!(
-            "{} frame times given for a volume with {nt} frames",
-            times.len()
-        ))),
+        Some(times) if times.len() != nt => {
+            Err(Error::shape(format!("{} frame times given for a volume with {nt} frames", times.len())))
+        }
         Some(times) => validate_frame_times(times),
     }
 }

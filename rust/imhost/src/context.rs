@@ -38,8 +38,9 @@ pub const IMH_LOG_TRACE: imh_log_level = 5;
 /// Called on the thread that made the imhost call, possibly concurrently from several threads
 /// if the context is shared. Must return normally (no exception, no longjmp).
 #[allow(non_camel_case_types)]
-pub type imh_log_fn =
-    Option<unsafe extern "C" fn(user_data: *mut c_void, level: imh_log_level, target: *const c_char, message: *const c_char)>;
+pub type imh_log_fn = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, level: imh_log_level, target: *const c_char, message: *const c_char),
+>;
 
 /// Per-caller state shared by operations: the log callback. Create with `imh_context_new`.
 ///
@@ -151,7 +152,9 @@ impl Subscriber for CallbackSubscriber {
         let target = CString::new(event.metadata().target().replace('\0', " ")).unwrap_or_default();
         // SAFETY: the callback was supplied by the caller for exactly this purpose; both strings
         // outlive the call.
-        unsafe { (sink.callback)(sink.user_data.0, level_code(event.metadata().level()), target.as_ptr(), message.as_ptr()) };
+        unsafe {
+            (sink.callback)(sink.user_data.0, level_code(event.metadata().level()), target.as_ptr(), message.as_ptr())
+        };
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}

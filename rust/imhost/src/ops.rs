@@ -17,7 +17,8 @@ use crate::volume::{hand_out, imh_volume};
 ///
 /// Called on the thread that made the imhost call. Must return normally.
 #[allow(non_camel_case_types)]
-pub type imh_progress_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, fraction: f64, stage: *const c_char) -> bool>;
+pub type imh_progress_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, fraction: f64, stage: *const c_char) -> bool>;
 
 /// Options common to every long-running operation.
 ///

@@ -17,9 +17,7 @@ pub const IMH_VERSION_PATCH: u32 = 0;
 /// Thread safety: may be called from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn imh_version() -> *const c_char {
-    ffi_boundary!("imh_version", default = c"".as_ptr(), {
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
-    })
+    ffi_boundary!("imh_version", default = c"".as_ptr(), { concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast() })
 }
 
 /// The name of a status value, e.g. "IMH_STATUS_FORMAT" ("IMH_STATUS_UNKNOWN" for values this
@@ -28,9 +26,7 @@ pub extern "C" fn imh_version() -> *const c_char {
 /// Thread safety: may be called from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn imh_status_name(status: u32) -> *const c_char {
-    ffi_boundary!("imh_status_name", default = c"IMH_STATUS_UNKNOWN".as_ptr(), {
-        imh_status::name(status).as_ptr()
-    })
+    ffi_boundary!("imh_status_name", default = c"IMH_STATUS_UNKNOWN".as_ptr(), { imh_status::name(status).as_ptr() })
 }
 
 /// The message of the most recent failing imhost call **on the calling thread**, one line of

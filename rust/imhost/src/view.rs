@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use imhost_core::geometry::Geometry;
-use imhost_core::{AnyVolumeView, DType, TimeSource, Voxel, VolumeView};
+use imhost_core::{AnyVolumeView, DType, TimeSource, VolumeView, Voxel};
 use ndarray::{ArrayView4, ShapeBuilder};
 
 use crate::status::{FfiError, FfiResult, imh_status};

@@ -32,7 +32,11 @@ impl Drop for Ctx {
 }
 
 fn identity_geometry() -> imh_geometry {
-    imh_geometry { spacing: [1.0, 1.0, 2.0], origin: [0.0; 3], direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] }
+    imh_geometry {
+        spacing: [1.0, 1.0, 2.0],
+        origin: [0.0; 3],
+        direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+    }
 }
 
 /// A 4-D f32 view over `data` laid out as a C array `[i][j][k][t]` (t fastest).
@@ -49,7 +53,12 @@ fn c_order_view(data: &[f32], shape: [i64; 4], times: &[f64]) -> imh_view {
     }
 }
 
-unsafe extern "C" fn record_log(user: *mut c_void, level: imh_log_level, target: *const c_char, message: *const c_char) {
+unsafe extern "C" fn record_log(
+    user: *mut c_void,
+    level: imh_log_level,
+    target: *const c_char,
+    message: *const c_char,
+) {
     // SAFETY: user is the &Mutex<Vec<..>> passed below; strings are valid during the call.
     let sink = unsafe { &*(user as *const Mutex<Vec<(u32, String, String)>>) };
     let (target, message) = unsafe { (CStr::from_ptr(target), CStr::from_ptr(message)) };
@@ -61,7 +70,9 @@ fn mip_of_a_c_ordered_buffer_matches_a_hand_computed_maximum_and_logs() {
     let ctx = Ctx::new();
     let records: Mutex<Vec<(u32, String, String)>> = Mutex::new(Vec::new());
     // SAFETY: the callback and the sink outlive every call on this context.
-    let st = unsafe { imh_context_set_log_callback(ctx.0, Some(record_log), (&raw const records).cast_mut().cast(), IMH_LOG_INFO) };
+    let st = unsafe {
+        imh_context_set_log_callback(ctx.0, Some(record_log), (&raw const records).cast_mut().cast(), IMH_LOG_INFO)
+    };
     assert_eq!(st, imh_status::Ok);
 
     let shape = [3i64, 2, 2, 4];
@@ -106,7 +117,9 @@ fn mip_of_a_c_ordered_buffer_matches_a_hand_computed_maximum_and_logs() {
     unsafe { imh_volume_free(out) };
     let records = records.lock().unwrap();
     assert!(
-        records.iter().any(|(level, target, msg)| *level == IMH_LOG_INFO && target.starts_with("imhost") && msg.contains("temporal MIP done")),
+        records.iter().any(|(level, target, msg)| *level == IMH_LOG_INFO
+            && target.starts_with("imhost")
+            && msg.contains("temporal MIP done")),
         "{records:?}"
     );
 }
@@ -187,16 +200,24 @@ fn invalid_views_are_reported_not_dereferenced() {
         ("zero axis", Box::new(|v| v.shape[1] = 0), imh_status::Shape),
         ("negative axis", Box::new(|v| v.shape[2] = -3), imh_status::Shape),
         ("negative stride", Box::new(|v| v.strides[0] = -8), imh_status::Shape),
-        ("overflowing strides", Box::new(|v| {
-            v.shape[0] = 1 << 40;
-            v.strides[0] = 1 << 40;
-        }), imh_status::Shape),
+        (
+            "overflowing strides",
+            Box::new(|v| {
+                v.shape[0] = 1 << 40;
+                v.strides[0] = 1 << 40;
+            }),
+            imh_status::Shape,
+        ),
         ("extent beyond the address space", Box::new(|v| v.strides[0] = i64::MAX / 2), imh_status::TooLarge),
         ("NULL data", Box::new(|v| v.data = ptr::null()), imh_status::NullArgument),
         ("unaligned data", Box::new(move |v| v.data = unaligned.cast()), imh_status::InvalidArgument),
         ("NaN spacing", Box::new(|v| v.geometry.spacing[0] = f64::NAN), imh_status::Geometry),
         ("zero spacing", Box::new(|v| v.geometry.spacing[2] = 0.0), imh_status::Geometry),
-        ("parallel axes", Box::new(|v| v.geometry.direction = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), imh_status::Geometry),
+        (
+            "parallel axes",
+            Box::new(|v| v.geometry.direction = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]),
+            imh_status::Geometry,
+        ),
         ("3-D into a 4-D op", Box::new(|v| v.ndim = 3), imh_status::Shape),
     ];
     for (label, mutate, expect) in cases {
@@ -231,7 +252,11 @@ fn invalid_views_are_reported_not_dereferenced() {
 #[test]
 fn slicer_matrix_round_trip_and_error_names() {
     let (s, c) = 25f64.to_radians().sin_cos();
-    let g = imh_geometry { spacing: [0.5, 0.6, 3.0], origin: [10.0, -5.0, 2.0], direction: [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0] };
+    let g = imh_geometry {
+        spacing: [0.5, 0.6, 3.0],
+        origin: [10.0, -5.0, 2.0],
+        direction: [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0],
+    };
     let mut m = [0f64; 16];
     assert_eq!(unsafe { imh_geometry_to_ijk_to_ras(&g, m.as_mut_ptr()) }, imh_status::Ok);
     // RAS = LPS with x and y negated: first row is -(c*0.5, -s*0.6, 0, 10).
@@ -274,5 +299,8 @@ fn files_through_the_abi_read_write_and_fail_clearly() {
     assert_eq!(unsafe { imh_volume_read(ctx.0, bad.as_ptr(), &mut vol) }, imh_status::Format);
     assert!(vol.is_null());
     let msg = last_error();
-    assert!(msg.starts_with("format: imh_volume_read: '") && msg.contains("truncated.nii': file is truncated"), "{msg}");
+    assert!(
+        msg.starts_with("format: imh_volume_read: '") && msg.contains("truncated.nii': file is truncated"),
+        "{msg}"
+    );
 }

@@ -24,10 +24,15 @@ fn exports() -> Vec<Export> {
             }
             let rest = &line[at + "extern \"C\" fn ".len()..];
             let name = rest.split('(').next().unwrap().to_owned();
-            let docs: Vec<&str> = lines[..n].iter().rev().take_while(|l| {
-                let t = l.trim_start();
-                t.starts_with("///") || t.starts_with("#[")
-            }).copied().collect();
+            let docs: Vec<&str> = lines[..n]
+                .iter()
+                .rev()
+                .take_while(|l| {
+                    let t = l.trim_start();
+                    t.starts_with("///") || t.starts_with("#[")
+                })
+                .copied()
+                .collect();
             // The body starts on the line after the one that ends the signature with `{`.
             let open = (n..lines.len()).find(|&i| lines[i].trim_end().ends_with('{')).expect("function body");
             let body = lines.get(open + 1).map_or("", |l| l.trim()).to_owned();

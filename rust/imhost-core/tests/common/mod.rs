@@ -35,9 +35,8 @@ pub fn must_fail_dir() -> PathBuf {
 /// Run the nibabel oracle on files and return its description of each.
 pub fn oracle(paths: &[&Path]) -> Vec<Value> {
     let python = std::env::var("IMHOST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let pythonpath = std::env::var_os("IMHOST_PYTHONPATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".cache/python"));
+    let pythonpath =
+        std::env::var_os("IMHOST_PYTHONPATH").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cache/python"));
     let out = Command::new(&python)
         .arg(repo_root().join("tests/oracle/nibabel_oracle.py"))
         .args(paths)

@@ -401,7 +401,9 @@ pub fn stored_type(code: i16) -> Result<StoredType> {
         INT64 => (8, "int64"),
         UINT64 => (8, "uint64"),
         FLOAT64 => (8, "float64"),
-        32 | 1792 | 2048 => return Err(Error::unsupported(format!("complex NIfTI data (datatype {code}) is not supported"))),
+        32 | 1792 | 2048 => {
+            return Err(Error::unsupported(format!("complex NIfTI data (datatype {code}) is not supported")));
+        }
         128 | 2304 => return Err(Error::unsupported(format!("RGB NIfTI data (datatype {code}) is not supported"))),
         1536 => return Err(Error::unsupported("float128 NIfTI data is not supported")),
         other => return Err(Error::format(format!("unknown NIfTI datatype code {other}"))),
@@ -578,7 +580,8 @@ fn nearest_orthogonal(m: &Mat3) -> Mat3 {
     for _ in 0..20 {
         let Some(inv) = inverse3(&r) else { return r };
         let next: Mat3 = std::array::from_fn(|i| std::array::from_fn(|j| 0.5 * (r[i][j] + inv[j][i])));
-        let delta: f64 = (0..3).flat_map(|i| (0..3).map(move |j| (i, j))).map(|(i, j)| (next[i][j] - r[i][j]).abs()).sum();
+        let delta: f64 =
+            (0..3).flat_map(|i| (0..3).map(move |j| (i, j))).map(|(i, j)| (next[i][j] - r[i][j]).abs()).sum();
         r = next;
         if delta < 1e-15 {
             break;
@@ -601,7 +604,8 @@ mod tests {
         let (s, c) = 20f64.to_radians().sin_cos();
         let rx = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
         let rz = rot_z(35.0);
-        let combined: Mat3 = std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| rz[i][k] * rx[k][j]).sum()));
+        let combined: Mat3 =
+            std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| rz[i][k] * rx[k][j]).sum()));
         let mirrored: Mat3 = std::array::from_fn(|i| [combined[i][0], combined[i][1], -combined[i][2]]);
         let cases = [combined, mirrored, rot_z(180.0), [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]]];
         for m in cases {

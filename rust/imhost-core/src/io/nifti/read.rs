@@ -66,16 +66,15 @@ pub fn read_nifti(path: &Path, options: &ReadOptions) -> Result<(AnyVolume, Nift
 fn read_nifti_inner(path: &Path, options: &ReadOptions) -> Result<(AnyVolume, NiftiInfo)> {
     let file = File::open(path).map_err(|e| Error::new(ErrorKind::Io, "cannot open file").with_source(e))?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    // A second handle for positional (parallel) reads of uncompressed voxel data.
+    let positional = file.try_clone().ok();
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let compressed = {
         let peek = std::io::BufRead::fill_buf(&mut reader)?;
         peek.starts_with(&[0x1f, 0x8b])
     };
-    let mut source: Box<dyn Read> = if compressed {
-        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
-    };
+    let mut source: Box<dyn Read> =
+        if compressed { Box::new(flate2::bufread::MultiGzDecoder::new(reader)) } else { Box::new(reader) };
 
     let header = read_header(&mut source)?;
     let layout = header::layout(&header)?;
@@ -119,12 +118,20 @@ fn read_nifti_inner(path: &Path, options: &ReadOptions) -> Result<(AnyVolume, Ni
         }
         false => (None, None),
     };
-    let volume = read_voxels(&mut source, &header, &layout, scaling, geometry, frame_times, compressed)?;
+    let raw = if compressed { Raw::Stream(&mut *source) } else { Raw::File(positional.as_ref(), &mut *source) };
+    let volume = read_voxels(raw, &header, &layout, scaling, geometry, frame_times)?;
     // Warn only about files that could be read: a broken file gets its one error, nothing else.
     if let Some(warning) = warning {
         tracing::warn!("'{}': {warning}", path.display());
     }
-    let info = NiftiInfo { version: header.version, endian: header.endian, stored_type: stored.name, scaling, affine_source, compressed };
+    let info = NiftiInfo {
+        version: header.version,
+        endian: header.endian,
+        stored_type: stored.name,
+        scaling,
+        affine_source,
+        compressed,
+    };
     Ok((volume, info))
 }
 
@@ -136,9 +143,7 @@ fn read_header(source: &mut dyn Read) -> Result<Header> {
         NiftiVersion::Nifti1 => header::NIFTI1_HEADER_SIZE,
         NiftiVersion::Nifti2 => header::NIFTI2_HEADER_SIZE,
     };
-    source
-        .read_exact(&mut buf[4..size])
-        .map_err(|_| Error::format("file ends inside the NIfTI header"))?;
+    source.read_exact(&mut buf[4..size]).map_err(|_| Error::format("file ends inside the NIfTI header"))?;
     match version {
         NiftiVersion::Nifti1 => header::parse_nifti1(&buf[..size]),
         NiftiVersion::Nifti2 => header::parse_nifti2(&buf[..size], endian),
@@ -155,7 +160,8 @@ fn frame_times(path: &Path, h: &Header, frames: usize, options: &ReadOptions) ->
                     times.len()
                 )));
             }
-            let times = FrameTimes::new(times, TimeSource::Sidecar).map_err(|e| e.context("invalid FrameTimes in the sidecar"))?;
+            let times = FrameTimes::new(times, TimeSource::Sidecar)
+                .map_err(|e| e.context("invalid FrameTimes in the sidecar"))?;
             return Ok((times, None));
         }
     }
@@ -174,7 +180,10 @@ fn frame_times(path: &Path, h: &Header, frames: usize, options: &ReadOptions) ->
     if step.is_finite() && step > 0.0 {
         Ok((FrameTimes::uniform(frames, start, step, TimeSource::Header)?, None))
     } else {
-        let warning = format!("no frame interval in the header (pixdim[4] = {}) and no sidecar; assuming frames 1 s apart", h.pixdim[4]);
+        let warning = format!(
+            "no frame interval in the header (pixdim[4] = {}) and no sidecar; assuming frames 1 s apart",
+            h.pixdim[4]
+        );
         Ok((FrameTimes::uniform(frames, 0.0, 1.0, TimeSource::Assumed)?, Some(warning)))
     }
 }
@@ -192,18 +201,23 @@ fn converted_bytes_per_voxel(code: i16, scaled: bool) -> Option<u64> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where the voxel bytes come from: a decompressing stream, or the file itself (positioned at the
+/// data, with an optional second handle for positional reads).
+enum Raw<'a> {
+    Stream(&'a mut dyn Read),
+    File(Option<&'a File>, &'a mut dyn Read),
+}
+
 fn read_voxels(
-    source: &mut dyn Read,
+    source: Raw<'_>,
     h: &Header,
     layout: &Layout,
     scaling: Option<(f64, f64)>,
     geometry: Geometry,
     frame_times: Option<FrameTimes>,
-    compressed: bool,
 ) -> Result<AnyVolume> {
     use datatype::*;
-    let ctx = Ctx { layout, geometry, frame_times, compressed, endian: h.endian };
+    let ctx = Ctx { layout, geometry, frame_times, endian: h.endian };
     Ok(match (h.datatype, scaling) {
         (UINT8, None) => ctx.native::<u8>(source)?.into(),
         (INT16, None) => ctx.native::<i16>(source)?.into(),
@@ -236,27 +250,26 @@ struct Ctx<'a> {
     layout: &'a Layout,
     geometry: Geometry,
     frame_times: Option<FrameTimes>,
-    compressed: bool,
     endian: Endian,
 }
 
 impl Ctx<'_> {
-    fn native<T: Voxel>(self, source: &mut dyn Read) -> Result<Volume<T>> {
-        let mut data: Vec<T> = read_stored(source, self.layout.voxel_count, self.compressed)?;
+    fn native<T: Voxel>(self, source: Raw<'_>) -> Result<Volume<T>> {
+        let mut data: Vec<T> = read_stored(source, self.layout)?;
         if self.endian != Endian::native() && size_of::<T>() > 1 {
             data.iter_mut().for_each(|v| *v = v.swap_bytes());
         }
         self.finish(data)
     }
 
-    fn converted<S: Pod + SwapBytes, T: Voxel>(self, source: &mut dyn Read, f: impl Fn(S) -> T) -> Result<Volume<T>> {
-        let stored: Vec<S> = read_stored(source, self.layout.voxel_count, self.compressed)?;
+    fn converted<S: Pod + SwapBytes, T: Voxel>(self, source: Raw<'_>, f: impl Fn(S) -> T) -> Result<Volume<T>> {
+        let stored: Vec<S> = read_stored(source, self.layout)?;
         let swap = self.endian != Endian::native();
         let data = stored.into_iter().map(|v| f(if swap { v.swap() } else { v })).collect();
         self.finish(data)
     }
 
-    fn converted_lossy<S: Pod + SwapBytes>(self, source: &mut dyn Read, f: impl Fn(S) -> f64) -> Result<Volume<f64>> {
+    fn converted_lossy<S: Pod + SwapBytes>(self, source: Raw<'_>, f: impl Fn(S) -> f64) -> Result<Volume<f64>> {
         tracing::debug!("64-bit or unsigned 32-bit integers are delivered as f64 (exact up to 2^53)");
         self.converted(source, f)
     }
@@ -268,28 +281,56 @@ impl Ctx<'_> {
     }
 }
 
-/// Read `count` stored values. Uncompressed input (whose length was checked) gets one allocation
-/// and one read; compressed input grows in chunks of at most 64 MiB.
-fn read_stored<S: Pod>(source: &mut dyn Read, count: usize, compressed: bool) -> Result<Vec<S>> {
+/// Read the stored values. Uncompressed input (whose length was checked against the header) gets
+/// one allocation filled by positional reads, split over a few threads for large studies so
+/// that page faulting and copying use every core; compressed input grows in chunks of at most
+/// 64 MiB, so a lying header costs at most one chunk.
+fn read_stored<S: Pod>(source: Raw<'_>, layout: &Layout) -> Result<Vec<S>> {
+    let count = layout.voxel_count;
     let truncated = |got: usize| {
-        Error::format(format!(
-            "file is truncated: the header claims {count} voxels but the data ends after about {got}"
-        ))
+        Error::format(format!("file is truncated: the header claims {count} voxels but the data ends after about {got}"))
     };
-    if !compressed {
-        let mut data: Vec<S> = bytemuck::allocation::zeroed_vec(count);
-        source.read_exact(bytemuck::cast_slice_mut(&mut data)).map_err(|_| truncated(0))?;
-        return Ok(data);
+    match source {
+        Raw::File(positional, stream) => {
+            let mut data: Vec<S> = bytemuck::allocation::zeroed_vec(count);
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
+            match positional {
+                Some(file) if bytes.len() >= PARALLEL_READ_MIN => read_parallel(file, layout.data_offset, bytes)?,
+                _ => stream.read_exact(bytes).map_err(|_| truncated(0))?,
+            }
+            Ok(data)
+        }
+        Raw::Stream(stream) => {
+            let chunk = ((64usize << 20) / size_of::<S>().max(1)).max(1);
+            let mut data: Vec<S> = Vec::with_capacity(count.min(chunk));
+            while data.len() < count {
+                let start = data.len();
+                let end = (start + chunk).min(count);
+                data.resize(end, S::zeroed());
+                stream.read_exact(bytemuck::cast_slice_mut(&mut data[start..end])).map_err(|_| truncated(start))?;
+            }
+            Ok(data)
+        }
     }
-    let chunk = ((64usize << 20) / size_of::<S>().max(1)).max(1);
-    let mut data: Vec<S> = Vec::with_capacity(count.min(chunk));
-    while data.len() < count {
-        let start = data.len();
-        let end = (start + chunk).min(count);
-        data.resize(end, S::zeroed());
-        source.read_exact(bytemuck::cast_slice_mut(&mut data[start..end])).map_err(|_| truncated(start))?;
-    }
-    Ok(data)
+}
+
+/// Below this many bytes a single read is as fast as several.
+const PARALLEL_READ_MIN: usize = 64 << 20;
+
+/// Fill `bytes` from `file` at `offset` with one positional read per thread.
+fn read_parallel(file: &File, offset: u64, bytes: &mut [u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let part = bytes.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = bytes
+            .chunks_mut(part)
+            .enumerate()
+            .map(|(n, chunk)| scope.spawn(move || file.read_exact_at(chunk, offset + (n * part) as u64)))
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked"))))
+    })
+    .map_err(|e| Error::from(e).context("reading voxel data"))
 }
 
 /// Byte swapping for every stored type (including those that are not [`Voxel`]s).

@@ -14,10 +14,7 @@ use crate::error::{Error, Result};
 /// The sidecar path of an image path: `.nii`/`.nii.gz` replaced by `.json`.
 pub fn sidecar_path(image: &Path) -> PathBuf {
     let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stem = name
-        .strip_suffix(".nii.gz")
-        .or_else(|| name.strip_suffix(".nii"))
-        .unwrap_or(&name);
+    let stem = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")).unwrap_or(&name);
     image.with_file_name(format!("{stem}.json"))
 }
 

@@ -171,7 +171,13 @@ fn median_interval(times: &[f64]) -> f64 {
     d.get(d.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn write_nifti1<T: Voxel>(view: &VolumeView<'_, T>, h: &Header, target: &Path, compressed: bool, level: flate2::Compression) -> Result<()> {
+fn write_nifti1<T: Voxel>(
+    view: &VolumeView<'_, T>,
+    h: &Header,
+    target: &Path,
+    compressed: bool,
+    level: flate2::Compression,
+) -> Result<()> {
     let mut reference = nifti::NiftiHeader {
         dim: h.dim.map(|d| d as u16),
         pixdim: h.pixdim.map(|p| p as f32),

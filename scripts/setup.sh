@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install what imhost needs on a fresh Debian 12 machine (with Rust and Python 3.11), and
+# nothing that is already there. Safe to run again: every step checks before it acts, and a
+# second run takes about a second.
+#
+#   scripts/setup.sh main   what building and running the main job needs
+#   scripts/setup.sh test   that, plus what the tests need (valgrind, the nibabel oracle and
+#                           nibabel's real NIfTI test files)
+#
+# Downloads are cached under .cache/ (ignored by git). Pinned versions live here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+purpose="${1:-test}"
+case "$purpose" in main | test) ;; *) echo "usage: $0 main|test" >&2; exit 2 ;; esac
+
+NIBABEL_VERSION=5.4.2   # the oracle and the source of real NIfTI test files
+NUMPY_VERSION=2.3.5
+CACHE="$PWD/.cache"
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# --- Debian packages ------------------------------------------------------------------------
+apt_packages=(cmake g++ make pkg-config)
+[ "$purpose" = test ] && apt_packages+=(valgrind)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# --- Rust -----------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+[ "$purpose" = main ] && exit 0
+
+# --- Test oracle: nibabel in a private folder (no venv, nothing global) ----------------------
+python_dir="$CACHE/python"
+marker="$python_dir/.imhost-nibabel-$NIBABEL_VERSION-numpy-$NUMPY_VERSION"
+if [ ! -f "$marker" ]; then
+  say "installing nibabel $NIBABEL_VERSION and numpy $NUMPY_VERSION into .cache/python (test oracle)"
+  rm -rf "$python_dir"
+  python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --target "$python_dir" \
+    "nibabel==$NIBABEL_VERSION" "numpy==$NUMPY_VERSION" 2>&1 | grep -v "WARNING: Running pip as the 'root' user" || true
+  PYTHONPATH="$python_dir" python3 -c "import nibabel, numpy" && touch "$marker"
+fi
+
+# --- Real NIfTI test files from nibabel's wheel ----------------------------------------------
+testdata="$CACHE/testdata/nibabel"
+if [ ! -f "$testdata/.imhost-$NIBABEL_VERSION" ]; then
+  say "fetching nibabel $NIBABEL_VERSION's NIfTI test files into .cache/testdata"
+  mkdir -p "$CACHE/wheels" "$testdata"
+  wheel="$CACHE/wheels/nibabel-$NIBABEL_VERSION-py3-none-any.whl"
+  [ -f "$wheel" ] || python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+    --dest "$CACHE/wheels" "nibabel==$NIBABEL_VERSION"
+  python3 - "$wheel" "$testdata" <<'PY'
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith("nibabel/tests/data/") and name.endswith((".nii", ".nii.gz")):
+            with open(os.path.join(out, os.path.basename(name)), "wb") as f:
+                f.write(z.read(name))
+PY
+  touch "$testdata/.imhost-$NIBABEL_VERSION"
+fi
