@@ -288,7 +288,9 @@ impl Ctx<'_> {
 fn read_stored<S: Pod>(source: Raw<'_>, layout: &Layout) -> Result<Vec<S>> {
     let count = layout.voxel_count;
     let truncated = |got: usize| {
-        Error::format(format!("file is truncated: the header claims {count} voxels but the data ends after about {got}"))
+        Error::format(format!(
+            "file is truncated: the header claims {count} voxels but the data ends after about {got}"
+        ))
     };
     match source {
         Raw::File(positional, stream) => {
@@ -328,7 +330,9 @@ fn read_parallel(file: &File, offset: u64, bytes: &mut [u8]) -> Result<()> {
             .enumerate()
             .map(|(n, chunk)| scope.spawn(move || file.read_exact_at(chunk, offset + (n * part) as u64)))
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked"))))
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked"))))
     })
     .map_err(|e| Error::from(e).context("reading voxel data"))
 }
