@@ -3,9 +3,8 @@
 # nothing that is already there. Safe to run again: every step checks before it acts, and a
 # second run takes about a second.
 #
-#   scripts/setup.sh main   what building and running the main job needs
-#   scripts/setup.sh test   that, plus what the tests need (valgrind, the nibabel oracle and
-#                           nibabel's real NIfTI test files)
+#   scripts/setup.sh main   what building everything and running the main job needs
+#   scripts/setup.sh test   that, plus the test oracle (nibabel) and nibabel's real NIfTI files
 #
 # Downloads are cached under .cache/ (ignored by git). Pinned versions live here.
 set -euo pipefail
@@ -21,8 +20,8 @@ CACHE="$PWD/.cache"
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages ------------------------------------------------------------------------
-apt_packages=(cmake g++ make pkg-config)
-[ "$purpose" = test ] && apt_packages+=(valgrind)
+# valgrind in both modes: the CMake build (which the main job also runs) configures the tests.
+apt_packages=(cmake g++ make pkg-config valgrind)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
