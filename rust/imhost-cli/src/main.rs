@@ -7,6 +7,7 @@
 mod demo;
 mod info;
 mod mip;
+mod perfusion;
 mod progress;
 
 use std::path::PathBuf;
@@ -48,11 +49,85 @@ enum Command {
     },
     /// The built-in main job: generate a 4-D CT bolus volume with known content, run the
     /// temporal MIP on it, check the result against the known truth, and summarise.
+    /// Generate test data.
+    #[command(subcommand)]
+    Phantom(PhantomCommand),
+    /// Perfusion maps (CBF, CBV, MTT, TTP, Tmax), core and hypoperfusion masks, report.json and
+    /// preview.png from a 4-D CT perfusion study in HU (NIfTI; frame times from pixdim[4] or a
+    /// `.json` sidecar with "FrameTimes"). Research use only.
+    Perfusion {
+        /// The study (.nii or .nii.gz).
+        input: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// ssvd, bsvd, osvd, tikhonov or nlr.
+        #[arg(long, default_value = "osvd")]
+        method: String,
+        /// `auto` or a voxel `i,j,k`.
+        #[arg(long, default_value = "auto")]
+        aif: String,
+        /// Patient age in years (for DAWN).
+        #[arg(long)]
+        age: Option<f64>,
+        /// NIH stroke scale (for DAWN).
+        #[arg(long)]
+        nihss: Option<f64>,
+        /// Skip the bilateral filter.
+        #[arg(long)]
+        no_filter: bool,
+        /// Bilateral filter: spatial σ in mm.
+        #[arg(long)]
+        filter_sigma_mm: Option<f64>,
+        /// Bilateral filter: range σ in HU.
+        #[arg(long)]
+        filter_range_hu: Option<f64>,
+    },
     Demo {
         /// Folder for the outputs (created if missing).
         #[arg(long, default_value = "out/main-job")]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum PhantomCommand {
+    /// A digital CT-perfusion phantom with ground truth: ctp.nii.gz and truth/.
+    Ctp {
+        /// kudo or anatomical.
+        #[arg(long, value_parser = ["kudo", "anatomical"], default_value = "anatomical")]
+        kind: String,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Gaussian noise σ in HU.
+        #[arg(long, default_value_t = 5.0)]
+        noise: f64,
+        /// Seed of noise and motion.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulate rigid head motion (anatomical only).
+        #[arg(long)]
+        motion: bool,
+        /// Non-uniform frame times (1 s to 40 s, then 2 s).
+        #[arg(long)]
+        nonuniform_times: bool,
+        /// Image size NI,NJ,NK (anatomical only).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<[usize; 3]>,
+        /// Number of frames (with --interval).
+        #[arg(long, requires = "interval")]
+        frames: Option<usize>,
+        /// Seconds between frames (with --frames).
+        #[arg(long, requires = "frames")]
+        interval: Option<f64>,
+    },
+}
+
+fn parse_size(text: &str) -> Result<[usize; 3], String> {
+    let v: Vec<usize> =
+        text.split(',').map(|p| p.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    <[usize; 3]>::try_from(v).map_err(|_| "expected NI,NJ,NK".to_string())
 }
 
 fn main() -> ExitCode {
@@ -61,6 +136,41 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mip { input, out, preview } => mip::run(&input, &out, preview.as_deref(), cli.quiet),
         Command::Info { input, json } => info::run(&input, json),
+        Command::Phantom(PhantomCommand::Ctp {
+            kind,
+            out,
+            noise,
+            seed,
+            motion,
+            nonuniform_times,
+            size,
+            frames,
+            interval,
+        }) => {
+            let kind = if kind == "kudo" {
+                imhost_core::phantom::ctp::PhantomKind::Kudo
+            } else {
+                imhost_core::phantom::ctp::PhantomKind::Anatomical
+            };
+            let frames = frames.zip(interval);
+            perfusion::phantom(&perfusion::PhantomArgs {
+                kind,
+                out,
+                noise,
+                seed,
+                motion,
+                nonuniform_times,
+                size,
+                frames,
+            })
+        }
+        Command::Perfusion { input, out, method, aif, age, nihss, no_filter, filter_sigma_mm, filter_range_hu } => {
+            let filter = (filter_sigma_mm, filter_range_hu);
+            perfusion::run(
+                &perfusion::PerfusionArgs { input, out, method, aif, age, nihss, no_filter, filter },
+                cli.quiet,
+            )
+        }
         Command::Demo { out } => demo::run(&out, cli.quiet),
     };
     match result {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod geometry;
 pub mod io;
 pub mod ops;
+pub mod perfusion;
 pub mod phantom;
 pub mod preview;
 pub mod volume;

@@ -1,0 +1,181 @@
+//! `imhost phantom ctp` and `imhost perfusion`.
+
+use std::path::Path;
+
+use imhost_core::io::{read_volume, write_volume};
+use imhost_core::perfusion::aif::VesselSelection;
+use imhost_core::perfusion::readout::Patient;
+use imhost_core::perfusion::{self, Method, PerfusionOptions, PerfusionResult};
+use imhost_core::phantom::ctp::{self, PhantomKind, PhantomOptions};
+use imhost_core::{AnyVolume, Error, Result};
+use serde_json::json;
+
+use crate::progress::with_bar;
+
+/// Arguments of `imhost phantom ctp`.
+pub struct PhantomArgs {
+    pub kind: PhantomKind,
+    pub out: std::path::PathBuf,
+    pub noise: f64,
+    pub seed: u64,
+    pub motion: bool,
+    pub nonuniform_times: bool,
+    pub size: Option<[usize; 3]>,
+    pub frames: Option<(usize, f64)>,
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::from(e).in_file(dir))
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| Error::from(e).in_file(path))
+}
+
+/// Generate a phantom and its truth into `args.out`.
+pub fn phantom(args: &PhantomArgs) -> Result<()> {
+    let mut options = PhantomOptions::new(args.kind);
+    options.noise_hu = args.noise;
+    options.seed = args.seed;
+    options.motion = args.motion;
+    options.shape = args.size;
+    if args.nonuniform_times {
+        options.frame_times = Some(ctp::nonuniform_frame_times());
+    }
+    if let Some((count, interval)) = args.frames {
+        if count < 2 || !(interval > 0.0) {
+            return Err(Error::invalid_argument("--frames needs at least 2 frames and a positive --interval"));
+        }
+        options.frame_times = Some((0..count).map(|n| n as f64 * interval).collect());
+    }
+    let phantom = ctp::generate(&options)?;
+    let truth_dir = args.out.join("truth");
+    create_dir(&truth_dir)?;
+    write_volume(&AnyVolume::from(phantom.ctp.clone()), &args.out.join("ctp.nii.gz"))?;
+    let t = &phantom.truth;
+    for (name, map) in [("cbf", &t.cbf), ("cbv", &t.cbv), ("mtt", &t.mtt), ("delay", &t.delay), ("tmax", &t.tmax)] {
+        write_volume(&AnyVolume::from(map.clone()), &truth_dir.join(format!("{name}.nii.gz")))?;
+    }
+    for (name, mask) in [("core", &t.core), ("hypoperfusion", &t.hypoperfusion), ("tissue", &t.tissue)] {
+        write_volume(&AnyVolume::from(mask.clone()), &truth_dir.join(format!("{name}.nii.gz")))?;
+    }
+    let count = |m: &imhost_core::Volume<u8>| m.data().iter().filter(|&&x| x == 1).count();
+    let voxel_ml = phantom.ctp.geometry().spacing.iter().product::<f64>() / 1000.0;
+    write_json(
+        &truth_dir.join("phantom.json"),
+        &json!({
+            "research_use_only": true,
+            "kind": args.kind, "noise_hu": args.noise, "seed": args.seed, "motion": args.motion,
+            "shape": phantom.ctp.shape(), "spacing_mm": phantom.ctp.geometry().spacing,
+            "frame_times_s": phantom.ctp.frame_times().map(|f| f.as_slice().to_vec()),
+            "aif": t.aif, "aif_voxels": t.aif_voxels.len(), "aif_voxel_example": t.aif_voxels.first(),
+            "vof_voxels": t.vof_voxels.len(), "vof_voxel_example": t.vof_voxels.first(),
+            "classes": t.classes.iter().map(|(name, p)| json!({"name": name, "params": p})).collect::<Vec<_>>(),
+            "motion_per_frame": t.motion,
+            "volumes_ml": {"core": count(&t.core) as f64 * voxel_ml, "hypoperfusion": count(&t.hypoperfusion) as f64 * voxel_ml},
+            "conventions": {
+                "tmax": "Tmax = delay: the time at which the delayed residue function first reaches its maximum (box IRF: the plateau's onset)",
+                "units": {"cbf": "ml/100 g/min", "cbv": "ml/100 g", "mtt": "s", "delay": "s", "tmax": "s"},
+                "k_h": imhost_core::perfusion::constants::K_H, "rho": imhost_core::perfusion::constants::RHO,
+            },
+        }),
+    )?;
+    println!(
+        "phantom ({:?}) written to {}: {:?} voxels, core {:.1} ml, hypoperfusion {:.1} ml",
+        args.kind,
+        args.out.display(),
+        phantom.ctp.shape(),
+        count(&t.core) as f64 * voxel_ml,
+        count(&t.hypoperfusion) as f64 * voxel_ml
+    );
+    Ok(())
+}
+
+/// Arguments of `imhost perfusion`.
+pub struct PerfusionArgs {
+    pub input: std::path::PathBuf,
+    pub out: std::path::PathBuf,
+    pub method: String,
+    pub aif: String,
+    pub age: Option<f64>,
+    pub nihss: Option<f64>,
+    pub no_filter: bool,
+    pub filter: (Option<f64>, Option<f64>),
+}
+
+/// Parse `auto` or `i,j,k`.
+pub fn parse_voxel(text: &str) -> Result<VesselSelection> {
+    if text == "auto" {
+        return Ok(VesselSelection::Auto);
+    }
+    let parts: Vec<&str> = text.split(',').collect();
+    let bad = || Error::invalid_argument(format!("--aif takes `auto` or `i,j,k` (voxel indices), got {text:?}"));
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let mut v = [0usize; 3];
+    for (o, p) in v.iter_mut().zip(parts) {
+        *o = p.trim().parse().map_err(|_| bad())?;
+    }
+    Ok(VesselSelection::Voxel(v))
+}
+
+/// Run the pipeline on `args.input` and write maps, masks, report and preview.
+pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
+    let mut options = PerfusionOptions::default();
+    options.method = Method::from_name(&args.method)?;
+    options.aif = parse_voxel(&args.aif)?;
+    options.patient = Patient::new(args.age, args.nihss);
+    if let Some(b) = options.bilateral.as_mut() {
+        b.sigma_spatial_mm = args.filter.0.unwrap_or(b.sigma_spatial_mm);
+        b.sigma_range_hu = args.filter.1.unwrap_or(b.sigma_range_hu);
+    }
+    if args.no_filter {
+        options.bilateral = None;
+    }
+    for (name, value, range) in [("--age", args.age, 0.0..=130.0), ("--nihss", args.nihss, 0.0..=42.0)] {
+        if let Some(v) = value
+            && !range.contains(&v)
+        {
+            return Err(Error::invalid_argument(format!("{name} {v} is out of range {range:?}")));
+        }
+    }
+    let input = read_volume(&args.input)?;
+    create_dir(&args.out)?;
+    let result = with_bar(quiet, |control| perfusion::run(&input.view(), &options, None, control))?;
+    write_outputs(&result, &args.out)?;
+    let r = &result.report;
+    match (&r.readout.volumes, r.qc_flags.is_empty()) {
+        (Some(v), _) => println!(
+            "core {:.1} ml, Tmax>6s {:.1} ml, mismatch {:.1} ml (ratio {}) — {} (research use only)",
+            v.core_ml,
+            v.hypoperfusion_ml,
+            v.mismatch_ml,
+            v.mismatch_ratio.map_or("unbounded".into(), |x| format!("{x:.2}")),
+            args.out.display()
+        ),
+        (None, _) => println!(
+            "QC flags: {} — volumes withheld; maps in {} (research use only)",
+            r.qc_flags.iter().map(|f| f.flag).collect::<Vec<_>>().join(", "),
+            args.out.display()
+        ),
+    }
+    Ok(())
+}
+
+/// Write the maps, masks, report and preview of `result` into `out`.
+pub fn write_outputs(result: &PerfusionResult, out: &Path) -> Result<()> {
+    let m = &result.maps;
+    for (name, map) in
+        [("cbf", &m.cbf), ("cbv", &m.cbv), ("mtt", &m.mtt), ("ttp", &m.ttp), ("tmax", &m.tmax), ("delay", &m.delay)]
+    {
+        write_volume(&AnyVolume::from(map.clone()), &out.join(format!("{name}.nii.gz")))?;
+    }
+    for (name, mask) in [("core", &result.core), ("hypoperfusion", &result.hypoperfusion)] {
+        write_volume(&AnyVolume::from(mask.clone()), &out.join(format!("{name}.nii.gz")))?;
+    }
+    let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;
+    write_json(&out.join("report.json"), &report)?;
+    perfusion::preview::render(result, &out.join("preview.png"))
+}

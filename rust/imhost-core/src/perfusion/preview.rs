@@ -1,0 +1,170 @@
+//! `preview.png`: what a clinician glances at — map panels with colour bars and lesion outlines
+//! (core red, hypoperfusion green) on the slice with the largest hypoperfusion, the AIF and VOF
+//! curves, the volumes and criteria, QC flags, and the research-use-only line.
+
+use std::path::Path;
+
+use super::PerfusionResult;
+use crate::error::Result;
+use crate::preview::{Canvas, Rgb, Series, colors, line_plot};
+
+/// A jet-like colour scale from 0 (dark blue) to 1 (dark red).
+pub fn colormap(x: f64) -> Rgb {
+    const STOPS: [(f64, [f64; 3]); 6] = [
+        (0.0, [0.0, 0.0, 0.45]),
+        (0.15, [0.0, 0.1, 1.0]),
+        (0.4, [0.0, 0.9, 1.0]),
+        (0.6, [1.0, 1.0, 0.0]),
+        (0.85, [1.0, 0.1, 0.0]),
+        (1.0, [0.5, 0.0, 0.0]),
+    ];
+    let x = if x.is_finite() { x.clamp(0.0, 1.0) } else { 0.0 };
+    let n = STOPS.iter().position(|s| s.0 >= x).unwrap_or(5).max(1);
+    let (a, b) = (STOPS[n - 1], STOPS[n]);
+    let w = (x - a.0) / (b.0 - a.0);
+    std::array::from_fn(|c| ((a.1[c] * (1.0 - w) + b.1[c] * w) * 255.0).round() as u8)
+}
+
+/// Render the preview of `result` to `path`.
+pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
+    let [ni, nj, nk, _] = result.maps.cbf.shape();
+    let hyp = result.hypoperfusion.data();
+    let k =
+        (0..nk).max_by_key(|&k| (0..ni * nj).filter(|&n| hyp[[n % ni, n / ni, k, 0]] == 1).count()).unwrap_or(nk / 2);
+    let k = if (0..ni * nj).any(|n| hyp[[n % ni, n / ni, k, 0]] == 1) { k } else { nk / 2 };
+    let scale = (256 / ni.max(nj)).max(1) as i64;
+    let (pw, ph) = (ni as i64 * scale, nj as i64 * scale);
+    let report = &result.report;
+    let panels: [(&str, &crate::volume::Volume<f32>, (f64, f64)); 5] = [
+        ("CBF ML/100G/MIN", &result.maps.cbf, (0.0, 80.0)),
+        ("CBV ML/100G", &result.maps.cbv, (0.0, 6.0)),
+        ("MTT S", &result.maps.mtt, (0.0, 16.0)),
+        ("TMAX S", &result.maps.tmax, (0.0, 14.0)),
+        ("TTP S", &result.maps.ttp, (0.0, report.analysis_times_s.last().copied().unwrap_or(60.0))),
+    ];
+    let width = 20 + 5 * (pw + 30);
+    let height = 60 + ph + 60 + 300;
+    let mut c = Canvas::new(width as usize, height as usize, colors::BACKGROUND);
+    c.text(
+        20,
+        12,
+        &format!("IMHOST CT PERFUSION ({}) - SLICE {k} - {}", report.method.name().to_uppercase(), super::DISCLAIMER),
+        colors::YELLOW,
+        2,
+    );
+    let core = result.core.data();
+    let brain = result.brain.data();
+    for (p, (title, map, (lo, hi))) in panels.iter().enumerate() {
+        let x0 = 20 + p as i64 * (pw + 30);
+        let y0 = 44;
+        c.text(x0, y0, title, colors::TEXT, 1);
+        let data = map.data();
+        for j in 0..nj {
+            for i in 0..ni {
+                let color = if brain[[i, j, k, 0]] == 0 {
+                    [0, 0, 0]
+                } else {
+                    colormap((f64::from(data[[i, j, k, 0]]) - lo) / (hi - lo))
+                };
+                c.fill_rect(x0 + i as i64 * scale, y0 + 12 + j as i64 * scale, scale, scale, color);
+            }
+        }
+        if p == 0 || p == 3 {
+            for j in 0..nj {
+                for i in 0..ni {
+                    let edge = |m: &ndarray::Array4<u8>| {
+                        m[[i, j, k, 0]] == 1
+                            && [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)].iter().any(|(di, dj)| {
+                                let (x, y) = (i as i64 + di, j as i64 + dj);
+                                x < 0
+                                    || y < 0
+                                    || x >= ni as i64
+                                    || y >= nj as i64
+                                    || m[[x as usize, y as usize, k, 0]] == 0
+                            })
+                    };
+                    let color = if edge(core) {
+                        Some([255, 40, 200])
+                    } else if edge(hyp) {
+                        Some([40, 255, 80])
+                    } else {
+                        None
+                    };
+                    if let Some(color) = color {
+                        c.fill_rect(x0 + i as i64 * scale, y0 + 12 + j as i64 * scale, scale, scale, color);
+                    }
+                }
+            }
+        }
+        // Colour bar with its limits.
+        let by = y0 + 16 + ph;
+        for x in 0..pw {
+            c.fill_rect(x0 + x, by, 1, 8, colormap(x as f64 / pw as f64));
+        }
+        c.text(x0, by + 12, &format!("{lo:.0}"), colors::MUTED, 1);
+        let label = format!("{hi:.0}");
+        c.text(x0 + pw - 6 * label.len() as i64, by + 12, &label, colors::MUTED, 1);
+    }
+    let y1 = 60 + ph + 50;
+    let times = &report.analysis_times_s;
+    let aif: Vec<f64> =
+        report.aif.as_ref().map(|a| a.curve_hu.iter().map(|&v| f64::from(v)).collect()).unwrap_or_default();
+    let vof: Vec<f64> =
+        report.vof.as_ref().map(|a| a.curve_hu.iter().map(|&v| f64::from(v)).collect()).unwrap_or_default();
+    let mut series = vec![];
+    if !aif.is_empty() {
+        series.push(Series { label: "AIF", color: colors::RED, x: times, y: &aif });
+    }
+    if !vof.is_empty() {
+        series.push(Series { label: "VOF", color: colors::BLUE, x: times, y: &vof });
+    }
+    line_plot(&mut c, (20, y1, 560, 280), "ARTERIAL INPUT / VENOUS OUTPUT", "S", "DELTA HU", &series);
+    let tx = 620;
+    let mut ty = y1;
+    c.text(tx, ty - 16, "READ-OUT (CORE MAGENTA, TMAX>6S GREEN)", colors::MUTED, 1);
+    let mut line = |c: &mut Canvas, text: &str, color: Rgb| {
+        c.text(tx, ty, text, color, 2);
+        ty += 22;
+    };
+    match &report.readout.volumes {
+        Some(v) => {
+            line(&mut c, &format!("CORE (RCBF<30%): {:.1} ML", v.core_ml), colors::TEXT);
+            line(&mut c, &format!("TMAX>6S: {:.1} ML", v.hypoperfusion_ml), colors::TEXT);
+            line(
+                &mut c,
+                &format!(
+                    "MISMATCH: {:.1} ML, RATIO {}",
+                    v.mismatch_ml,
+                    v.mismatch_ratio.map_or("-".into(), |r| format!("{r:.1}"))
+                ),
+                colors::TEXT,
+            );
+            line(
+                &mut c,
+                &format!(
+                    "TMAX>10S: {:.1} ML, HIR {}",
+                    v.severe_hypoperfusion_ml,
+                    v.hypoperfusion_intensity_ratio.map_or("-".into(), |r| format!("{r:.2}"))
+                ),
+                colors::TEXT,
+            );
+        }
+        None => line(&mut c, "VOLUMES WITHHELD (QC)", colors::RED),
+    }
+    if let Some(cr) = &report.readout.criteria {
+        let verdict = |m: Option<bool>| match m {
+            Some(true) => "MET",
+            Some(false) => "NOT MET",
+            None => "NOT EVALUATED",
+        };
+        line(&mut c, &format!("DEFUSE-3 IMAGING: {}", verdict(cr.defuse3.met)), colors::TEXT);
+        line(&mut c, &format!("DAWN: {}", verdict(cr.dawn.met)), colors::TEXT);
+    }
+    if report.qc_flags.is_empty() {
+        line(&mut c, "QC: NO FLAGS", colors::CYAN);
+    }
+    for f in &report.qc_flags {
+        line(&mut c, &format!("QC: {}", f.flag.to_uppercase()), colors::RED);
+    }
+    c.save_png(path)
+}
