@@ -9,6 +9,7 @@ mod info;
 mod mip;
 mod perfusion;
 mod progress;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +83,15 @@ enum Command {
         /// Bilateral filter: range σ in HU.
         #[arg(long)]
         filter_range_hu: Option<f64>,
+    },
+    /// Regenerate the validation table of the perfusion methods against the phantoms' truth.
+    Validate {
+        /// Where to write the Markdown table.
+        #[arg(long, default_value = "docs/VALIDATION.md")]
+        out: PathBuf,
+        /// Only the 5 HU noise level.
+        #[arg(long)]
+        quick: bool,
     },
     Demo {
         /// Folder for the outputs (created if missing).
@@ -171,6 +181,7 @@ fn main() -> ExitCode {
                 cli.quiet,
             )
         }
+        Command::Validate { out, quick } => validate::run(&out, quick),
         Command::Demo { out } => demo::run(&out, cli.quiet),
     };
     match result {

@@ -27,6 +27,7 @@ pub mod nlr;
 pub mod preview;
 pub mod readout;
 pub mod temporal;
+pub mod validation;
 
 use std::time::Instant;
 
