@@ -27,6 +27,26 @@
 #include <stdint.h>
 
 /**
+ * `imh_perfusion_options.flags`: `age` holds the patient's age in years.
+ */
+#define IMH_PERFUSION_HAS_AGE 1
+
+/**
+ * `imh_perfusion_options.flags`: `nihss` holds the NIH stroke scale.
+ */
+#define IMH_PERFUSION_HAS_NIHSS 2
+
+/**
+ * `imh_perfusion_options.flags`: use `aif_voxel` instead of the automatic AIF.
+ */
+#define IMH_PERFUSION_MANUAL_AIF 4
+
+/**
+ * `imh_perfusion_options.flags`: skip the bilateral filter.
+ */
+#define IMH_PERFUSION_NO_FILTER 8
+
+/**
  * Major version of this header. Checked against Cargo.toml by `tests/header.rs`; compare with
  * `imh_version()` at run time to detect a header/library mismatch.
  */
@@ -127,6 +147,14 @@ typedef struct imh_cancel_token imh_cancel_token;
  * thread replaces its log callback.
  */
 typedef struct imh_context imh_context;
+
+/**
+ * The result of `imh_perfusion_run`: nine volumes and a JSON report. Free with
+ * `imh_perfusion_result_free`.
+ *
+ * Thread safety: immutable; any number of threads may read it.
+ */
+typedef struct imh_perfusion_result imh_perfusion_result;
 
 /**
  * An image owned by the library. Get at its pixels and geometry with `imh_volume_get_view`;
@@ -267,6 +295,56 @@ typedef struct imh_run_options {
 } imh_run_options;
 
 /**
+ * Deconvolution method (`imh_perfusion_options.method`).
+ */
+typedef uint32_t imh_perfusion_method;
+
+/**
+ * Options of `imh_perfusion_run`. Size-prefixed and zero meaning default for every field:
+ * `imh_perfusion_options o = {sizeof o};` runs the default pipeline. Fields beyond the caller's
+ * `struct_size` take their defaults.
+ */
+typedef struct imh_perfusion_options {
+    /**
+     * `sizeof(imh_perfusion_options)` as the caller compiled it.
+     */
+    uint32_t struct_size;
+    /**
+     * One of `IMH_PERFUSION_METHOD_*`.
+     */
+    imh_perfusion_method method;
+    /**
+     * `IMH_PERFUSION_*` flags.
+     */
+    uint32_t flags;
+    /**
+     * AIF voxel `[i, j, k]` (with `IMH_PERFUSION_MANUAL_AIF`).
+     */
+    uint32_t aif_voxel[3];
+    /**
+     * Age in years (with `IMH_PERFUSION_HAS_AGE`).
+     */
+    double age;
+    /**
+     * NIHSS (with `IMH_PERFUSION_HAS_NIHSS`).
+     */
+    double nihss;
+    /**
+     * Bilateral filter spatial σ in mm (0: default 2.5).
+     */
+    double filter_sigma_mm;
+    /**
+     * Bilateral filter range σ in HU (0: default 10).
+     */
+    double filter_range_hu;
+} imh_perfusion_options;
+
+/**
+ * Which output of a perfusion result (`imh_perfusion_result_volume`).
+ */
+typedef uint32_t imh_perfusion_output;
+
+/**
  * Errors only.
  */
 #define IMH_LOG_ERROR 1
@@ -290,6 +368,81 @@ typedef struct imh_run_options {
  * Everything.
  */
 #define IMH_LOG_TRACE 5
+
+/**
+ * The default method (oscillation-index SVD).
+ */
+#define IMH_PERFUSION_METHOD_DEFAULT 0
+
+/**
+ * Truncated SVD of the Toeplitz matrix.
+ */
+#define IMH_PERFUSION_METHOD_SSVD 1
+
+/**
+ * Block-circulant truncated SVD.
+ */
+#define IMH_PERFUSION_METHOD_BSVD 2
+
+/**
+ * Oscillation-index block-circulant SVD.
+ */
+#define IMH_PERFUSION_METHOD_OSVD 3
+
+/**
+ * Tikhonov-regularised block-circulant deconvolution.
+ */
+#define IMH_PERFUSION_METHOD_TIKHONOV 4
+
+/**
+ * Bennink's box-shaped non-linear regression.
+ */
+#define IMH_PERFUSION_METHOD_NLR 5
+
+/**
+ * CBF, float32, ml/100 g/min.
+ */
+#define IMH_PERFUSION_CBF 1
+
+/**
+ * CBV, float32, ml/100 g.
+ */
+#define IMH_PERFUSION_CBV 2
+
+/**
+ * MTT, float32, s.
+ */
+#define IMH_PERFUSION_MTT 3
+
+/**
+ * Time to peak, float32, s from the first frame.
+ */
+#define IMH_PERFUSION_TTP 4
+
+/**
+ * Tmax, float32, s.
+ */
+#define IMH_PERFUSION_TMAX 5
+
+/**
+ * Arrival delay relative to the AIF, float32, s.
+ */
+#define IMH_PERFUSION_DELAY 6
+
+/**
+ * Core mask, uint8 0/1.
+ */
+#define IMH_PERFUSION_CORE 7
+
+/**
+ * Hypoperfusion (Tmax > 6 s) mask, uint8 0/1.
+ */
+#define IMH_PERFUSION_HYPOPERFUSION 8
+
+/**
+ * Brain mask used, uint8 0/1.
+ */
+#define IMH_PERFUSION_BRAIN_MASK 9
 
 /**
  * Unsigned 8-bit (masks, label maps).
@@ -418,6 +571,50 @@ imh_status imh_mip(const struct imh_context *context,
                    const struct imh_view *input,
                    const struct imh_run_options *options,
                    struct imh_volume **out);
+
+/**
+ * Run the classical perfusion pipeline (motion estimate, brain mask, bilateral filter, AIF/VOF,
+ * deconvolution, read-out) on a borrowed 4-D view in HU with frame times. `options` and
+ * `run_options` may be NULL (defaults). On success `*out` receives a result holding the maps,
+ * masks and `report.json`; QC problems (no plausible AIF, truncated bolus, motion, too few
+ * frames) are flags in the report, not errors. Motion is estimated and flagged but not
+ * corrected through this call. The library works on several threads; progress is still only
+ * reported on the calling thread. Research use only.
+ *
+ * Thread safety: may be called from any thread, concurrently with other calls.
+ */
+imh_status imh_perfusion_run(const struct imh_context *context,
+                             const struct imh_view *input,
+                             const struct imh_perfusion_options *options,
+                             const struct imh_run_options *run_options,
+                             struct imh_perfusion_result **out);
+
+/**
+ * Borrow one output volume (`IMH_PERFUSION_*`) of `result` into `*out`. The volume belongs to
+ * the result: do not free it; it stays valid until `imh_perfusion_result_free`. Maps keep the
+ * input's geometry and are 0 outside the brain mask.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_perfusion_result_volume(const struct imh_perfusion_result *result,
+                                       imh_perfusion_output which,
+                                       const struct imh_volume **out);
+
+/**
+ * The report (`report.json`: volumes, criteria, AIF/VOF, QC flags, units, constants, timings)
+ * as a NUL-terminated UTF-8 string owned by `result` (valid until it is freed). NULL when
+ * `result` is NULL.
+ *
+ * Thread safety: may be called from any thread.
+ */
+const char *imh_perfusion_result_report_json(const struct imh_perfusion_result *result);
+
+/**
+ * Free a result and every volume it holds. NULL is ignored.
+ *
+ * Thread safety: not while another thread uses the same result.
+ */
+void imh_perfusion_result_free(struct imh_perfusion_result *result);
 
 /**
  * The library's version as "MAJOR.MINOR.PATCH" (static storage; never free it).

@@ -140,3 +140,67 @@ pub unsafe extern "C" fn imh_mip(
         Ok(())
     })
 }
+
+/// Like [`with_control`] for operations that work on many threads: the operation runs on a
+/// helper thread while the calling thread relays its progress to the caller's callback (about
+/// every 20 ms and at the end), so the callback is still only ever called on the thread that
+/// made the imhost call. A callback returning false cancels the operation (at its next check;
+/// the first report, at 0, comes before any work).
+pub(crate) fn with_control_relayed<R: Send>(
+    options: &imh_run_options,
+    f: impl FnOnce(&RunControl<'_>) -> R + Send,
+) -> FfiResult<R> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // SAFETY: a non-NULL cancel token points to a live imh_cancel_token for the call (header).
+    let cancel = unsafe { options.cancel.as_ref() }.map(|t| &t.token);
+    let target = options.progress.map(|callback| ProgressTarget { callback, user_data: options.progress_user_data });
+    let fraction = AtomicU64::new(0f64.to_bits());
+    let stage = Mutex::new(String::from("starting"));
+    let stop = AtomicBool::new(false);
+    let report = |f: f64, s: &str| {
+        let previous = f64::from_bits(fraction.load(Ordering::Relaxed));
+        if f > previous {
+            fraction.store(f.to_bits(), Ordering::Relaxed);
+            if let Ok(mut g) = stage.lock() {
+                g.clear();
+                g.push_str(s);
+            }
+        }
+        !stop.load(Ordering::Relaxed)
+    };
+    let mut last_sent = -1.0f64;
+    let relay = |last_sent: &mut f64| {
+        let f = f64::from_bits(fraction.load(Ordering::Relaxed));
+        if let Some(t) = &target
+            && f > *last_sent
+        {
+            *last_sent = f;
+            let s = stage.lock().map(|g| g.clone()).unwrap_or_default();
+            if !t.report(f, &s) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    // The caller may cancel before any work starts.
+    if let Some(t) = &target
+        && !t.report(0.0, "starting")
+    {
+        return Ok(f(&RunControl::new(Some(&|_: f64, _: &str| false), cancel)));
+    }
+    let outcome = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let control = RunControl::new(Some(&report), cancel);
+            f(&control)
+        });
+        while !worker.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            relay(&mut last_sent);
+        }
+        worker.join()
+    });
+    relay(&mut last_sent);
+    outcome.map_err(|_| {
+        FfiError::new(imh_status::Internal, "internal error: the operation panicked (a bug; please report it)")
+    })
+}

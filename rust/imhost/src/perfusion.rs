@@ -1,0 +1,276 @@
+//! `imh_perfusion_*`: the classical CT-perfusion pipeline in one call.
+
+use std::ffi::{CString, c_char};
+
+use imhost_core::AnyVolume;
+use imhost_core::perfusion::aif::VesselSelection;
+use imhost_core::perfusion::readout::Patient;
+use imhost_core::perfusion::{self, Method, PerfusionOptions};
+
+use crate::context::{context_arg, imh_context};
+use crate::ops::{imh_run_options, read_run_options, with_control_relayed};
+use crate::status::{FfiError, FfiResult, arg_out, arg_ref, ffi_boundary, imh_status};
+use crate::view::{imh_view, view_from_c};
+use crate::volume::imh_volume;
+
+/// Deconvolution method (`imh_perfusion_options.method`).
+#[allow(non_camel_case_types)]
+pub type imh_perfusion_method = u32;
+/// The default method (oscillation-index SVD).
+pub const IMH_PERFUSION_METHOD_DEFAULT: imh_perfusion_method = 0;
+/// Truncated SVD of the Toeplitz matrix.
+pub const IMH_PERFUSION_METHOD_SSVD: imh_perfusion_method = 1;
+/// Block-circulant truncated SVD.
+pub const IMH_PERFUSION_METHOD_BSVD: imh_perfusion_method = 2;
+/// Oscillation-index block-circulant SVD.
+pub const IMH_PERFUSION_METHOD_OSVD: imh_perfusion_method = 3;
+/// Tikhonov-regularised block-circulant deconvolution.
+pub const IMH_PERFUSION_METHOD_TIKHONOV: imh_perfusion_method = 4;
+/// Bennink's box-shaped non-linear regression.
+pub const IMH_PERFUSION_METHOD_NLR: imh_perfusion_method = 5;
+
+/// `imh_perfusion_options.flags`: `age` holds the patient's age in years.
+pub const IMH_PERFUSION_HAS_AGE: u32 = 1;
+/// `imh_perfusion_options.flags`: `nihss` holds the NIH stroke scale.
+pub const IMH_PERFUSION_HAS_NIHSS: u32 = 2;
+/// `imh_perfusion_options.flags`: use `aif_voxel` instead of the automatic AIF.
+pub const IMH_PERFUSION_MANUAL_AIF: u32 = 4;
+/// `imh_perfusion_options.flags`: skip the bilateral filter.
+pub const IMH_PERFUSION_NO_FILTER: u32 = 8;
+
+/// Options of `imh_perfusion_run`. Size-prefixed and zero meaning default for every field:
+/// `imh_perfusion_options o = {sizeof o};` runs the default pipeline. Fields beyond the caller's
+/// `struct_size` take their defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct imh_perfusion_options {
+    /// `sizeof(imh_perfusion_options)` as the caller compiled it.
+    pub struct_size: u32,
+    /// One of `IMH_PERFUSION_METHOD_*`.
+    pub method: imh_perfusion_method,
+    /// `IMH_PERFUSION_*` flags.
+    pub flags: u32,
+    /// AIF voxel `[i, j, k]` (with `IMH_PERFUSION_MANUAL_AIF`).
+    pub aif_voxel: [u32; 3],
+    /// Age in years (with `IMH_PERFUSION_HAS_AGE`).
+    pub age: f64,
+    /// NIHSS (with `IMH_PERFUSION_HAS_NIHSS`).
+    pub nihss: f64,
+    /// Bilateral filter spatial σ in mm (0: default 2.5).
+    pub filter_sigma_mm: f64,
+    /// Bilateral filter range σ in HU (0: default 10).
+    pub filter_range_hu: f64,
+}
+
+/// Which output of a perfusion result (`imh_perfusion_result_volume`).
+#[allow(non_camel_case_types)]
+pub type imh_perfusion_output = u32;
+/// CBF, float32, ml/100 g/min.
+pub const IMH_PERFUSION_CBF: imh_perfusion_output = 1;
+/// CBV, float32, ml/100 g.
+pub const IMH_PERFUSION_CBV: imh_perfusion_output = 2;
+/// MTT, float32, s.
+pub const IMH_PERFUSION_MTT: imh_perfusion_output = 3;
+/// Time to peak, float32, s from the first frame.
+pub const IMH_PERFUSION_TTP: imh_perfusion_output = 4;
+/// Tmax, float32, s.
+pub const IMH_PERFUSION_TMAX: imh_perfusion_output = 5;
+/// Arrival delay relative to the AIF, float32, s.
+pub const IMH_PERFUSION_DELAY: imh_perfusion_output = 6;
+/// Core mask, uint8 0/1.
+pub const IMH_PERFUSION_CORE: imh_perfusion_output = 7;
+/// Hypoperfusion (Tmax > 6 s) mask, uint8 0/1.
+pub const IMH_PERFUSION_HYPOPERFUSION: imh_perfusion_output = 8;
+/// Brain mask used, uint8 0/1.
+pub const IMH_PERFUSION_BRAIN_MASK: imh_perfusion_output = 9;
+
+/// The result of `imh_perfusion_run`: nine volumes and a JSON report. Free with
+/// `imh_perfusion_result_free`.
+///
+/// Thread safety: immutable; any number of threads may read it.
+#[allow(non_camel_case_types)]
+pub struct imh_perfusion_result {
+    volumes: Vec<imh_volume>,
+    report: CString,
+}
+
+unsafe fn read_options(ptr: *const imh_perfusion_options) -> FfiResult<imh_perfusion_options> {
+    let mut o = imh_perfusion_options {
+        struct_size: size_of::<imh_perfusion_options>() as u32,
+        method: 0,
+        flags: 0,
+        aif_voxel: [0; 3],
+        age: 0.0,
+        nihss: 0.0,
+        filter_sigma_mm: 0.0,
+        filter_range_hu: 0.0,
+    };
+    if ptr.is_null() {
+        return Ok(o);
+    }
+    // SAFETY: a non-NULL options pointer starts with its u32 size (header contract).
+    let declared = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
+    if declared < size_of::<u32>() * 2 {
+        return Err(FfiError::new(
+            imh_status::InvalidArgument,
+            format!("imh_perfusion_options.struct_size is {declared}; set it to sizeof(imh_perfusion_options)"),
+        ));
+    }
+    let n = declared.min(size_of::<imh_perfusion_options>());
+    // SAFETY: the caller's struct has at least `declared` >= n readable bytes; every field is
+    // valid for any bit pattern; the ranges do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut o).cast::<u8>(), n) };
+    Ok(o)
+}
+
+fn pipeline_options(o: &imh_perfusion_options) -> FfiResult<PerfusionOptions> {
+    let mut p = PerfusionOptions::default();
+    p.method = match o.method {
+        IMH_PERFUSION_METHOD_DEFAULT => p.method,
+        IMH_PERFUSION_METHOD_SSVD => Method::Ssvd,
+        IMH_PERFUSION_METHOD_BSVD => Method::Bsvd,
+        IMH_PERFUSION_METHOD_OSVD => Method::Osvd,
+        IMH_PERFUSION_METHOD_TIKHONOV => Method::Tikhonov,
+        IMH_PERFUSION_METHOD_NLR => Method::Nlr,
+        m => return Err(FfiError::new(imh_status::InvalidArgument, format!("unknown perfusion method {m}"))),
+    };
+    let known = IMH_PERFUSION_HAS_AGE | IMH_PERFUSION_HAS_NIHSS | IMH_PERFUSION_MANUAL_AIF | IMH_PERFUSION_NO_FILTER;
+    if o.flags & !known != 0 {
+        return Err(FfiError::new(
+            imh_status::InvalidArgument,
+            format!("unknown perfusion flags {:#x}", o.flags & !known),
+        ));
+    }
+    let age = (o.flags & IMH_PERFUSION_HAS_AGE != 0).then_some(o.age);
+    let nihss = (o.flags & IMH_PERFUSION_HAS_NIHSS != 0).then_some(o.nihss);
+    if age.is_some_and(|a| !(0.0..=130.0).contains(&a)) || nihss.is_some_and(|n| !(0.0..=42.0).contains(&n)) {
+        return Err(FfiError::new(imh_status::InvalidArgument, "age must be in [0, 130] and NIHSS in [0, 42]"));
+    }
+    p.patient = Patient::new(age, nihss);
+    if o.flags & IMH_PERFUSION_MANUAL_AIF != 0 {
+        p.aif = VesselSelection::Voxel(o.aif_voxel.map(|x| x as usize));
+    }
+    for (name, v) in [("filter_sigma_mm", o.filter_sigma_mm), ("filter_range_hu", o.filter_range_hu)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(FfiError::new(imh_status::InvalidArgument, format!("{name} must be ≥ 0 (0 = default)")));
+        }
+    }
+    if let Some(b) = p.bilateral.as_mut() {
+        if o.filter_sigma_mm > 0.0 {
+            b.sigma_spatial_mm = o.filter_sigma_mm;
+        }
+        if o.filter_range_hu > 0.0 {
+            b.sigma_range_hu = o.filter_range_hu;
+        }
+    }
+    if o.flags & IMH_PERFUSION_NO_FILTER != 0 {
+        p.bilateral = None;
+    }
+    Ok(p)
+}
+
+/// Run the classical perfusion pipeline (motion estimate, brain mask, bilateral filter, AIF/VOF,
+/// deconvolution, read-out) on a borrowed 4-D view in HU with frame times. `options` and
+/// `run_options` may be NULL (defaults). On success `*out` receives a result holding the maps,
+/// masks and `report.json`; QC problems (no plausible AIF, truncated bolus, motion, too few
+/// frames) are flags in the report, not errors. Motion is estimated and flagged but not
+/// corrected through this call. The library works on several threads; progress is still only
+/// reported on the calling thread. Research use only.
+///
+/// Thread safety: may be called from any thread, concurrently with other calls.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn imh_perfusion_run(
+    context: *const imh_context,
+    input: *const imh_view,
+    options: *const imh_perfusion_options,
+    run_options: *const imh_run_options,
+    out: *mut *mut imh_perfusion_result,
+) -> imh_status {
+    ffi_boundary!("imh_perfusion_run", {
+        let context = context_arg(context)?;
+        let input = arg_ref!(input, "input");
+        let out = arg_out!(out, "out");
+        // SAFETY: header contract for both options structs.
+        let run_options = unsafe { read_run_options(run_options) }?;
+        // SAFETY: as above.
+        let pipeline = pipeline_options(&unsafe { read_options(options) }?)?;
+        let result = context.scope(|| -> FfiResult<imh_perfusion_result> {
+            // SAFETY: the header's imh_view contract holds for the duration of this call.
+            let view = unsafe { view_from_c(input) }?;
+            let r = with_control_relayed(&run_options, |control| perfusion::run(&view, &pipeline, None, control))??;
+            let report = serde_json::to_string_pretty(&r.report)
+                .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
+            tracing::info!(flags = r.report.qc_flags.len(), "perfusion done");
+            let m = r.maps;
+            let volumes = [
+                AnyVolume::from(m.cbf),
+                m.cbv.into(),
+                m.mtt.into(),
+                m.ttp.into(),
+                m.tmax.into(),
+                m.delay.into(),
+                r.core.into(),
+                r.hypoperfusion.into(),
+                r.brain.into(),
+            ]
+            .into_iter()
+            .map(|volume| imh_volume { volume })
+            .collect();
+            let report = CString::new(report).map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
+            Ok(imh_perfusion_result { volumes, report })
+        })?;
+        // SAFETY: `out` was checked by arg_out! and points to storage for one pointer.
+        unsafe { out.write(Box::into_raw(Box::new(result))) };
+        Ok(())
+    })
+}
+
+/// Borrow one output volume (`IMH_PERFUSION_*`) of `result` into `*out`. The volume belongs to
+/// the result: do not free it; it stays valid until `imh_perfusion_result_free`. Maps keep the
+/// input's geometry and are 0 outside the brain mask.
+///
+/// Thread safety: may be called from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn imh_perfusion_result_volume(
+    result: *const imh_perfusion_result,
+    which: imh_perfusion_output,
+    out: *mut *const imh_volume,
+) -> imh_status {
+    ffi_boundary!("imh_perfusion_result_volume", {
+        let result = arg_ref!(result, "result");
+        let out = arg_out!(out, "out");
+        let index = (which as usize).checked_sub(1).filter(|&i| i < result.volumes.len()).ok_or_else(|| {
+            FfiError::new(imh_status::InvalidArgument, format!("unknown perfusion output {which} (1 to 9)"))
+        })?;
+        // SAFETY: checked by arg_out!; points to storage for one pointer.
+        unsafe { out.write(&raw const result.volumes[index]) };
+        Ok(())
+    })
+}
+
+/// The report (`report.json`: volumes, criteria, AIF/VOF, QC flags, units, constants, timings)
+/// as a NUL-terminated UTF-8 string owned by `result` (valid until it is freed). NULL when
+/// `result` is NULL.
+///
+/// Thread safety: may be called from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn imh_perfusion_result_report_json(result: *const imh_perfusion_result) -> *const c_char {
+    ffi_boundary!("imh_perfusion_result_report_json", default = std::ptr::null(), {
+        // SAFETY: NULL or a live result (header contract).
+        unsafe { result.as_ref() }.map_or(std::ptr::null(), |r| r.report.as_ptr())
+    })
+}
+
+/// Free a result and every volume it holds. NULL is ignored.
+///
+/// Thread safety: not while another thread uses the same result.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn imh_perfusion_result_free(result: *mut imh_perfusion_result) {
+    ffi_boundary!("imh_perfusion_result_free", default = (), {
+        if !result.is_null() {
+            // SAFETY: a non-NULL result came from imh_perfusion_run and is freed once (header).
+            drop(unsafe { Box::from_raw(result) });
+        }
+    })
+}
