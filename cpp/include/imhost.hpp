@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -389,6 +390,88 @@ inline Volume mip(const Context& context, const View& input, const RunOptions& o
 /// Write a borrowed view as NIfTI without copying it first.
 inline void write(const Context& context, const View& view, const std::string& path) {
     detail::check(imh_view_write(context.c(), &view.c(), path.c_str()));
+}
+
+
+/// Options of `perfusion()` (see imh_perfusion_options); defaults everywhere.
+struct PerfusionOptions {
+    imh_perfusion_method method = IMH_PERFUSION_METHOD_DEFAULT;
+    /// Manual AIF voxel {i, j, k}; automatic when unset.
+    std::optional<std::array<uint32_t, 3>> aif_voxel;
+    std::optional<double> age;
+    std::optional<double> nihss;
+    bool bilateral_filter = true;
+    double filter_sigma_mm = 0.0;  ///< 0: the library's default
+    double filter_range_hu = 0.0;  ///< 0: the library's default
+
+    imh_perfusion_options c() const {
+        imh_perfusion_options o{};
+        o.struct_size = sizeof o;
+        o.method = method;
+        if (aif_voxel) {
+            o.flags |= IMH_PERFUSION_MANUAL_AIF;
+            for (int a = 0; a < 3; ++a) o.aif_voxel[a] = (*aif_voxel)[static_cast<std::size_t>(a)];
+        }
+        if (age) o.flags |= IMH_PERFUSION_HAS_AGE, o.age = *age;
+        if (nihss) o.flags |= IMH_PERFUSION_HAS_NIHSS, o.nihss = *nihss;
+        if (!bilateral_filter) o.flags |= IMH_PERFUSION_NO_FILTER;
+        o.filter_sigma_mm = filter_sigma_mm;
+        o.filter_range_hu = filter_range_hu;
+        return o;
+    }
+};
+
+/// Owns an imh_perfusion_result: maps, masks and the JSON report. Research use only.
+class PerfusionResult {
+public:
+    explicit PerfusionResult(imh_perfusion_result* ptr) noexcept : ptr_(ptr) {}
+    ~PerfusionResult() { imh_perfusion_result_free(ptr_); }
+    PerfusionResult(PerfusionResult&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    PerfusionResult& operator=(PerfusionResult&& other) noexcept {
+        if (this != &other) {
+            imh_perfusion_result_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+        }
+        return *this;
+    }
+    PerfusionResult(const PerfusionResult&) = delete;
+    PerfusionResult& operator=(const PerfusionResult&) = delete;
+
+    /// One output (IMH_PERFUSION_CBF ... IMH_PERFUSION_BRAIN_MASK), valid while this result lives.
+    View view(imh_perfusion_output which) const {
+        imh_view v{};
+        detail::check(imh_volume_get_view(borrow(which), &v));
+        return View(v);
+    }
+
+    /// Write one output as NIfTI.
+    void write(const Context& context, imh_perfusion_output which, const std::string& path) const {
+        detail::check(imh_volume_write(context.c(), borrow(which), path.c_str()));
+    }
+
+    /// report.json as text.
+    std::string report_json() const { return imh_perfusion_result_report_json(ptr_); }
+
+    const imh_perfusion_result* c() const noexcept { return ptr_; }
+
+private:
+    const imh_volume* borrow(imh_perfusion_output which) const {
+        const imh_volume* v = nullptr;
+        detail::check(imh_perfusion_result_volume(ptr_, which, &v));
+        return v;
+    }
+    imh_perfusion_result* ptr_ = nullptr;
+};
+
+/// Run the classical perfusion pipeline on a 4-D view in HU (see imh_perfusion_run).
+inline PerfusionResult perfusion(const Context& context, const View& input, const PerfusionOptions& options = {},
+                                 const RunOptions& run = {}) {
+    imh_perfusion_result* out = nullptr;
+    const imh_perfusion_options c_options = options.c();
+    detail::run_with_options(run, [&](const imh_run_options* o) {
+        return imh_perfusion_run(context.c(), &input.c(), &c_options, o, &out);
+    });
+    return PerfusionResult(out);
 }
 
 }  // namespace imhost

@@ -259,6 +259,65 @@ void test_callbacks_and_cancellation() {
 
 }  // namespace
 
+
+// The perfusion pipeline through the wrapper: a study built here (artery + tissue with gamma-variate
+// enhancement) whose CBV has a closed form; outputs, report, move semantics and an error path.
+void test_perfusion(const std::string& tmp) {
+    constexpr int64_t ni = 20, nj = 20, nk = 2, nt = 40;
+    auto gamma = [](double t, double t0) {
+        const double x = (t - t0) / 4.5;
+        return t <= t0 ? 0.0 : x * x * x * std::exp(3.0 * (1.0 - x));
+    };
+    std::vector<int16_t> data(static_cast<size_t>(ni * nj * nk * nt));
+    std::vector<double> times(static_cast<size_t>(nt));
+    double tissue_area = 0.0, aif_area = 0.0;
+    for (int64_t t = 0; t < nt; ++t) {
+        times[static_cast<size_t>(t)] = static_cast<double>(t);
+        tissue_area += std::round(30.0 + 25.0 * gamma(static_cast<double>(t), 10.0)) - 30.0;
+        aif_area += std::round(40.0 + 400.0 * gamma(static_cast<double>(t), 8.0)) - 40.0;
+        for (int64_t n = 0; n < ni * nj * nk; ++n) {
+            const int64_t i = n % ni, j = (n / ni) % nj;
+            const bool artery = i >= 3 && i < 7 && j >= 3 && j < 7;
+            const double hu = artery ? 40.0 + 400.0 * gamma(static_cast<double>(t), 8.0) : 30.0 + 25.0 * gamma(static_cast<double>(t), 10.0);
+            data[static_cast<size_t>(n + t * ni * nj * nk)] = static_cast<int16_t>(std::lround(hu));
+        }
+    }
+    imhost::Geometry g{};
+    g.spacing[2] = 5.0;
+    const auto view = imhost::View::four_d(data.data(), {ni, nj, nk, nt}, imhost::nifti_strides({ni, nj, nk, nt}), g,
+                                           imhost::Span<const double>(times.data(), times.size()));
+    imhost::Context ctx;
+    imhost::PerfusionOptions options;
+    options.method = IMH_PERFUSION_METHOD_TIKHONOV;
+    options.bilateral_filter = false;
+    options.age = 85.0;
+    options.nihss = 12.0;
+    int reports = 0;
+    imhost::RunOptions run;
+    run.progress = [&](double, std::string_view) { ++reports; return true; };
+    imhost::PerfusionResult result = imhost::perfusion(ctx, view, options, run);
+    CHECK(reports >= 1);
+    const imhost::View cbv = result.view(IMH_PERFUSION_CBV);
+    CHECK(cbv.dtype() == imhost::DType::F32);
+    const double expected = (0.55 / 0.75) / 1.05 * 100.0 * tissue_area / aif_area;
+    const double got = static_cast<const float*>(cbv.c().data)[15 + ni * 15];
+    CHECK(std::fabs(got - expected) < 0.03 * expected);
+    CHECK(result.view(IMH_PERFUSION_HYPOPERFUSION).dtype() == imhost::DType::U8);
+    const std::string report = result.report_json();
+    CHECK(report.find("\"research_use_only\": true") != std::string::npos);
+    CHECK(report.find("\"method\": \"tikhonov\"") != std::string::npos);
+    CHECK(report.find("age 85") != std::string::npos);
+    result.write(ctx, IMH_PERFUSION_CBF, tmp + "/cpp_cbf.nii.gz");
+    imhost::Volume back = ctx.read(tmp + "/cpp_cbf.nii.gz");
+    CHECK(back.view().dtype() == imhost::DType::F32);
+    imhost::PerfusionResult moved(std::move(result));
+    CHECK(result.c() == nullptr && moved.c() != nullptr);  // NOLINT(bugprone-use-after-move)
+    expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { moved.view(42); });
+    imhost::PerfusionOptions outside;
+    outside.aif_voxel = std::array<uint32_t, 3>{99, 0, 0};
+    expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { imhost::perfusion(ctx, view, outside); });
+}
+
 int main(int argc, char** argv) {
     if (argc != 3) {
         std::cerr << "usage: " << argv[0] << " MUST_FAIL_DIR TMP_DIR\n";
@@ -271,6 +330,7 @@ int main(int argc, char** argv) {
         test_move_semantics();
         test_errors(argv[1]);
         test_callbacks_and_cancellation();
+        test_perfusion(argv[2]);
     } catch (const std::exception& e) {
         std::cerr << "unexpected exception: " << e.what() << "\n";
         ++failures;
