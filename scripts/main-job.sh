@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The main job on its built-in default: set up, build everything (Rust library, CLI, C/C++
-# parts), then run `imhost demo`, which generates a 4-D CT volume with known content, computes
-# its temporal MIP, checks it against the truth, and writes the results to out/main-job/
-# (override with IMHOST_OUT). Idempotent; a second run only rebuilds what changed.
+# parts), generate the anatomical CT-perfusion phantom (known ground truth) and run
+# `imhost perfusion` on it: CBF, CBV, MTT, TTP, Tmax maps, core and hypoperfusion masks,
+# report.json and preview.png in out/main-job/perfusion/ (override the root with IMHOST_OUT),
+# plus a comparison with the phantom's truth. Idempotent; a second run only rebuilds what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh main
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON >/dev/null
 cmake --build build -j "$(nproc)"
-exec target/release/imhost demo --out "${IMHOST_OUT:-out/main-job}"
+out="${IMHOST_OUT:-out/main-job}"
+target/release/imhost phantom ctp --kind anatomical --noise 5 --seed 1 --out "$out/phantom"
+exec target/release/imhost perfusion "$out/phantom/ctp.nii.gz" --out "$out/perfusion" --truth "$out/phantom/truth"

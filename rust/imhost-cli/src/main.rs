@@ -83,6 +83,9 @@ enum Command {
         /// Bilateral filter: range σ in HU.
         #[arg(long)]
         filter_range_hu: Option<f64>,
+        /// A phantom's truth folder: also compare the result with it (truth_comparison.json).
+        #[arg(long)]
+        truth: Option<PathBuf>,
     },
     /// Regenerate the validation table of the perfusion methods against the phantoms' truth.
     Validate {
@@ -174,10 +177,21 @@ fn main() -> ExitCode {
                 frames,
             })
         }
-        Command::Perfusion { input, out, method, aif, age, nihss, no_filter, filter_sigma_mm, filter_range_hu } => {
+        Command::Perfusion {
+            input,
+            out,
+            method,
+            aif,
+            age,
+            nihss,
+            no_filter,
+            filter_sigma_mm,
+            filter_range_hu,
+            truth,
+        } => {
             let filter = (filter_sigma_mm, filter_range_hu);
             perfusion::run(
-                &perfusion::PerfusionArgs { input, out, method, aif, age, nihss, no_filter, filter },
+                &perfusion::PerfusionArgs { input, out, method, aif, age, nihss, no_filter, filter, truth },
                 cli.quiet,
             )
         }

@@ -102,6 +102,38 @@ pub struct PerfusionArgs {
     pub nihss: Option<f64>,
     pub no_filter: bool,
     pub filter: (Option<f64>, Option<f64>),
+    pub truth: Option<std::path::PathBuf>,
+}
+
+/// Read a phantom's truth folder (as `imhost phantom ctp` writes it).
+fn read_truth(dir: &Path) -> Result<ctp::Truth> {
+    let map = |name: &str| -> Result<imhost_core::Volume<f32>> {
+        match read_volume(&dir.join(format!("{name}.nii.gz")))? {
+            AnyVolume::F32(v) => Ok(v),
+            _ => Err(Error::data_type(format!("truth map {name} is not float32"))),
+        }
+    };
+    let mask = |name: &str| -> Result<imhost_core::Volume<u8>> {
+        match read_volume(&dir.join(format!("{name}.nii.gz")))? {
+            AnyVolume::U8(v) => Ok(v),
+            _ => Err(Error::data_type(format!("truth mask {name} is not uint8"))),
+        }
+    };
+    Ok(ctp::Truth {
+        cbf: map("cbf")?,
+        cbv: map("cbv")?,
+        mtt: map("mtt")?,
+        delay: map("delay")?,
+        tmax: map("tmax")?,
+        tissue: mask("tissue")?,
+        core: mask("core")?,
+        hypoperfusion: mask("hypoperfusion")?,
+        aif_voxels: vec![],
+        vof_voxels: vec![],
+        aif: ctp::ArterialInput::standard(),
+        motion: vec![],
+        classes: vec![],
+    })
 }
 
 /// Parse `auto` or `i,j,k`.
@@ -145,6 +177,22 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     create_dir(&args.out)?;
     let result = with_bar(quiet, |control| perfusion::run(&input.view(), &options, None, control))?;
     write_outputs(&result, &args.out)?;
+    if let Some(dir) = &args.truth {
+        let truth = read_truth(dir)?;
+        if truth.cbf.shape()[..3] != result.maps.cbf.shape()[..3] {
+            return Err(Error::shape("the truth maps do not match the study's size").in_file(dir));
+        }
+        let a = imhost_core::perfusion::validation::compare(&result, &truth, &|_| true);
+        let value = serde_json::to_value(&a).map_err(|e| Error::internal(e.to_string()))?;
+        write_json(&args.out.join("truth_comparison.json"), &value)?;
+        println!(
+            "against the truth: core Dice {}, hypoperfusion Dice {}, CBF r {:.3}, CBV r {:.3}",
+            a.core_dice.map_or("n/a".into(), |d| format!("{d:.3}")),
+            a.hypoperfusion_dice.map_or("n/a".into(), |d| format!("{d:.3}")),
+            a.cbf.pearson_r,
+            a.cbv.pearson_r
+        );
+    }
     let r = &result.report;
     match (&r.readout.volumes, r.qc_flags.is_empty()) {
         (Some(v), _) => println!(

@@ -149,3 +149,110 @@ fn the_demo_checks_itself_and_writes_its_outputs() {
     assert_eq!(info["shape"], serde_json::json!([128, 128, 16, 1]));
     assert_eq!(info["value_range"], serde_json::json!([-1000.0, 1000.0]));
 }
+
+#[test]
+fn phantom_then_perfusion_writes_every_output_in_the_input_geometry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ph = dir.path().join("phantom");
+    let out = imhost(&[
+        "phantom",
+        "ctp",
+        "--kind",
+        "anatomical",
+        "--size",
+        "64,64,4",
+        "--out",
+        ph.to_str().unwrap(),
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    for f in [
+        "ctp.nii.gz",
+        "truth/cbf.nii.gz",
+        "truth/tmax.nii.gz",
+        "truth/core.nii.gz",
+        "truth/hypoperfusion.nii.gz",
+        "truth/phantom.json",
+    ] {
+        assert!(ph.join(f).exists(), "{f}");
+    }
+    let res = dir.path().join("result");
+    let out = imhost(&[
+        "perfusion",
+        ph.join("ctp.nii.gz").to_str().unwrap(),
+        "--out",
+        res.to_str().unwrap(),
+        "--age",
+        "72",
+        "--nihss",
+        "14",
+        "--truth",
+        ph.join("truth").to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("research use only") && stdout.contains("core Dice"), "{stdout}");
+    let (input, _) = read_nifti(&ph.join("ctp.nii.gz"), &ReadOptions::default()).unwrap();
+    for f in ["cbf", "cbv", "mtt", "ttp", "tmax"] {
+        let (map, _) = read_nifti(&res.join(format!("{f}.nii.gz")), &ReadOptions::default()).unwrap();
+        assert!(matches!(map, AnyVolume::F32(_)), "{f} is float32");
+        assert_eq!(map.shape()[..3], input.shape()[..3]);
+        assert_eq!(map.geometry(), input.geometry(), "{f} keeps the input geometry");
+    }
+    for f in ["core", "hypoperfusion"] {
+        let (mask, _) = read_nifti(&res.join(format!("{f}.nii.gz")), &ReadOptions::default()).unwrap();
+        let AnyVolume::U8(m) = mask else { panic!("{f} is not uint8") };
+        assert!(m.data().iter().all(|&v| v <= 1));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(res.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["research_use_only"], true);
+    assert_eq!(report["method"], "osvd");
+    assert!(report["readout"]["criteria"]["dawn"]["evaluated"].as_bool().unwrap());
+    assert!(report["aif"]["curve_hu"].as_array().unwrap().len() > 10);
+    assert!(report["timings"].as_array().unwrap().len() >= 5);
+    let png = std::fs::read(res.join("preview.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let cmp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(res.join("truth_comparison.json")).unwrap()).unwrap();
+    assert!(cmp["hypoperfusion_dice"].as_f64().unwrap() > 0.8, "{cmp}");
+}
+
+#[test]
+fn perfusion_bad_input_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let three_d = dir.path().join("3d.nii");
+    let v = Volume::new_3d(ndarray::Array3::<i16>::zeros((4, 4, 4).f()), Geometry::default()).unwrap();
+    write_any(&AnyVolume::from(v), &three_d, &WriteOptions::default()).unwrap();
+    let o = dir.path().join("o");
+    assert_one_line_error(
+        &imhost(&["perfusion", three_d.to_str().unwrap(), "--out", o.to_str().unwrap()]),
+        "3-D input",
+    );
+    let ph = dir.path().join("p");
+    assert!(imhost(&["phantom", "ctp", "--size", "40,40,2", "--out", ph.to_str().unwrap(), "-q"]).status.success());
+    let ctp = ph.join("ctp.nii.gz");
+    assert_one_line_error(
+        &imhost(&["perfusion", ctp.to_str().unwrap(), "--out", o.to_str().unwrap(), "--method", "magic"]),
+        "method",
+    );
+    assert_one_line_error(
+        &imhost(&["perfusion", ctp.to_str().unwrap(), "--out", o.to_str().unwrap(), "--aif", "400,1,1"]),
+        "aif outside",
+    );
+    assert_one_line_error(
+        &imhost(&["perfusion", ctp.to_str().unwrap(), "--out", o.to_str().unwrap(), "--aif", "1,2"]),
+        "aif syntax",
+    );
+    assert_one_line_error(
+        &imhost(&["perfusion", ctp.to_str().unwrap(), "--out", o.to_str().unwrap(), "--age=-3"]),
+        "age",
+    );
+    assert_one_line_error(
+        &imhost(&["phantom", "ctp", "--kind", "kudo", "--motion", "--out", o.to_str().unwrap()]),
+        "kudo motion",
+    );
+    assert_one_line_error(&imhost(&["phantom", "ctp", "--noise=-1", "--out", o.to_str().unwrap()]), "noise");
+}
