@@ -15,6 +15,7 @@ case "$purpose" in main | test) ;; *) echo "usage: $0 main|test" >&2; exit 2 ;; 
 
 NIBABEL_VERSION=5.4.2   # the oracle and the source of real NIfTI test files
 NUMPY_VERSION=2.3.5
+PYDICOM_VERSION=3.0.2   # DICOM oracle; its wheel carries real CT series (MIT)
 CACHE="$PWD/.cache"
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -54,6 +55,15 @@ if [ ! -f "$marker" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --target "$python_dir" \
     "nibabel==$NIBABEL_VERSION" "numpy==$NUMPY_VERSION" 2>&1 | grep -v "WARNING: Running pip as the 'root' user" || true
   PYTHONPATH="$python_dir" python3 -c "import nibabel, numpy" && touch "$marker"
+fi
+
+# --- DICOM oracle and real CT series: pydicom (its test files come inside the wheel) ---------
+marker="$python_dir/.imhost-pydicom-$PYDICOM_VERSION"
+if [ ! -f "$marker" ]; then
+  say "installing pydicom $PYDICOM_VERSION into .cache/python (DICOM oracle and test series)"
+  python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --target "$python_dir" \
+    "pydicom==$PYDICOM_VERSION" 2>&1 | grep -v "WARNING: Running pip as the 'root' user" || true
+  [ -d "$python_dir/pydicom/data/test_files/dicomdirtests/98892001/CT5N" ] && touch "$marker"
 fi
 
 # --- Real NIfTI test files from nibabel's wheel ----------------------------------------------

@@ -57,7 +57,7 @@ enum Command {
     /// preview.png from a 4-D CT perfusion study in HU (NIfTI; frame times from pixdim[4] or a
     /// `.json` sidecar with "FrameTimes"). Research use only.
     Perfusion {
-        /// The study (.nii or .nii.gz).
+        /// The study: a .nii/.nii.gz file or a folder holding a DICOM CT perfusion series.
         input: PathBuf,
         /// Output folder.
         #[arg(long)]
@@ -125,6 +125,9 @@ enum PhantomCommand {
         /// Non-uniform frame times (1 s to 40 s, then 2 s).
         #[arg(long)]
         nonuniform_times: bool,
+        /// Also write the study as a DICOM CT series into DIR/dicom/.
+        #[arg(long)]
+        dicom: bool,
         /// Image size NI,NJ,NK (anatomical only).
         #[arg(long, value_parser = parse_size)]
         size: Option<[usize; 3]>,

@@ -20,6 +20,7 @@ pub struct PhantomArgs {
     pub seed: u64,
     pub motion: bool,
     pub nonuniform_times: bool,
+    pub dicom: bool,
     pub size: Option<[usize; 3]>,
     pub frames: Option<(usize, f64)>,
 }
@@ -53,6 +54,9 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
     let truth_dir = args.out.join("truth");
     create_dir(&truth_dir)?;
     write_volume(&AnyVolume::from(phantom.ctp.clone()), &args.out.join("ctp.nii.gz"))?;
+    if args.dicom {
+        imhost_core::io::dicom::write_dicom_series(&phantom.ctp, &args.out.join("dicom"), "1.2.826.0.1.3680043.10.1")?;
+    }
     let t = &phantom.truth;
     for (name, map) in [("cbf", &t.cbf), ("cbv", &t.cbv), ("mtt", &t.mtt), ("delay", &t.delay), ("tmax", &t.tmax)] {
         write_volume(&AnyVolume::from(map.clone()), &truth_dir.join(format!("{name}.nii.gz")))?;

@@ -1,16 +1,17 @@
-//! Reading and writing images. Formats: NIfTI (this issue); DICOM series follow.
+//! Reading and writing images: NIfTI files and DICOM series (folders).
 
+pub mod dicom;
 pub mod nifti;
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::volume::AnyVolume;
 
 /// Read an image file with default options, choosing the format by its content.
 pub fn read_volume(path: &Path) -> Result<AnyVolume> {
     if path.is_dir() {
-        return Err(Error::unsupported("reading a DICOM folder is not supported yet").in_file(path));
+        return dicom::read_dicom_series(path, &dicom::DicomReadOptions::default());
     }
     nifti::read_nifti(path, &nifti::ReadOptions::default()).map(|(v, _)| v)
 }

@@ -1,0 +1,452 @@
+//! DICOM series: a folder holding one CT (perfusion) series, read with dicom-rs; and writing a
+//! volume as a DICOM CT series (used to test the reader on a phantom).
+//!
+//! Reading: every file in the folder (recursively) that parses as DICOM with pixel data is
+//! considered; the series with the most instances is taken. Slices are ordered by their
+//! position along the slice normal (from `ImageOrientationPatient`); frames are grouped by
+//! `TemporalPositionIdentifier`, else `AcquisitionTime`, else `ContentTime`, else by
+//! `InstanceNumber` among the instances at one position. Every frame must hold every position
+//! once; slice positions must be evenly spaced (a gap is an error, not silently squeezed out).
+//! Frame times are the acquisition (or content) time of each frame relative to the first.
+//! Pixels: uncompressed little-endian, 8 or 16 bits, one sample; `RescaleSlope`/`Intercept`
+//! applied (HU), delivered as `i16` when exact, else `f32`. Sizes are checked before allocation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use ndarray::{Array4, ShapeBuilder};
+
+use crate::error::{Error, Result};
+use crate::geometry::{DicomPlane, Geometry};
+use crate::volume::{AnyVolume, FrameTimes, TimeSource, Volume};
+
+/// Options of [`read_dicom_series`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DicomReadOptions {
+    /// Refuse series whose pixels would need more bytes than this.
+    pub max_bytes: u64,
+}
+
+impl Default for DicomReadOptions {
+    fn default() -> Self {
+        DicomReadOptions { max_bytes: 16 << 30 }
+    }
+}
+
+struct Instance {
+    path: PathBuf,
+    series: String,
+    position: [f64; 3],
+    orientation: [f64; 6],
+    spacing: [f64; 2],
+    rows: usize,
+    columns: usize,
+    temporal: Option<i64>,
+    time: Option<f64>,
+    instance_number: i64,
+}
+
+fn parse_tm(text: &str) -> Option<f64> {
+    let t = text.trim().replace(':', "");
+    if t.len() < 2 {
+        return None;
+    }
+    let (hms, frac) = t.split_once('.').unwrap_or((&t, ""));
+    let field = |a: usize| -> f64 { hms.get(a..a + 2).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) };
+    let frac: f64 = if frac.is_empty() { 0.0 } else { format!("0.{frac}").parse().ok()? };
+    Some(field(0) * 3600.0 + field(2) * 60.0 + field(4) + frac)
+}
+
+fn dicom_err(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::format(format!("DICOM: {what}")).in_file(path)
+}
+
+fn read_header(path: &Path) -> Result<Option<Instance>> {
+    let Ok(obj) = OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) else {
+        return Ok(None); // not a DICOM file: skipped
+    };
+    let Some(ipp) = obj.element_opt(tags::IMAGE_POSITION_PATIENT).ok().flatten() else { return Ok(None) };
+    let floats = |tag, n: usize, name: &str| -> Result<Vec<f64>> {
+        let v = obj
+            .element(tag)
+            .map_err(|_| dicom_err(path, format!("missing {name}")))?
+            .to_multi_float64()
+            .map_err(|_| dicom_err(path, format!("bad {name}")))?;
+        if v.len() != n || v.iter().any(|x| !x.is_finite()) {
+            return Err(dicom_err(path, format!("{name} must hold {n} finite numbers")));
+        }
+        Ok(v)
+    };
+    let position = ipp.to_multi_float64().map_err(|_| dicom_err(path, "bad ImagePositionPatient"))?;
+    if position.len() != 3 {
+        return Err(dicom_err(path, "ImagePositionPatient must hold 3 numbers"));
+    }
+    let orientation = floats(tags::IMAGE_ORIENTATION_PATIENT, 6, "ImageOrientationPatient")?;
+    let spacing = floats(tags::PIXEL_SPACING, 2, "PixelSpacing")?;
+    let int = |tag, name: &str| -> Result<i64> {
+        obj.element(tag)
+            .map_err(|_| dicom_err(path, format!("missing {name}")))?
+            .to_int::<i64>()
+            .map_err(|_| dicom_err(path, format!("bad {name}")))
+    };
+    let opt_str = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
+    let time = opt_str(tags::ACQUISITION_TIME)
+        .and_then(|s| parse_tm(&s))
+        .or_else(|| opt_str(tags::CONTENT_TIME).and_then(|s| parse_tm(&s)));
+    Ok(Some(Instance {
+        path: path.to_path_buf(),
+        series: opt_str(tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        position: [position[0], position[1], position[2]],
+        orientation: std::array::from_fn(|n| orientation[n]),
+        spacing: [spacing[0], spacing[1]],
+        rows: usize::try_from(int(tags::ROWS, "Rows")?).map_err(|_| dicom_err(path, "negative Rows"))?,
+        columns: usize::try_from(int(tags::COLUMNS, "Columns")?).map_err(|_| dicom_err(path, "negative Columns"))?,
+        temporal: obj
+            .element_opt(tags::TEMPORAL_POSITION_IDENTIFIER)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<i64>().ok()),
+        time,
+        instance_number: obj
+            .element_opt(tags::INSTANCE_NUMBER)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<i64>().ok())
+            .unwrap_or(0),
+    }))
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::from(e).in_file(dir))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::from(e).in_file(dir))?.path();
+        if path.is_dir() {
+            files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Read the CT series in folder `dir` as a 3-D (one time point) or 4-D volume.
+pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVolume> {
+    let mut paths = Vec::new();
+    files(dir, &mut paths)?;
+    paths.sort();
+    let mut instances = Vec::new();
+    for p in &paths {
+        if let Some(i) = read_header(p)? {
+            instances.push(i);
+        }
+    }
+    if instances.is_empty() {
+        return Err(Error::format("no DICOM image with ImagePositionPatient in the folder").in_file(dir));
+    }
+    // The largest series.
+    let mut by_series: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
+    for i in instances {
+        by_series.entry(i.series.clone()).or_default().push(i);
+    }
+    let series_count = by_series.len();
+    let instances = by_series.into_values().max_by_key(|v| v.len()).unwrap_or_default();
+    if series_count > 1 {
+        tracing::warn!(
+            series = series_count,
+            taken = instances.len(),
+            "the folder holds several series; the largest is read"
+        );
+    }
+    let first = &instances[0];
+    let (rows, columns, orientation, spacing) = (first.rows, first.columns, first.orientation, first.spacing);
+    for i in &instances {
+        if i.rows != rows || i.columns != columns {
+            return Err(dicom_err(
+                &i.path,
+                format!("{}×{} pixels where the series has {rows}×{columns}", i.columns, i.rows),
+            ));
+        }
+        if i.orientation.iter().zip(&orientation).any(|(a, b)| (a - b).abs() > 1e-4)
+            || i.spacing.iter().zip(&spacing).any(|(a, b)| (a - b).abs() > 1e-4)
+        {
+            return Err(dicom_err(&i.path, "orientation or pixel spacing differs within the series"));
+        }
+    }
+    let o = orientation;
+    let normal = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
+    let along = |p: &[f64; 3]| p[0] * normal[0] + p[1] * normal[1] + p[2] * normal[2];
+    // Distinct slice positions.
+    let mut positions: Vec<f64> = instances.iter().map(|i| along(&i.position)).collect();
+    positions.sort_by(f64::total_cmp);
+    positions.dedup_by(|a, b| (*a - *b).abs() < 0.01);
+    let nk = positions.len();
+    let slot = |i: &Instance| positions.iter().position(|&p| (p - along(&i.position)).abs() < 0.01).unwrap_or(0);
+    if nk > 1 {
+        let step = positions[1] - positions[0];
+        if let Some(w) = positions.windows(2).find(|w| ((w[1] - w[0]) - step).abs() > 0.01 * step.abs().max(1e-3)) {
+            return Err(Error::geometry(format!(
+                "slice positions are not evenly spaced: a step of {:.3} mm where the series steps {step:.3} mm (missing slices?)",
+                w[1] - w[0]
+            ))
+            .in_file(dir));
+        }
+    }
+    // Frames.
+    let key = |i: &Instance| -> (i64, i64) {
+        match (i.temporal, i.time) {
+            (Some(t), _) => (t, 0),
+            (None, Some(s)) => ((s * 1000.0).round() as i64, 0),
+            (None, None) => (0, i.instance_number),
+        }
+    };
+    let mut frames: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let have_keys = instances.iter().all(|i| i.temporal.is_some() || i.time.is_some());
+    if have_keys {
+        for (n, i) in instances.iter().enumerate() {
+            frames.entry(key(i).0).or_default().push(n);
+        }
+        // Acquisition times may differ slightly across the slices of one rotation: merge keys
+        // closer than half the smallest gap only when each key would otherwise miss slices.
+        if instances.iter().all(|i| i.temporal.is_none()) && frames.values().any(|v| v.len() < nk) {
+            let mut merged: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+            let mut current: Option<i64> = None;
+            for (k, v) in frames {
+                match current {
+                    Some(c) if merged[&c].len() < nk => merged.get_mut(&c).expect("present").extend(v),
+                    _ => {
+                        current = Some(k);
+                        merged.insert(k, v);
+                    }
+                }
+            }
+            frames = merged;
+        }
+    } else {
+        // No time keys: the n-th instance (by InstanceNumber) at each position is frame n.
+        let mut per_slot: Vec<Vec<usize>> = vec![vec![]; nk];
+        for (n, i) in instances.iter().enumerate() {
+            per_slot[slot(i)].push(n);
+        }
+        for s in &mut per_slot {
+            s.sort_by_key(|&n| instances[n].instance_number);
+            for (f, &n) in s.iter().enumerate() {
+                frames.entry(f as i64).or_default().push(n);
+            }
+        }
+    }
+    let nt = frames.len();
+    let frame_lists: Vec<Vec<usize>> = frames.into_values().collect();
+    for (f, list) in frame_lists.iter().enumerate() {
+        let mut seen = vec![false; nk];
+        for &n in list {
+            let s = slot(&instances[n]);
+            if seen[s] {
+                return Err(dicom_err(
+                    &instances[n].path,
+                    format!("frame {f} holds two slices at position {:.2} mm", positions[s]),
+                ));
+            }
+            seen[s] = true;
+        }
+        if let Some(missing) = seen.iter().position(|s| !s) {
+            return Err(Error::format(format!(
+                "frame {f} has no slice at position {:.2} mm (incomplete series)",
+                positions[missing]
+            ))
+            .in_file(dir));
+        }
+    }
+    let bytes = (rows as u64)
+        .saturating_mul(columns as u64)
+        .saturating_mul(nk as u64)
+        .saturating_mul(nt as u64)
+        .saturating_mul(4);
+    if bytes > options.max_bytes {
+        return Err(Error::too_large(format!(
+            "the series needs {bytes} bytes, more than the limit of {}",
+            options.max_bytes
+        ))
+        .in_file(dir));
+    }
+    // Geometry from the first slice of the first frame.
+    let first_slice = frame_lists[0].iter().copied().find(|&n| slot(&instances[n]) == 0).expect("complete frame");
+    let step = if nk > 1 {
+        let second = frame_lists[0].iter().copied().find(|&n| slot(&instances[n]) == 1).expect("complete frame");
+        std::array::from_fn(|a| instances[second].position[a] - instances[first_slice].position[a])
+    } else {
+        normal
+    };
+    let plane = DicomPlane {
+        image_orientation: orientation,
+        image_position: instances[first_slice].position,
+        pixel_spacing: spacing,
+    };
+    let geometry = Geometry::from_dicom_plane(&plane, step)?;
+    // Pixels.
+    let mut data = Array4::<f32>::zeros((columns, rows, nk, nt).f());
+    let mut exact_i16 = true;
+    for (f, list) in frame_lists.iter().enumerate() {
+        for &n in list {
+            let k = slot(&instances[n]);
+            let path = &instances[n].path;
+            let obj = OpenFileOptions::new().open_file(path).map_err(|e| dicom_err(path, e))?;
+            let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+            if ts != uids::IMPLICIT_VR_LITTLE_ENDIAN && ts != uids::EXPLICIT_VR_LITTLE_ENDIAN {
+                return Err(Error::unsupported(format!("DICOM transfer syntax {ts} (compressed or big-endian) is not supported; decompress the series first")).in_file(path));
+            }
+            let int = |tag, default: i64| {
+                obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(default)
+            };
+            let float = |tag, default: f64| {
+                obj.element_opt(tag).ok().flatten().and_then(|e| e.to_float64().ok()).unwrap_or(default)
+            };
+            let (bits, signed, samples) = (
+                int(tags::BITS_ALLOCATED, 16),
+                int(tags::PIXEL_REPRESENTATION, 0) == 1,
+                int(tags::SAMPLES_PER_PIXEL, 1),
+            );
+            if samples != 1 || !(bits == 8 || bits == 16) {
+                return Err(Error::unsupported(format!(
+                    "{samples} samples of {bits} bits per pixel (need 1 sample of 8 or 16 bits)"
+                ))
+                .in_file(path));
+            }
+            let (slope, intercept) = (float(tags::RESCALE_SLOPE, 1.0), float(tags::RESCALE_INTERCEPT, 0.0));
+            if !(slope.is_finite() && intercept.is_finite()) || slope == 0.0 {
+                return Err(dicom_err(path, "bad RescaleSlope/RescaleIntercept"));
+            }
+            exact_i16 &= slope == 1.0 && intercept.fract() == 0.0;
+            let pixels = obj
+                .element(tags::PIXEL_DATA)
+                .map_err(|_| dicom_err(path, "no PixelData"))?
+                .to_bytes()
+                .map_err(|_| dicom_err(path, "PixelData is not native"))?;
+            let need = rows * columns * (bits as usize / 8);
+            if pixels.len() < need {
+                return Err(dicom_err(path, format!("PixelData holds {} bytes, {need} needed", pixels.len())));
+            }
+            for r in 0..rows {
+                for c in 0..columns {
+                    let n = r * columns + c;
+                    let raw = match (bits, signed) {
+                        (8, false) => f64::from(pixels[n]),
+                        (8, true) => f64::from(pixels[n] as i8),
+                        (_, false) => f64::from(u16::from_le_bytes([pixels[2 * n], pixels[2 * n + 1]])),
+                        (_, true) => f64::from(i16::from_le_bytes([pixels[2 * n], pixels[2 * n + 1]])),
+                    };
+                    data[[c, r, k, f]] = (raw * slope + intercept) as f32;
+                }
+            }
+        }
+    }
+    let times: Option<Vec<f64>> = (nt > 1).then(|| {
+        frame_lists.iter().map(|l| l.iter().filter_map(|&n| instances[n].time).fold(f64::INFINITY, f64::min)).collect()
+    });
+    let frame_times = match times {
+        None => None,
+        Some(t) if t.iter().all(|x| x.is_finite()) => {
+            let t0 = t[0];
+            // Past midnight: add a day.
+            Some(FrameTimes::new(
+                t.iter().map(|x| if x < &t0 { x + 86400.0 - t0 } else { x - t0 }).collect(),
+                TimeSource::Header,
+            )?)
+        }
+        Some(_) => {
+            return Err(Error::format("the series has several frames but no AcquisitionTime/ContentTime to time them")
+                .in_file(dir));
+        }
+    };
+    let fits = data.iter().all(|&v| (-32768.0..=32767.0).contains(&v));
+    if exact_i16 && fits {
+        Ok(AnyVolume::from(Volume::from_parts(data.mapv(|v| v as i16), geometry, frame_times)?))
+    } else {
+        Ok(AnyVolume::from(Volume::from_parts(data, geometry, frame_times)?))
+    }
+}
+
+/// Write a 3-D or 4-D `i16` HU volume as a CT series into `dir` (one file per slice and frame,
+/// explicit VR little endian), with acquisition times from the frame times. For tests and
+/// phantom export; the UIDs are derived from `uid_root` and are not globally registered.
+pub fn write_dicom_series(volume: &Volume<i16>, dir: &Path, uid_root: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::from(e).in_file(dir))?;
+    let [ni, nj, nk, nt] = volume.shape();
+    let g = volume.geometry();
+    let times: Vec<f64> = volume.frame_times().map(|f| f.as_slice().to_vec()).unwrap_or_else(|| vec![0.0]);
+    let series_uid = format!("{uid_root}.1");
+    let study_uid = format!("{uid_root}.2");
+    let data = volume.data();
+    for t in 0..nt {
+        for k in 0..nk {
+            let plane = g.dicom_plane(k);
+            let time = 36000.0 + times[t];
+            let tm = format!("{:02}{:02}{:09.6}", (time / 3600.0) as u32, ((time % 3600.0) / 60.0) as u32, time % 60.0);
+            let ds = |v: &[f64]| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join("\\");
+            let sop_uid = format!("{uid_root}.3.{}", t * nk + k + 1);
+            let pixels: Vec<u16> =
+                (0..nj).flat_map(|j| (0..ni).map(move |i| (i, j))).map(|(i, j)| data[[i, j, k, t]] as u16).collect();
+            let obj = InMemDicomObject::from_element_iter([
+                DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(uids::CT_IMAGE_STORAGE)),
+                DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop_uid.as_str())),
+                DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("CT")),
+                DataElement::new(
+                    tags::SERIES_DESCRIPTION,
+                    VR::LO,
+                    PrimitiveValue::from("imhost CTP phantom - RESEARCH USE ONLY"),
+                ),
+                DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study_uid.as_str())),
+                DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series_uid.as_str())),
+                DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(format!("{}", t * nk + k + 1))),
+                DataElement::new(
+                    tags::TEMPORAL_POSITION_IDENTIFIER,
+                    VR::IS,
+                    PrimitiveValue::from(format!("{}", t + 1)),
+                ),
+                DataElement::new(tags::ACQUISITION_TIME, VR::TM, PrimitiveValue::from(tm.as_str())),
+                DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, PrimitiveValue::from(ds(&plane.image_position))),
+                DataElement::new(
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                    VR::DS,
+                    PrimitiveValue::from(ds(&plane.image_orientation)),
+                ),
+                DataElement::new(tags::PIXEL_SPACING, VR::DS, PrimitiveValue::from(ds(&plane.pixel_spacing))),
+                DataElement::new(tags::SLICE_THICKNESS, VR::DS, PrimitiveValue::from(format!("{:.6}", g.spacing[2]))),
+                DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
+                DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME2")),
+                DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(nj as u16)),
+                DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(ni as u16)),
+                DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
+                DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16)),
+                DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16)),
+                DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16)),
+                DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, PrimitiveValue::from("0")),
+                DataElement::new(tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from("1")),
+                DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())),
+            ]);
+            let file = obj
+                .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+                .map_err(|e| Error::internal(format!("DICOM meta: {e}")))?;
+            let path = dir.join(format!("f{t:03}_s{k:03}.dcm"));
+            file.write_to_file(&path).map_err(|e| Error::internal(format!("DICOM write: {e}")).in_file(&path))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dicom_times() {
+        assert_eq!(parse_tm("101530.5"), Some(36930.5));
+        assert_eq!(parse_tm("10:15:30"), Some(36930.0));
+        assert_eq!(parse_tm("1015"), Some(36900.0));
+        assert_eq!(parse_tm(""), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! DICOM series: a phantom written as DICOM and read back; real CT series from pydicom's wheel
+//! against pydicom as the oracle; a series with a gap refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imhost_core::io::dicom::{DicomReadOptions, read_dicom_series, write_dicom_series};
+use imhost_core::io::read_volume;
+use imhost_core::perfusion::{self, PerfusionOptions};
+use imhost_core::phantom::ctp::{self, PhantomKind, PhantomOptions};
+use imhost_core::{AnyVolume, ErrorKind, Geometry, RunControl, Volume};
+
+fn pydicom_data() -> PathBuf {
+    let dir = common::repo_root().join(".cache/python/pydicom/data/test_files");
+    assert!(dir.is_dir(), "pydicom test files missing in {}: run scripts/setup.sh test", dir.display());
+    dir
+}
+
+fn oracle(folder: &Path) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(common::repo_root().join("tests/oracle/pydicom_oracle.py"))
+        .arg(folder)
+        .env("PYTHONPATH", common::repo_root().join(".cache/python"))
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "pydicom oracle: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn phantom_round_trips_through_dicom_and_gives_the_same_perfusion_result() {
+    let mut options = PhantomOptions::new(PhantomKind::Anatomical);
+    options.shape = Some([48, 40, 3]);
+    options.frame_times = Some(ctp::nonuniform_frame_times());
+    let phantom = ctp::generate(&options).unwrap();
+    // An oblique placement, so that orientation and position are really exercised.
+    let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+    let g = phantom.ctp.geometry();
+    let oblique = Geometry {
+        spacing: g.spacing,
+        origin: [-40.5, 12.25, 60.0],
+        direction: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
+    };
+    let study =
+        Volume::from_parts(phantom.ctp.data().clone(), oblique.clone(), phantom.ctp.frame_times().cloned()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_dicom_series(&study, dir.path(), "1.2.826.0.1.3680043.10.1").unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3 * 51);
+    let AnyVolume::I16(back) = read_volume(dir.path()).unwrap() else { panic!("HU with slope 1 reads as int16") };
+    assert_eq!(back.data(), study.data(), "pixels");
+    let bg = back.geometry();
+    for a in 0..3 {
+        assert!((bg.spacing[a] - oblique.spacing[a]).abs() < 1e-5 && (bg.origin[a] - oblique.origin[a]).abs() < 1e-5);
+        for b in 0..3 {
+            assert!((bg.direction[a][b] - oblique.direction[a][b]).abs() < 1e-5, "direction {a},{b}");
+        }
+    }
+    let (t0, t1) = (back.frame_times().unwrap().as_slice(), study.frame_times().unwrap().as_slice());
+    assert!(t0.iter().zip(t1).all(|(a, b)| (a - b).abs() < 1e-5), "frame times {t0:?}");
+    let run = |v: &Volume<i16>| {
+        perfusion::run(&v.view().into(), &PerfusionOptions::default(), None, &RunControl::none()).unwrap()
+    };
+    let (a, b) = (run(&study), run(&back));
+    // Spacing passes through DICOM's decimal strings (6 decimals), so the filter weights differ in
+    // the last bits: the maps agree to far below any clinical resolution.
+    let worst = a.maps.cbf.data().iter().zip(b.maps.cbf.data()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "CBF differs by up to {worst}");
+    let flips = a.hypoperfusion.data().iter().zip(b.hypoperfusion.data()).filter(|(x, y)| x != y).count();
+    assert!(flips <= 2, "{flips} hypoperfusion voxels differ");
+}
+
+#[test]
+fn real_ct_series_matches_pydicom() {
+    let folder = pydicom_data().join("dicomdirtests/98892001/CT5N");
+    let v = read_dicom_series(&folder, &DicomReadOptions::default()).unwrap();
+    let truth = oracle(&folder);
+    let [ni, nj, nk, nt] = v.shape();
+    assert_eq!(
+        (ni, nj, nk, nt),
+        (truth["columns"].as_u64().unwrap() as usize, truth["rows"].as_u64().unwrap() as usize, 5, 1)
+    );
+    let g = v.geometry();
+    let positions: Vec<Vec<f64>> = serde_json::from_value(truth["positions"].clone()).unwrap();
+    let spacing: Vec<f64> = serde_json::from_value(truth["pixel_spacing"].clone()).unwrap();
+    let orientation: Vec<f64> = serde_json::from_value(truth["orientation"].clone()).unwrap();
+    for k in 0..nk {
+        let p = g.index_to_lps([0.0, 0.0, k as f64]);
+        for a in 0..3 {
+            assert!((p[a] - positions[k][a]).abs() < 1e-3, "slice {k} position {p:?} vs {:?}", positions[k]);
+        }
+    }
+    assert!((g.spacing[0] - spacing[1]).abs() < 1e-6 && (g.spacing[1] - spacing[0]).abs() < 1e-6);
+    for a in 0..3 {
+        assert!(
+            (g.direction[a][0] - orientation[a]).abs() < 1e-6 && (g.direction[a][1] - orientation[3 + a]).abs() < 1e-6
+        );
+    }
+    let value = |i: usize, j: usize, k: usize| -> f64 {
+        match &v {
+            AnyVolume::I16(x) => f64::from(x.data()[[i, j, k, 0]]),
+            AnyVolume::F32(x) => f64::from(x.data()[[i, j, k, 0]]),
+            _ => panic!("unexpected dtype {:?}", v.dtype()),
+        }
+    };
+    for s in truth["samples"].as_array().unwrap() {
+        let (k, r, c) = (
+            s["k"].as_u64().unwrap() as usize,
+            s["row"].as_u64().unwrap() as usize,
+            s["column"].as_u64().unwrap() as usize,
+        );
+        assert!((value(c, r, k) - s["hu"].as_f64().unwrap()).abs() < 1e-3, "HU at slice {k} row {r} column {c}");
+    }
+}
+
+#[test]
+fn single_ct_file_matches_pydicom() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(pydicom_data().join("CT_small.dcm"), dir.path().join("ct.dcm")).unwrap();
+    let v = read_volume(dir.path()).unwrap();
+    let truth = oracle(dir.path());
+    assert_eq!(v.shape(), [128, 128, 1, 1]);
+    let AnyVolume::I16(x) = &v else { panic!("int16 expected, got {:?}", v.dtype()) };
+    for s in truth["samples"].as_array().unwrap() {
+        let (r, c) = (s["row"].as_u64().unwrap() as usize, s["column"].as_u64().unwrap() as usize);
+        assert_eq!(f64::from(x.data()[[c, r, 0, 0]]), s["hu"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn a_series_with_a_gap_is_refused() {
+    let e = read_dicom_series(&pydicom_data().join("dicomdirtests/77654033/CT2"), &DicomReadOptions::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Geometry);
+    assert!(e.message().contains("evenly spaced"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "not DICOM").unwrap();
+    assert_eq!(read_volume(empty.path()).unwrap_err().kind(), ErrorKind::Format);
+    let mut small = DicomReadOptions::default();
+    small.max_bytes = 100;
+    let e = read_dicom_series(&pydicom_data().join("dicomdirtests/98892001/CT5N"), &small).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge);
+}
