@@ -159,6 +159,7 @@ fn main() -> ExitCode {
             seed,
             motion,
             nonuniform_times,
+            dicom,
             size,
             frames,
             interval,
@@ -176,6 +177,7 @@ fn main() -> ExitCode {
                 seed,
                 motion,
                 nonuniform_times,
+                dicom,
                 size,
                 frames,
             })
