@@ -1,0 +1,2 @@
+#include "itkImage.h"
+int main() { return itk::Image<float, 3>::New().IsNull(); }
