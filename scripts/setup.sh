@@ -22,7 +22,8 @@ say() { printf 'setup: %s\n' "$*"; }
 
 # --- Debian packages ------------------------------------------------------------------------
 # valgrind in both modes: the CMake build (which the main job also runs) configures the tests.
-apt_packages=(cmake g++ make pkg-config valgrind)
+# libinsighttoolkit5-dev: ITK 5.2 for motion correction (the itk-sys crate builds against it).
+apt_packages=(cmake g++ make pkg-config valgrind libinsighttoolkit5-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

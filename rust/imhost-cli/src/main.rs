@@ -7,6 +7,7 @@
 mod demo;
 mod info;
 mod mip;
+mod motion;
 mod perfusion;
 mod progress;
 mod validate;
@@ -83,6 +84,9 @@ enum Command {
         /// Bilateral filter: range σ in HU.
         #[arg(long)]
         filter_range_hu: Option<f64>,
+        /// Do not register frames even when motion is found (it is still estimated and flagged).
+        #[arg(long)]
+        no_motion_correction: bool,
         /// A phantom's truth folder: also compare the result with it (truth_comparison.json).
         #[arg(long)]
         truth: Option<PathBuf>,
@@ -192,11 +196,23 @@ fn main() -> ExitCode {
             no_filter,
             filter_sigma_mm,
             filter_range_hu,
+            no_motion_correction,
             truth,
         } => {
             let filter = (filter_sigma_mm, filter_range_hu);
             perfusion::run(
-                &perfusion::PerfusionArgs { input, out, method, aif, age, nihss, no_filter, filter, truth },
+                &perfusion::PerfusionArgs {
+                    input,
+                    out,
+                    method,
+                    aif,
+                    age,
+                    nihss,
+                    no_filter,
+                    filter,
+                    truth,
+                    no_motion_correction,
+                },
                 cli.quiet,
             )
         }

@@ -107,6 +107,7 @@ pub struct PerfusionArgs {
     pub no_filter: bool,
     pub filter: (Option<f64>, Option<f64>),
     pub truth: Option<std::path::PathBuf>,
+    pub no_motion_correction: bool,
 }
 
 /// Read a phantom's truth folder (as `imhost phantom ctp` writes it).
@@ -179,7 +180,10 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     }
     let input = read_volume(&args.input)?;
     create_dir(&args.out)?;
-    let result = with_bar(quiet, |control| perfusion::run(&input.view(), &options, None, control))?;
+    let registration = crate::motion::ItkRigid;
+    let registration: Option<&dyn imhost_core::perfusion::motion::RigidRegistration> =
+        if args.no_motion_correction { None } else { Some(&registration) };
+    let result = with_bar(quiet, |control| perfusion::run(&input.view(), &options, registration, control))?;
     write_outputs(&result, &args.out)?;
     if let Some(dir) = &args.truth {
         let truth = read_truth(dir)?;

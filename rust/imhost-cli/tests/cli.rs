@@ -256,3 +256,41 @@ fn perfusion_bad_input_is_one_line() {
     );
     assert_one_line_error(&imhost(&["phantom", "ctp", "--noise=-1", "--out", o.to_str().unwrap()]), "noise");
 }
+
+#[test]
+fn motion_is_corrected_through_itk() {
+    let dir = tempfile::tempdir().unwrap();
+    let ph = dir.path().join("p");
+    let ok = imhost(&["phantom", "ctp", "--motion", "--size", "80,80,8", "--out", ph.to_str().unwrap(), "-q"]);
+    assert!(ok.status.success(), "{:?}", stderr_lines(&ok));
+    let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let res = dir.path().join(name);
+        let (ctp, truth) = (ph.join("ctp.nii.gz"), ph.join("truth"));
+        let mut args = vec![
+            "perfusion",
+            ctp.to_str().unwrap(),
+            "--out",
+            res.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let out = imhost(&args);
+        assert!(out.status.success(), "{:?}", stderr_lines(&out));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(res.join("report.json")).unwrap()).unwrap();
+        let cmp: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(res.join("truth_comparison.json")).unwrap()).unwrap();
+        serde_json::json!({"report": report, "cmp": cmp})
+    };
+    let corrected = run("corrected", &[]);
+    let motion = &corrected["report"]["motion"];
+    assert_eq!(motion["corrected"], true, "{motion}");
+    assert!(motion["backend"].as_str().unwrap().contains("ITK"));
+    assert!(corrected["report"]["qc_flags"].as_array().unwrap().is_empty(), "{}", corrected["report"]["qc_flags"]);
+    assert!(corrected["cmp"]["hypoperfusion_dice"].as_f64().unwrap() > 0.85, "{}", corrected["cmp"]);
+    let uncorrected = run("uncorrected", &["--no-motion-correction"]);
+    let flags = uncorrected["report"]["qc_flags"].as_array().unwrap();
+    assert!(flags.iter().any(|f| f["flag"] == "too_much_motion"), "{flags:?}");
+}

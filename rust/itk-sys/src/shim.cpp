@@ -75,9 +75,14 @@ RigidTransform register_rigid(rust::Slice<const float> fixed_data, rust::Slice<c
     auto scales = itk::RegistrationParameterScalesFromPhysicalShift<Metric>::New();
     scales->SetMetric(metric);
     optimizer->SetScalesEstimator(scales);
-    optimizer->SetLearningRate(1.0);
-    optimizer->SetMinimumStepLength(1e-4);
-    optimizer->SetRelaxationFactor(0.6);
+    // A modest first step (in mm, through the physical-shift scales): with 1 mm the optimizer
+    // could leave a still frame 1 mm off on noisy CT.
+    optimizer->SetLearningRate(0.25);
+    optimizer->SetMinimumStepLength(1e-3);
+    optimizer->SetRelaxationFactor(0.5);
+    optimizer->SetGradientMagnitudeTolerance(1e-8);
+    optimizer->SetDoEstimateLearningRateOnce(false);
+    optimizer->SetDoEstimateLearningRateAtEachIteration(false);
     optimizer->SetNumberOfIterations(settings.iterations);
     optimizer->SetReturnBestParametersAndValue(true);
 

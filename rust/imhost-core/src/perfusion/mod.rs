@@ -474,10 +474,13 @@ fn run_typed<T: Voxel>(
     }
     let enhancement: Vec<f32> = maximum.iter().zip(&baseline).map(|(m, b)| m - b).collect();
     let temporal_mean: Vec<f32> = sum.iter().map(|s| s / nt as f32).collect();
+    // Tissue never reads below −100 HU: a voxel that does in some frame left the field of view
+    // (after motion correction, resampling writes air there) or is corrupt; it is no brain.
+    let valid_tissue: Vec<bool> = valid.iter().zip(&minimum).map(|(&ok, &m)| ok && m > -100.0).collect();
     drop(minimum);
 
     // 4. Brain mask.
-    let brain = mask::brain_mask(shape, &baseline, &enhancement, &valid, &options.mask);
+    let brain = mask::brain_mask(shape, &baseline, &enhancement, &valid_tissue, &options.mask);
     let brain_count = brain.iter().filter(|&&b| b).count();
     if brain_count == 0 {
         return Err(Error::invalid_argument(format!(
@@ -506,9 +509,26 @@ fn run_typed<T: Voxel>(
     };
     let manual_aif = manual_voxels(&options.aif)?;
     let manual_vof = manual_voxels(&options.vof)?;
+    // Voxels within two in-plane voxels of bone (baseline > 300 HU) are no AIF candidates: at a
+    // skull edge, residual motion (or its correction) swings hundreds of HU that mimic a bolus.
+    let mut near_bone = vec![false; nvox];
+    for k in 0..nk {
+        for j in 0..nj {
+            for i in 0..ni {
+                if baseline[i + ni * (j + nj * k)] > 300.0 {
+                    for y in j.saturating_sub(2)..(j + 3).min(nj) {
+                        for x in i.saturating_sub(2)..(i + 3).min(ni) {
+                            near_bone[x + ni * (y + nj * k)] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
     let mut auto_candidates: Vec<usize> = (0..nvox)
         .filter(|&v| {
             valid[v]
+                && !near_bone[v]
                 && (-50.0..=150.0).contains(&baseline[v])
                 && f64::from(enhancement[v]) >= options.vessel_search.min_peak_hu
         })
