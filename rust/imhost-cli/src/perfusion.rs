@@ -45,7 +45,7 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
         options.frame_times = Some(ctp::nonuniform_frame_times());
     }
     if let Some((count, interval)) = args.frames {
-        if count < 2 || !(interval > 0.0) {
+        if count < 2 || interval.is_nan() || interval <= 0.0 {
             return Err(Error::invalid_argument("--frames needs at least 2 frames and a positive --interval"));
         }
         options.frame_times = Some((0..count).map(|n| n as f64 * interval).collect());

@@ -43,8 +43,7 @@ fn phantom_round_trips_through_dicom_and_gives_the_same_perfusion_result() {
         origin: [-40.5, 12.25, 60.0],
         direction: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
     };
-    let study =
-        Volume::from_parts(phantom.ctp.data().clone(), oblique.clone(), phantom.ctp.frame_times().cloned()).unwrap();
+    let study = Volume::from_parts(phantom.ctp.data().clone(), oblique, phantom.ctp.frame_times().cloned()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_dicom_series(&study, dir.path(), "1.2.826.0.1.3680043.10.1").unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3 * 51);
@@ -85,10 +84,11 @@ fn real_ct_series_matches_pydicom() {
     let positions: Vec<Vec<f64>> = serde_json::from_value(truth["positions"].clone()).unwrap();
     let spacing: Vec<f64> = serde_json::from_value(truth["pixel_spacing"].clone()).unwrap();
     let orientation: Vec<f64> = serde_json::from_value(truth["orientation"].clone()).unwrap();
-    for k in 0..nk {
+    assert_eq!(positions.len(), nk);
+    for (k, expected) in positions.iter().enumerate() {
         let p = g.index_to_lps([0.0, 0.0, k as f64]);
         for a in 0..3 {
-            assert!((p[a] - positions[k][a]).abs() < 1e-3, "slice {k} position {p:?} vs {:?}", positions[k]);
+            assert!((p[a] - expected[a]).abs() < 1e-3, "slice {k} position {p:?} vs {expected:?}");
         }
     }
     assert!((g.spacing[0] - spacing[1]).abs() < 1e-6 && (g.spacing[1] - spacing[0]).abs() < 1e-6);

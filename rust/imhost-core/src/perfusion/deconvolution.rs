@@ -93,7 +93,7 @@ impl Deconvolver {
     /// Prepare for `aif` (ΔHU on a uniform grid of step `dt` s).
     pub fn new(method: SvdMethod, aif: &[f32], dt: f64, options: &SvdOptions) -> Result<Self> {
         let n = aif.len();
-        if n < 2 || !(dt > 0.0) {
+        if n < 2 || dt.is_nan() || dt <= 0.0 {
             return Err(Error::invalid_argument("deconvolution needs at least 2 samples and a positive step"));
         }
         if aif.iter().all(|&a| a.abs() < 1e-6) || aif.iter().any(|a| !a.is_finite()) {
@@ -241,7 +241,7 @@ impl Deconvolver {
 /// Oscillation index (Wu et al. 2003): `(1/(L·max k))·Σ |k_j − 2k_{j−1} + k_{j−2}|`.
 pub fn oscillation_index(k: &[f32]) -> f64 {
     let max = k.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !(max > 0.0) {
+    if max.is_nan() || max <= 0.0 {
         return 0.0;
     }
     let sum: f64 = k.windows(3).map(|w| f64::from((w[2] - 2.0 * w[1] + w[0]).abs())).sum();

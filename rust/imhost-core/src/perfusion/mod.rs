@@ -340,7 +340,7 @@ fn run_typed<T: Voxel>(
     let times: Vec<f64> =
         view.frame_times().ok_or_else(|| Error::invalid_argument("the study has no frame times"))?.to_vec();
     temporal::validate_frame_times(&times, nt)?;
-    let geometry = view.geometry().clone();
+    let geometry = *view.geometry();
     let shape = [ni, nj, nk];
     let nvox = ni * nj * nk;
     let voxel_ml = geometry.spacing.iter().product::<f64>() / 1000.0;
@@ -425,10 +425,10 @@ fn run_typed<T: Voxel>(
     let mut sum = vec![0.0f32; nvox];
     let mut valid = vec![true; nvox];
     let mut q = vec![0.0f64; nt];
-    for t in 0..nt {
+    for (t, q_t) in q.iter_mut().enumerate() {
         pre.report("reading frames", t as f64 / nt as f64)?;
         frame(t, &mut buffer);
-        q[t] =
+        *q_t =
             buffer.iter().zip(&head).filter(|(_, h)| **h).map(|(&v, _)| f64::from(v)).sum::<f64>() / head_count as f64;
         maximum
             .par_chunks_mut(65536)
@@ -764,14 +764,14 @@ fn run_typed<T: Voxel>(
     let volume3 = |values: Vec<f32>| -> Result<Volume<f32>> {
         Volume::new_3d(
             Array3::from_shape_vec((ni, nj, nk).f(), values).map_err(|e| Error::internal(e.to_string()))?,
-            geometry.clone(),
+            geometry,
         )
     };
     let mask3 = |values: &[bool]| -> Result<Volume<u8>> {
         Volume::new_3d(
             Array3::from_shape_vec((ni, nj, nk).f(), values.iter().map(|&b| u8::from(b)).collect())
                 .map_err(|e| Error::internal(e.to_string()))?,
-            geometry.clone(),
+            geometry,
         )
     };
     let maps = PerfusionMaps {

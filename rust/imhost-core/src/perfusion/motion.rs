@@ -174,7 +174,7 @@ mod tests {
             }
             f
         };
-        let frames = vec![ring(0.0), ring(0.0), ring(2.0)];
+        let frames = [ring(0.0), ring(0.0), ring(2.0)];
         let e = estimate(
             3,
             &|t, out: &mut [f32]| out.copy_from_slice(&frames[t]),

@@ -711,14 +711,14 @@ fn assemble(
             }
         }
     }
-    let ctp = Volume::new_4d(data, geometry.clone(), times)?;
+    let ctp = Volume::new_4d(data, geometry, times)?;
     let reference = &frames[0];
     let map = |f: &dyn Fn(&TissueParams) -> f64| -> Result<Volume<f32>> {
         let a = reference.mapv(|l| classes[usize::from(l)].tissue.as_ref().map_or(0.0, |p| f(p) as f32));
-        Volume::new_3d(a, geometry.clone())
+        Volume::new_3d(a, geometry)
     };
     let mask = |f: &dyn Fn(&Class) -> bool| -> Result<Volume<u8>> {
-        Volume::new_3d(reference.mapv(|l| u8::from(f(&classes[usize::from(l)]))), geometry.clone())
+        Volume::new_3d(reference.mapv(|l| u8::from(f(&classes[usize::from(l)]))), geometry)
     };
     let truth = Truth {
         cbf: map(&|p| p.cbf)?,
