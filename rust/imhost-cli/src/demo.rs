@@ -1,4 +1,5 @@
-//! `imhost demo`: the main job on its built-in default input.
+//! `imhost demo`: the foundation's self-check on a built-in input (the main job is now
+//! `scripts/main-job.sh`: phantom → `imhost perfusion`).
 //!
 //! Generates a 4-D CT bolus volume whose temporal MIP is known in closed form, writes it as
 //! NIfTI (with a frame-time sidecar, since the sampling is non-uniform), reads it back, runs the

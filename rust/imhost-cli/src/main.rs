@@ -49,8 +49,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The built-in main job: generate a 4-D CT bolus volume with known content, run the
-    /// temporal MIP on it, check the result against the known truth, and summarise.
     /// Generate test data.
     #[command(subcommand)]
     Phantom(PhantomCommand),
@@ -100,9 +98,11 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
+    /// temporal MIP on it, check the result against the known truth, and summarise.
     Demo {
         /// Folder for the outputs (created if missing).
-        #[arg(long, default_value = "out/main-job")]
+        #[arg(long, default_value = "out/demo")]
         out: PathBuf,
     },
 }

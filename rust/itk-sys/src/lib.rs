@@ -62,6 +62,6 @@ pub use ffi::{Grid, RigidSettings, RigidTransform, register_rigid};
 
 impl Default for RigidSettings {
     fn default() -> Self {
-        RigidSettings { shrink: [4, 2, 1], iterations: 100, sampling: 0.25, seed: 7 }
+        RigidSettings { shrink: [4, 2, 1], iterations: 200, sampling: 0.25, seed: 7 }
     }
 }
