@@ -51,30 +51,46 @@ impl Default for imh_run_options {
     }
 }
 
-/// Read a size-prefixed options struct: the caller's prefix over our defaults.
+/// Read a size-prefixed options struct: the caller's prefix (its first `struct_size` bytes) over
+/// `defaults`. A declared size below `minimum` bytes is an error naming the struct.
 ///
 /// # Safety
 /// `ptr` is NULL or points to at least `struct_size` readable bytes starting with a `u32`
-/// struct_size, as the header documents.
-pub(crate) unsafe fn read_run_options(ptr: *const imh_run_options) -> FfiResult<imh_run_options> {
-    let mut options = imh_run_options::default();
+/// struct_size, as the header documents; every field of `T` is valid for any bit pattern the C
+/// type allows (integers, floats, nullable pointers, nullable function pointers).
+pub(crate) unsafe fn read_size_prefixed<T: Copy>(
+    ptr: *const T,
+    defaults: T,
+    minimum: usize,
+    name: &str,
+) -> FfiResult<T> {
+    let mut options = defaults;
     if ptr.is_null() {
         return Ok(options);
     }
     // SAFETY: a non-NULL options pointer starts with its u32 size (header contract).
     let declared = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
-    let minimum = std::mem::offset_of!(imh_run_options, progress);
     if declared < minimum {
         return Err(FfiError::new(
             imh_status::InvalidArgument,
-            format!("imh_run_options.struct_size is {declared}; set it to sizeof(imh_run_options)"),
+            format!("{name}.struct_size is {declared}; set it to sizeof({name})"),
         ));
     }
-    let n = declared.min(size_of::<imh_run_options>());
-    // SAFETY: the caller's struct has at least `declared` >= n readable bytes; our struct is n
-    // bytes or more; every field is valid for any bit pattern the C type allows (integers,
-    // nullable pointers, nullable function pointers); the ranges do not overlap.
+    let n = declared.min(size_of::<T>());
+    // SAFETY: the caller's struct has at least `declared` >= n readable bytes; ours is n bytes or
+    // more; every field is valid for any bit pattern (contract above); no overlap.
     unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut options).cast::<u8>(), n) };
+    Ok(options)
+}
+
+/// Read `imh_run_options` (see [`read_size_prefixed`]).
+///
+/// # Safety
+/// As for [`read_size_prefixed`].
+pub(crate) unsafe fn read_run_options(ptr: *const imh_run_options) -> FfiResult<imh_run_options> {
+    let minimum = std::mem::offset_of!(imh_run_options, progress);
+    // SAFETY: forwarded contract; imh_run_options holds only integers and nullable pointers.
+    let mut options = unsafe { read_size_prefixed(ptr, imh_run_options::default(), minimum, "imh_run_options") }?;
     options.struct_size = size_of::<imh_run_options>() as u32;
     Ok(options)
 }

@@ -8,7 +8,7 @@ use imhost_core::perfusion::readout::Patient;
 use imhost_core::perfusion::{self, Method, PerfusionOptions};
 
 use crate::context::{context_arg, imh_context};
-use crate::ops::{imh_run_options, read_run_options, with_control_relayed};
+use crate::ops::{imh_run_options, read_run_options, read_size_prefixed, with_control_relayed};
 use crate::status::{FfiError, FfiResult, arg_out, arg_ref, ffi_boundary, imh_status};
 use crate::view::{imh_view, view_from_c};
 use crate::volume::imh_volume;
@@ -96,7 +96,7 @@ pub struct imh_perfusion_result {
 }
 
 unsafe fn read_options(ptr: *const imh_perfusion_options) -> FfiResult<imh_perfusion_options> {
-    let mut o = imh_perfusion_options {
+    let defaults = imh_perfusion_options {
         struct_size: size_of::<imh_perfusion_options>() as u32,
         method: 0,
         flags: 0,
@@ -106,22 +106,9 @@ unsafe fn read_options(ptr: *const imh_perfusion_options) -> FfiResult<imh_perfu
         filter_sigma_mm: 0.0,
         filter_range_hu: 0.0,
     };
-    if ptr.is_null() {
-        return Ok(o);
-    }
-    // SAFETY: a non-NULL options pointer starts with its u32 size (header contract).
-    let declared = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
-    if declared < size_of::<u32>() * 2 {
-        return Err(FfiError::new(
-            imh_status::InvalidArgument,
-            format!("imh_perfusion_options.struct_size is {declared}; set it to sizeof(imh_perfusion_options)"),
-        ));
-    }
-    let n = declared.min(size_of::<imh_perfusion_options>());
-    // SAFETY: the caller's struct has at least `declared` >= n readable bytes; every field is
-    // valid for any bit pattern; the ranges do not overlap.
-    unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut o).cast::<u8>(), n) };
-    Ok(o)
+    let minimum = std::mem::offset_of!(imh_perfusion_options, flags);
+    // SAFETY: forwarded header contract; the struct holds only integers and floats.
+    unsafe { read_size_prefixed(ptr, defaults, minimum, "imh_perfusion_options") }
 }
 
 fn pipeline_options(o: &imh_perfusion_options) -> FfiResult<PerfusionOptions> {
