@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug in imhost; the message says where.
     Internal,
+    /// The model runtime failed: LibTorch reported an error, or the requested device is missing.
+    Model,
 }
 
 impl ErrorKind {
@@ -44,6 +46,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
+            ErrorKind::Model => "model",
         }
     }
 }
@@ -129,6 +132,11 @@ impl Error {
     pub fn cancelled() -> Self {
         Error::new(ErrorKind::Cancelled, "operation cancelled by the caller")
     }
+    /// Shorthand for [`ErrorKind::Model`].
+    pub fn model(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Model, message)
+    }
+
     /// Shorthand for [`ErrorKind::Internal`].
     pub fn internal(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Internal, message)

@@ -22,6 +22,7 @@ pub mod constants;
 pub mod deconvolution;
 pub mod filter;
 pub mod mask;
+pub mod model;
 pub mod motion;
 pub mod nlr;
 pub mod preview;
@@ -67,10 +68,14 @@ pub enum Method {
     Tikhonov,
     /// Bennink's box-shaped non-linear regression.
     Nlr,
+    /// The perfusion-map CNN (perfusion-cnn-gava2023): CBV, CBF and TTP from the filtered,
+    /// registered study without an AIF; needs [`PerfusionOptions::model`]. No Tmax: the
+    /// read-out uses the relative-TTP rule ([`readout::lesion_masks_ttp`]).
+    Cnn,
 }
 
 impl Method {
-    /// All methods.
+    /// The classical methods (they need no model).
     pub const ALL: [Method; 5] = [Method::Ssvd, Method::Bsvd, Method::Osvd, Method::Tikhonov, Method::Nlr];
 
     /// Its lower-case name.
@@ -81,13 +86,14 @@ impl Method {
             Method::Osvd => "osvd",
             Method::Tikhonov => "tikhonov",
             Method::Nlr => "nlr",
+            Method::Cnn => "cnn",
         }
     }
 
     /// Parse a name.
     pub fn from_name(name: &str) -> Result<Self> {
-        Method::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
-            Error::invalid_argument(format!("unknown method {name:?} (ssvd, bsvd, osvd, tikhonov, nlr)"))
+        Method::ALL.into_iter().chain([Method::Cnn]).find(|m| m.name() == name).ok_or_else(|| {
+            Error::invalid_argument(format!("unknown method {name:?} (ssvd, bsvd, osvd, tikhonov, nlr, cnn)"))
         })
     }
 }
@@ -120,6 +126,8 @@ pub struct PerfusionOptions {
     pub patient: Patient,
     /// Fewer frames than this raise the `too_few_frames` flag (15).
     pub min_frames: usize,
+    /// The map model of [`Method::Cnn`].
+    pub model: Option<model::ModelHandle>,
 }
 
 impl Default for PerfusionOptions {
@@ -137,6 +145,7 @@ impl Default for PerfusionOptions {
             readout: ReadoutOptions::default(),
             patient: Patient::default(),
             min_frames: 15,
+            model: None,
         }
     }
 }
@@ -246,6 +255,8 @@ pub struct ReadoutReport {
     pub reference_cbf: Option<f64>,
     /// How the reference was chosen.
     pub reference_region: &'static str,
+    /// The TTP the relative TTP is measured from (TTP rule only; s).
+    pub reference_ttp_s: Option<f64>,
     /// Volumes.
     pub volumes: Option<Volumes>,
     /// Trial criteria.
@@ -289,6 +300,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The clinical read-out.
     pub readout: ReadoutReport,
+    /// The model that made the maps ([`Method::Cnn`]).
+    pub model: Option<serde_json::Value>,
     /// Wall time per stage.
     pub timings: Vec<StageTiming>,
 }
@@ -303,7 +316,30 @@ pub fn run(
     registration: Option<&dyn RigidRegistration>,
     control: &RunControl<'_>,
 ) -> Result<PerfusionResult> {
-    with_view!(input, v => run_typed(v, options, registration, control))
+    match with_view!(input, v => run_typed(v, options, registration, control, None))? {
+        Outcome::Full(result) => Ok(*result),
+        Outcome::Input(_) => Err(Error::internal("the pipeline stopped early")),
+    }
+}
+
+/// Run the pipeline up to the CNN's input (motion, brain mask, filter, ΔHU, the model's time
+/// grid): what training pairs and [`Method::Cnn`] feed the network.
+pub fn model_input(
+    input: &AnyVolumeView<'_>,
+    options: &PerfusionOptions,
+    spec: &model::ModelInputSpec,
+    registration: Option<&dyn RigidRegistration>,
+    control: &RunControl<'_>,
+) -> Result<model::ModelInput> {
+    match with_view!(input, v => run_typed(v, options, registration, control, Some(spec)))? {
+        Outcome::Input(input) => Ok(input),
+        Outcome::Full(_) => Err(Error::internal("the pipeline did not stop at the model input")),
+    }
+}
+
+enum Outcome {
+    Full(Box<PerfusionResult>),
+    Input(model::ModelInput),
 }
 
 /// Fill frame `t` of `view` into `out` in linear order, as f32.
@@ -329,8 +365,14 @@ fn run_typed<T: Voxel>(
     options: &PerfusionOptions,
     registration: Option<&dyn RigidRegistration>,
     control: &RunControl<'_>,
-) -> Result<PerfusionResult> {
+    input_only: Option<&model::ModelInputSpec>,
+) -> Result<Outcome> {
     let [ni, nj, nk, nt] = view.shape();
+    let cnn = match (options.method, &options.model) {
+        (Method::Cnn, Some(m)) => Some(m.clone()),
+        (Method::Cnn, None) => return Err(Error::invalid_argument("method cnn needs a model (load one first)")),
+        _ => None,
+    };
     if !view.is_4d() {
         return Err(Error::shape(format!("perfusion needs a 4-D study (x, y, z, time); got {ni}×{nj}×{nk}×{nt}")));
     }
@@ -690,6 +732,22 @@ fn run_typed<T: Voxel>(
     }
     stages.done("aif and vof");
 
+    // 8a. The CNN's input: vessels first, then the filtered brain curves.
+    let cnn_spec = cnn.as_ref().map(|m| m.0.input_spec());
+    let mut model_input = None;
+    if let Some(spec) = input_only.or(cnn_spec.as_ref()) {
+        let sets = [
+            model::CurveRows { voxels: &vessel_voxels, data: &vessel_data },
+            model::CurveRows { voxels: &curves.voxels, data: &curves.data },
+        ];
+        let input = model::build_input(spec, shape, &grid, &sets, &curves.voxels, arrival.time)?;
+        if input_only.is_some() {
+            return Ok(Outcome::Input(input));
+        }
+        model_input = Some(input);
+        stages.done("model input");
+    }
+
     // 8. Deconvolution.
     let mut cbf = vec![0.0f32; rows];
     let mut cbv = vec![0.0f32; rows];
@@ -708,6 +766,27 @@ fn run_typed<T: Voxel>(
     }
     let decon_control = control.sub(base_progress + 0.3..0.97);
     match aif_for_deconvolution.as_ref().filter(|_| plausible) {
+        _ if cnn.is_some() => {
+            let (model, input) = (cnn.as_ref().expect("checked").0.as_ref(), model_input.as_ref().expect("built"));
+            let out = model.predict(input, &decon_control)?;
+            if out.len() != nk * 3 * nj * ni {
+                return Err(Error::internal(format!(
+                    "the model returned {} values for {nk} slices of 3×{nj}×{ni}",
+                    out.len()
+                )));
+            }
+            let scale = model.output_scale();
+            let unit = |x: f32| if x.is_nan() { x } else { x.clamp(0.0, 1.0) };
+            for (r, &v) in curves.voxels.iter().enumerate() {
+                let (i, j, k) = (v % ni, (v / ni) % nj, v / (ni * nj));
+                let at = |c: usize| unit(out[((k * 3 + c) * nj + j) * ni + i]);
+                cbv[r] = at(0) * scale.cbv as f32;
+                cbf[r] = at(1) * scale.cbf as f32;
+                ttp[r] = (input.start_s + f64::from(at(2)) * scale.ttp_s) as f32;
+                tmax[r] = f32::NAN;
+                delay[r] = f32::NAN;
+            }
+        }
         Some(a) => {
             let aif_area: f64 = a.iter().map(|&x| f64::from(x)).sum::<f64>() * dt;
             let a64: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
@@ -759,8 +838,12 @@ fn run_typed<T: Voxel>(
             }
         })
         .collect();
-    let (cbf_img, tmax_img) = (to_image(&cbf), to_image(&tmax));
-    let masks = readout::lesion_masks(&cbf_img, &tmax_img, &brain, &options.readout);
+    let (cbf_img, tmax_img, ttp_img) = (to_image(&cbf), to_image(&tmax), to_image(&ttp));
+    let (masks, ttp_reference) = if cnn.is_some() {
+        readout::lesion_masks_ttp(&cbf_img, &ttp_img, &brain, shape, &options.readout)
+    } else {
+        (readout::lesion_masks(&cbf_img, &tmax_img, &brain, &options.readout), None)
+    };
     let volume3 = |values: Vec<f32>| -> Result<Volume<f32>> {
         Volume::new_3d(
             Array3::from_shape_vec((ni, nj, nk).f(), values).map_err(|e| Error::internal(e.to_string()))?,
@@ -778,9 +861,10 @@ fn run_typed<T: Voxel>(
         cbf: volume3(cbf_img)?,
         cbv: volume3(to_image(&cbv))?,
         mtt: volume3(to_image(&mtt))?,
-        ttp: volume3(to_image(&ttp))?,
-        tmax: volume3(tmax_img)?,
-        delay: volume3(to_image(&delay))?,
+        ttp: volume3(ttp_img)?,
+        // The CNN estimates neither: NaN everywhere rather than a 0 that reads as "no delay".
+        tmax: volume3(if cnn.is_some() { vec![f32::NAN; nvox] } else { tmax_img })?,
+        delay: volume3(if cnn.is_some() { vec![f32::NAN; nvox] } else { to_image(&delay) })?,
     };
     let withheld = (!flags.is_empty()).then(|| {
         format!(
@@ -830,21 +914,27 @@ fn run_typed<T: Voxel>(
         warnings,
         readout: ReadoutReport {
             reference_cbf: masks.reference_cbf.map(|r| r.0),
-            reference_region: "5 %-trimmed mean CBF of brain voxels with Tmax ≤ the hypoperfusion threshold",
+            reference_region: if cnn.is_some() {
+                "5 %-trimmed mean CBF of brain voxels with relative TTP ≤ the hypoperfusion threshold"
+            } else {
+                "5 %-trimmed mean CBF of brain voxels with Tmax ≤ the hypoperfusion threshold"
+            },
+            reference_ttp_s: ttp_reference,
             volumes: vols,
             criteria: crit,
             withheld,
         },
         timings: stages.0,
+        model: cnn.as_ref().map(|m| m.0.describe()),
     };
     control.report("done", 1.0)?;
-    Ok(PerfusionResult {
+    Ok(Outcome::Full(Box::new(PerfusionResult {
         maps,
         core: mask3(&masks.core)?,
         hypoperfusion: mask3(&masks.hypoperfusion)?,
         brain: mask3(&brain)?,
         report,
-    })
+    })))
 }
 
 /// The per-voxel solver for the chosen method.
@@ -862,6 +952,7 @@ impl Kernel {
             Method::Osvd => svd(SvdMethod::Oscillation),
             Method::Tikhonov => svd(SvdMethod::Tikhonov),
             Method::Nlr => Ok(Kernel::Nlr(BoxModel::new(aif, dt), options.nlr)),
+            Method::Cnn => Err(Error::internal("the CNN has no deconvolution kernel")),
         }
     }
 

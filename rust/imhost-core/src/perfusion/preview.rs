@@ -35,14 +35,18 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
     let scale = (256 / ni.max(nj)).max(1) as i64;
     let (pw, ph) = (ni as i64 * scale, nj as i64 * scale);
     let report = &result.report;
-    let panels: [(&str, &crate::volume::Volume<f32>, (f64, f64)); 5] = [
+    let mut panels: Vec<(&str, &crate::volume::Volume<f32>, (f64, f64))> = vec![
         ("CBF ML/100G/MIN", &result.maps.cbf, (0.0, 80.0)),
         ("CBV ML/100G", &result.maps.cbv, (0.0, 6.0)),
         ("MTT S", &result.maps.mtt, (0.0, 16.0)),
         ("TMAX S", &result.maps.tmax, (0.0, 14.0)),
         ("TTP S", &result.maps.ttp, (0.0, report.analysis_times_s.last().copied().unwrap_or(60.0))),
     ];
-    let width = 20 + 5 * (pw + 30);
+    if report.method == super::Method::Cnn {
+        // The CNN gives no Tmax.
+        panels.remove(3);
+    }
+    let width = (20 + 5 * (pw + 30)).max(20 + panels.len() as i64 * (pw + 30));
     let height = 60 + ph + 60 + 300;
     let mut c = Canvas::new(width as usize, height as usize, colors::BACKGROUND);
     c.text(
@@ -129,7 +133,8 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
     match &report.readout.volumes {
         Some(v) => {
             line(&mut c, &format!("CORE (RCBF<30%): {:.1} ML", v.core_ml), colors::TEXT);
-            line(&mut c, &format!("TMAX>6S: {:.1} ML", v.hypoperfusion_ml), colors::TEXT);
+            let rule = if report.method == super::Method::Cnn { "REL TTP>4.5S" } else { "TMAX>6S" };
+            line(&mut c, &format!("{rule}: {:.1} ML", v.hypoperfusion_ml), colors::TEXT);
             line(
                 &mut c,
                 &format!(
@@ -142,8 +147,8 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
             line(
                 &mut c,
                 &format!(
-                    "TMAX>10S: {:.1} ML, HIR {}",
-                    v.severe_hypoperfusion_ml,
+                    "TMAX>10S: {} ML, HIR {}",
+                    v.severe_hypoperfusion_ml.map_or("-".into(), |s| format!("{s:.1}")),
                     v.hypoperfusion_intensity_ratio.map_or("-".into(), |r| format!("{r:.2}"))
                 ),
                 colors::TEXT,

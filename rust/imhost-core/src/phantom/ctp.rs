@@ -241,6 +241,9 @@ pub struct PhantomOptions {
     pub frame_times: Option<Vec<f64>>,
     /// Override of the image size `[ni, nj, nk]` (anatomical only; default 128×128×10).
     pub shape: Option<[usize; 3]>,
+    /// Anatomy, lesion and bolus of the anatomical phantom ([`Anatomy::standard`] when `None`);
+    /// [`Anatomy::varied`] draws one per seed for training and held-out validation sets.
+    pub anatomy: Option<Anatomy>,
 }
 
 impl Default for PhantomOptions {
@@ -252,6 +255,7 @@ impl Default for PhantomOptions {
             motion: false,
             frame_times: None,
             shape: None,
+            anatomy: None,
         }
     }
 }
@@ -503,7 +507,7 @@ mod anat {
 
 /// Tissue values (CBV ml/100 g, CBF ml/100 g/min) after Riordan et al.'s digital phantom, with
 /// the penumbra set to 60 % of normal flow so that no class sits on the 30 % rCBF threshold.
-fn anatomical_classes(aif: &ArterialInput, t: &[f64]) -> Vec<Class> {
+fn anatomical_classes(aif: &ArterialInput, t: &[f64], anatomy: &Anatomy) -> Vec<Class> {
     let tissue = |name: &str, baseline: f64, cbf: f64, cbv: f64, delay: f64, lesion: Lesion| {
         let p = TissueParams { cbf, cbv, delay, irf: IrfShape::Exponential };
         Class {
@@ -542,17 +546,102 @@ fn anatomical_classes(aif: &ArterialInput, t: &[f64]) -> Vec<Class> {
         },
         tissue("grey matter", 35.0, 53.0, 3.3, 1.0, Lesion::None),
         tissue("white matter", 29.0, 25.0, 1.9, 1.5, Lesion::None),
-        tissue("grey matter penumbra", 35.0, 32.0, 3.6, 8.0, Lesion::Penumbra),
-        tissue("white matter penumbra", 29.0, 15.0, 2.0, 8.0, Lesion::Penumbra),
-        tissue("grey matter core", 35.0, 5.3, 0.71, 12.0, Lesion::Core),
-        tissue("white matter core", 29.0, 2.5, 0.42, 12.0, Lesion::Core),
+        tissue("grey matter penumbra", 35.0, 32.0, 3.6, anatomy.penumbra_delay_s, Lesion::Penumbra),
+        tissue("white matter penumbra", 29.0, 15.0, 2.0, anatomy.penumbra_delay_s, Lesion::Penumbra),
+        tissue("grey matter core", 35.0, 5.3, 0.71, anatomy.core_delay_s, Lesion::Core),
+        tissue("white matter core", 29.0, 2.5, 0.42, anatomy.core_delay_s, Lesion::Core),
     ]
 }
 
+/// Anatomy, lesion and bolus of the anatomical phantom.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Anatomy {
+    /// Head size relative to the standard head (1).
+    pub head_scale: f64,
+    /// Lesion hemisphere: +1 patient left (+x in LPS), −1 patient right.
+    pub lesion_side: f64,
+    /// Direction of the lesion axis from the lateral axis, degrees (+ posterior).
+    pub lesion_axis_deg: f64,
+    /// Half-angle of the hypoperfused sector (degrees; 0 for a healthy head).
+    pub penumbra_half_angle_deg: f64,
+    /// Inner radius of the hypoperfused sector (mm from the centre).
+    pub penumbra_inner_mm: f64,
+    /// Half-angle of the core sector (degrees; 0 for no core).
+    pub core_half_angle_deg: f64,
+    /// Inner radius of the core sector (mm).
+    pub core_inner_mm: f64,
+    /// Arrival delay of the penumbra (s).
+    pub penumbra_delay_s: f64,
+    /// Arrival delay of the core (s).
+    pub core_delay_s: f64,
+    /// The arterial input.
+    pub aif: ArterialInput,
+}
+
+impl Anatomy {
+    /// The standard phantom: a left-MCA territory (±45°, core ±20° beyond 35 mm), penumbra delay
+    /// 8 s, core delay 12 s, the standard AIF.
+    pub fn standard() -> Self {
+        Anatomy {
+            head_scale: 1.0,
+            lesion_side: 1.0,
+            lesion_axis_deg: 0.0,
+            penumbra_half_angle_deg: 45.0,
+            penumbra_inner_mm: 18.0,
+            core_half_angle_deg: 20.0,
+            core_inner_mm: 35.0,
+            penumbra_delay_s: 8.0,
+            core_delay_s: 12.0,
+            aif: ArterialInput::standard(),
+        }
+    }
+
+    /// A random variant drawn from `seed`: head 0.9–1.1×, either hemisphere, lesion axis ±25°,
+    /// hypoperfusion 20–55° (10 % of heads healthy), core 0–70 % of that angle (a fifth without
+    /// core), delays 6.5–10 s (penumbra) and +2–5 s (core), AIF arrival 10–18 s, peak 300–550
+    /// ΔHU, width β 1.1–2.2 s.
+    pub fn varied(seed: u64) -> Self {
+        let mut rng = SplitMix64::new(seed ^ 0x0061_6e61_746f_6d79);
+        let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform();
+        let head_scale = u(0.9, 1.1);
+        let lesion_side = if u(0.0, 1.0) < 0.5 { 1.0 } else { -1.0 };
+        let lesion_axis_deg = u(-25.0, 25.0);
+        let healthy = u(0.0, 1.0) < 0.1;
+        let penumbra_half_angle_deg = if healthy { 0.0 } else { u(20.0, 55.0) };
+        let no_core = u(0.0, 1.0) < 0.2;
+        let core_half_angle_deg = if no_core { 0.0 } else { penumbra_half_angle_deg * u(0.2, 0.7) };
+        let penumbra_inner_mm = u(12.0, 30.0);
+        let core_inner_mm = penumbra_inner_mm + u(8.0, 25.0);
+        let penumbra_delay_s = u(6.5, 10.0);
+        let core_delay_s = penumbra_delay_s + u(2.0, 5.0);
+        let t0 = u(10.0, 18.0);
+        let amplitude = u(300.0, 550.0);
+        let beta = u(1.1, 2.2);
+        let aif = ArterialInput {
+            first_pass: GammaVariate { t0, amplitude, alpha: 3, beta },
+            recirculation: GammaVariate { t0: t0 + 9.0, amplitude: amplitude / 4.0, alpha: 3, beta: beta + 1.0 },
+        };
+        Anatomy {
+            head_scale,
+            lesion_side,
+            lesion_axis_deg,
+            penumbra_half_angle_deg,
+            penumbra_inner_mm,
+            core_half_angle_deg,
+            core_inner_mm,
+            penumbra_delay_s,
+            core_delay_s,
+            aif,
+        }
+    }
+}
+
 /// The anatomical label at patient point `p` (mm, LPS, head centred on the origin).
-fn anatomical_label(p: [f64; 3]) -> u16 {
+fn anatomical_label(p: [f64; 3], anatomy: &Anatomy) -> u16 {
     use anat::*;
-    let [x, y, z] = p;
+    let s = anatomy.head_scale;
+    let [x, y, z] = [p[0] / s, p[1] / s, p[2] / s];
     let ell = |a: f64, b: f64, c: f64| ((x / a).powi(2) + (y / b).powi(2) + (z / c).powi(2)).sqrt();
     let outer = ell(78.0, 95.0, 75.0);
     if outer > 1.0 {
@@ -584,15 +673,19 @@ fn anatomical_label(p: [f64; 3]) -> u16 {
     let fold = 0.14 + 0.05 * (9.0 * angle).sin() * (0.12 * z).cos();
     let deep_grey = ((x.abs() - 23.0) / 9.0).powi(2) + ((y + 2.0) / 16.0).powi(2) < 1.0;
     let grey = brain > 1.0 - fold || deep_grey;
-    // Left-MCA territory: patient left is +x (LPS). Penumbra within ±45° of the lateral axis,
-    // core within ±20° and beyond 35 mm from the centre.
+    // Vascular territory: a sector around the lesion axis in the lesion hemisphere (standard:
+    // left MCA, patient left = +x in LPS, penumbra within ±45° beyond 18 mm, core within ±20°
+    // beyond 35 mm).
     let radius = (x * x + y * y).sqrt();
-    let lateral_angle = y.atan2(x).abs().to_degrees();
-    let lateral_angle = lateral_angle.min(180.0 - lateral_angle) * if x > 0.0 { 1.0 } else { f64::INFINITY };
-    let lesion = if lateral_angle <= 20.0 && radius > 35.0 {
-        2
-    } else if lateral_angle <= 45.0 && radius > 18.0 {
-        1
+    let lesion = if anatomy.lesion_side * x > 0.0 {
+        let from_axis = (y.atan2(x * anatomy.lesion_side).to_degrees() - anatomy.lesion_axis_deg).abs();
+        if from_axis <= anatomy.core_half_angle_deg && radius > anatomy.core_inner_mm {
+            2
+        } else if from_axis <= anatomy.penumbra_half_angle_deg && radius > anatomy.penumbra_inner_mm {
+            1
+        } else {
+            0
+        }
     } else {
         0
     };
@@ -616,8 +709,9 @@ fn anatomical(options: &PhantomOptions) -> Result<CtpPhantom> {
     // Field of view 230 × 230 mm in plane, 40 mm coverage at the default 10 slices.
     let spacing = [230.0 / shape[0] as f64, 230.0 / shape[1] as f64, 40.0 / shape[2] as f64];
     let geometry = centred_geometry(shape, spacing)?;
-    let aif = ArterialInput::standard();
-    let classes = anatomical_classes(&aif, t);
+    let anatomy = options.anatomy.unwrap_or_else(Anatomy::standard);
+    let aif = anatomy.aif;
+    let classes = anatomical_classes(&aif, t, &anatomy);
     let motion = simulate_motion(options, t.len());
     let label_frame = |m: &RigidMotion| -> Array3<u16> {
         let r = m.matrix();
@@ -629,7 +723,7 @@ fn anatomical(options: &PhantomOptions) -> Result<CtpPhantom> {
                     let d: [f64; 3] = std::array::from_fn(|a| p[a] - m.translation[a]);
                     // Rᵀ·d: where this point was in the reference anatomy.
                     let q: [f64; 3] = std::array::from_fn(|a| r[0][a] * d[0] + r[1][a] * d[1] + r[2][a] * d[2]);
-                    out[[i, j, k]] = anatomical_label(q);
+                    out[[i, j, k]] = anatomical_label(q, &anatomy);
                 }
             }
         }
