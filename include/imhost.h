@@ -121,6 +121,10 @@ enum imh_status
      * A bug inside imhost (including a caught Rust panic). The message says where.
      */
     IMH_STATUS_INTERNAL = 11,
+    /**
+     * The model runtime failed (a LibTorch error, a missing device).
+     */
+    IMH_STATUS_MODEL = 12,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -147,6 +151,13 @@ typedef struct imh_cancel_token imh_cancel_token;
  * thread replaces its log callback.
  */
 typedef struct imh_context imh_context;
+
+/**
+ * A loaded model. Free with `imh_model_free`.
+ *
+ * Thread safety: may be shared by threads; runs on one model are serialised internally.
+ */
+typedef struct imh_model imh_model;
 
 /**
  * The result of `imh_perfusion_run`: nine volumes and a JSON report. Free with
@@ -205,6 +216,31 @@ typedef struct imh_geometry {
      */
     double direction[9];
 } imh_geometry;
+
+/**
+ * Numeric precision of inference (`imh_model_options.precision`).
+ */
+typedef uint32_t imh_model_precision;
+
+/**
+ * Options of `imh_model_load`. Size-prefixed, zero/NULL meaning default:
+ * `imh_model_options o = {sizeof o};`.
+ */
+typedef struct imh_model_options {
+    /**
+     * `sizeof(imh_model_options)` as the caller compiled it.
+     */
+    uint32_t struct_size;
+    /**
+     * One of `IMH_MODEL_PRECISION_*`.
+     */
+    imh_model_precision precision;
+    /**
+     * `"auto"`, `"cpu"`, `"cuda"` or `"cuda:N"`; NULL: the `IMHOST_DEVICE` environment
+     * variable, else CUDA when available, else the CPU. Borrowed for the call.
+     */
+    const char *device;
+} imh_model_options;
 
 /**
  * Pixel type of a view or volume (`IMH_DTYPE_*`). 0 is never valid, so a zero-initialised
@@ -337,6 +373,11 @@ typedef struct imh_perfusion_options {
      * Bilateral filter range σ in HU (0: default 10).
      */
     double filter_range_hu;
+    /**
+     * The model of `IMH_PERFUSION_METHOD_CNN` (from `imh_model_load`; borrowed for the call,
+     * NULL otherwise). Added in 0.2.
+     */
+    const struct imh_model *model;
 } imh_perfusion_options;
 
 /**
@@ -370,6 +411,21 @@ typedef uint32_t imh_perfusion_output;
 #define IMH_LOG_TRACE 5
 
 /**
+ * float32 (the default).
+ */
+#define IMH_MODEL_PRECISION_F32 0
+
+/**
+ * float16 (CUDA only).
+ */
+#define IMH_MODEL_PRECISION_F16 1
+
+/**
+ * bfloat16 (CUDA only).
+ */
+#define IMH_MODEL_PRECISION_BF16 2
+
+/**
  * The default method (oscillation-index SVD).
  */
 #define IMH_PERFUSION_METHOD_DEFAULT 0
@@ -398,6 +454,12 @@ typedef uint32_t imh_perfusion_output;
  * Bennink's box-shaped non-linear regression.
  */
 #define IMH_PERFUSION_METHOD_NLR 5
+
+/**
+ * The perfusion CNN (perfusion-cnn-gava2023): CBV, CBF, TTP without an AIF; needs
+ * `imh_perfusion_options.model`. No Tmax or delay; hypoperfusion by relative TTP > 4.5 s.
+ */
+#define IMH_PERFUSION_METHOD_CNN 6
 
 /**
  * CBF, float32, ml/100 g/min.
@@ -558,6 +620,36 @@ imh_status imh_geometry_to_ijk_to_ras(const struct imh_geometry *geometry, doubl
  * Thread safety: may be called from any thread.
  */
 imh_status imh_geometry_from_ijk_to_ras(const double *matrix, struct imh_geometry *out);
+
+/**
+ * Load the model folder `dir` (`manifest.json` + weights; the weights' sha256 is verified)
+ * onto a device. `options` may be NULL. On success `*out` receives the model.
+ * Errors: `IMH_STATUS_IO` (no such folder), `IMH_STATUS_FORMAT` (invalid manifest, checksum
+ * mismatch), `IMH_STATUS_MODEL` (LibTorch refused the weights, no CUDA device when one was
+ * asked for), `IMH_STATUS_UNSUPPORTED` (half precision on the CPU, unknown architecture).
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_model_load(const struct imh_context *context,
+                          const char *dir,
+                          const struct imh_model_options *options,
+                          struct imh_model **out);
+
+/**
+ * The model's manifest (JSON: id, version, architecture, inputs, outputs with units, training
+ * data, weights sha256) as a NUL-terminated UTF-8 string owned by `model`. NULL when `model`
+ * is NULL.
+ *
+ * Thread safety: may be called from any thread.
+ */
+const char *imh_model_manifest_json(const struct imh_model *model);
+
+/**
+ * Free a model. NULL is ignored. Results computed with it stay valid.
+ *
+ * Thread safety: not while a call is using the model.
+ */
+void imh_model_free(struct imh_model *model);
 
 /**
  * Temporal maximum intensity projection of a 4-D view: `out(i,j,k) = max_t in(i,j,k,t)` (Wang

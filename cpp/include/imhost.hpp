@@ -393,6 +393,40 @@ inline void write(const Context& context, const View& view, const std::string& p
 }
 
 
+/// Owns an imh_model: a model folder (manifest + sha256-verified weights) loaded once onto a
+/// device and reused across calls. Move-only.
+class Model {
+public:
+    /// Load `dir`. `device`: "auto", "cpu", "cuda", "cuda:N" or empty (IMHOST_DEVICE, else auto);
+    /// `precision`: IMH_MODEL_PRECISION_* (half precisions need CUDA).
+    Model(const Context& context, const std::string& dir, const std::string& device = {},
+          imh_model_precision precision = IMH_MODEL_PRECISION_F32) {
+        imh_model_options o{};
+        o.struct_size = sizeof o;
+        o.precision = precision;
+        o.device = device.empty() ? nullptr : device.c_str();
+        detail::check(imh_model_load(context.c(), dir.c_str(), &o, &ptr_));
+    }
+    ~Model() { imh_model_free(ptr_); }
+    Model(Model&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    Model& operator=(Model&& other) noexcept {
+        if (this != &other) {
+            imh_model_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+        }
+        return *this;
+    }
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    /// The manifest JSON (id, version, inputs, outputs with units, training data, sha256).
+    std::string manifest_json() const { return ptr_ ? imh_model_manifest_json(ptr_) : std::string(); }
+    const imh_model* c() const noexcept { return ptr_; }
+
+private:
+    imh_model* ptr_ = nullptr;
+};
+
 /// Options of `perfusion()` (see imh_perfusion_options); defaults everywhere.
 struct PerfusionOptions {
     imh_perfusion_method method = IMH_PERFUSION_METHOD_DEFAULT;
@@ -403,6 +437,8 @@ struct PerfusionOptions {
     bool bilateral_filter = true;
     double filter_sigma_mm = 0.0;  ///< 0: the library's default
     double filter_range_hu = 0.0;  ///< 0: the library's default
+    /// The model of IMH_PERFUSION_METHOD_CNN (borrowed; must outlive the call).
+    const Model* model = nullptr;
 
     imh_perfusion_options c() const {
         imh_perfusion_options o{};
@@ -417,6 +453,7 @@ struct PerfusionOptions {
         if (!bilateral_filter) o.flags |= IMH_PERFUSION_NO_FILTER;
         o.filter_sigma_mm = filter_sigma_mm;
         o.filter_range_hu = filter_range_hu;
+        o.model = model ? model->c() : nullptr;
         return o;
     }
 };

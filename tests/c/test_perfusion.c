@@ -4,7 +4,9 @@
  * whose enhancement is a delayed, scaled gamma variate, and a 4x4 artery carrying a gamma-variate
  * AIF. CBV has a closed form the pipeline must reproduce: (k_H/rho)*100*AUC(tissue)/AUC(AIF).
  * Then: outputs and geometry, the report JSON, progress on the calling thread, cancellation
- * from the callback, and every bad argument. */
+ * from the callback, and every bad argument. Then the CNN method with a model loaded once and
+ * reused (the PyTorch-made fixture tests/fixtures/models/unet-tiny): deterministic maps in
+ * range, no Tmax, and the model's own errors (missing folder, changed weights). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -158,6 +160,58 @@ int main(void) {
     CHECK(result == NULL, "no result on errors");
     CHECK(imh_perfusion_result_report_json(NULL) == NULL, "NULL result");
     imh_perfusion_result_free(NULL);
+
+    /* The CNN: one model, two runs. */
+    imh_model *model = NULL;
+    imh_model_options mo;
+    memset(&mo, 0, sizeof mo);
+    mo.struct_size = sizeof mo;
+    mo.device = "cpu";
+    CHECK_STATUS(imh_model_load(ctx, IMHOST_FIXTURES "/unet-tiny", &mo, &model), IMH_STATUS_OK);
+    const char *manifest = imh_model_manifest_json(model);
+    CHECK(manifest && strstr(manifest, "\"id\": \"unet-tiny\""), "manifest JSON");
+    imh_perfusion_options cnn;
+    memset(&cnn, 0, sizeof cnn);
+    cnn.struct_size = sizeof cnn;
+    cnn.method = IMH_PERFUSION_METHOD_CNN;
+    cnn.model = model;
+    imh_perfusion_result *r1 = NULL, *r2 = NULL;
+    CHECK_STATUS(imh_perfusion_run(ctx, &view, &cnn, NULL, &r1), IMH_STATUS_OK);
+    CHECK_STATUS(imh_perfusion_run(ctx, &view, &cnn, NULL, &r2), IMH_STATUS_OK);
+    if (r1 && r2) {
+        const imh_volume *a = NULL, *b = NULL, *tmax = NULL;
+        imh_view av, bv;
+        CHECK_STATUS(imh_perfusion_result_volume(r1, IMH_PERFUSION_CBF, &a), IMH_STATUS_OK);
+        CHECK_STATUS(imh_perfusion_result_volume(r2, IMH_PERFUSION_CBF, &b), IMH_STATUS_OK);
+        CHECK_STATUS(imh_volume_get_view(a, &av), IMH_STATUS_OK);
+        CHECK_STATUS(imh_volume_get_view(b, &bv), IMH_STATUS_OK);
+        CHECK(memcmp(av.data, bv.data, sizeof(float) * NI * NJ * NK) == 0, "the same model gives the same maps");
+        const float *cbf = (const float *)av.data;
+        int in_range = 1;
+        for (int n = 0; n < NI * NJ * NK; ++n) in_range &= cbf[n] >= 0.0f && cbf[n] <= 100.0f;
+        CHECK(in_range, "CNN CBF within [0, the manifest's scale]");
+        CHECK_STATUS(imh_perfusion_result_volume(r1, IMH_PERFUSION_TMAX, &tmax), IMH_STATUS_UNSUPPORTED);
+        const char *json = imh_perfusion_result_report_json(r1);
+        CHECK(json && strstr(json, "\"method\": \"cnn\"") && strstr(json, "unet-tiny"), "CNN report");
+    }
+    imh_perfusion_result_free(r1);
+    imh_perfusion_result_free(r2);
+    imh_perfusion_options no_model = cnn;
+    no_model.model = NULL;
+    CHECK_STATUS(imh_perfusion_run(ctx, &view, &no_model, NULL, &result), IMH_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(imh_last_error_message(), "imh_model_load") != NULL, "%s", imh_last_error_message());
+    imh_perfusion_options model_for_svd = options;
+    model_for_svd.model = model;
+    CHECK_STATUS(imh_perfusion_run(ctx, &view, &model_for_svd, NULL, &result), IMH_STATUS_INVALID_ARGUMENT);
+    imh_model_free(model);
+    imh_model_free(NULL);
+    imh_model *missing = NULL;
+    CHECK_STATUS(imh_model_load(ctx, IMHOST_FIXTURES "/no-such-model", NULL, &missing), IMH_STATUS_IO);
+    CHECK_STATUS(imh_model_load(ctx, NULL, NULL, &missing), IMH_STATUS_NULL_ARGUMENT);
+    mo.precision = IMH_MODEL_PRECISION_BF16;
+    imh_status half = imh_model_load(ctx, IMHOST_FIXTURES "/unet-tiny", &mo, &missing);
+    CHECK(half == IMH_STATUS_UNSUPPORTED, "bf16 on the CPU is refused (%d)", (int)half);
+    CHECK(missing == NULL, "no model on errors");
     imh_context_free(ctx);
     printf("C perfusion ABI: %d checks, %d failed\n", checks, failures);
     return failures != 0;

@@ -316,6 +316,20 @@ void test_perfusion(const std::string& tmp) {
     imhost::PerfusionOptions outside;
     outside.aif_voxel = std::array<uint32_t, 3>{99, 0, 0};
     expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { imhost::perfusion(ctx, view, outside); });
+
+    // The CNN through a Model loaded once (the PyTorch-made fixture).
+    imhost::Model model(ctx, IMHOST_FIXTURES "/unet-tiny", "cpu");
+    CHECK(model.manifest_json().find("\"unet-tiny\"") != std::string::npos);
+    imhost::PerfusionOptions cnn;
+    cnn.method = IMH_PERFUSION_METHOD_CNN;
+    cnn.model = &model;
+    imhost::PerfusionResult r = imhost::perfusion(ctx, view, cnn);
+    CHECK(r.report_json().find("\"method\": \"cnn\"") != std::string::npos);
+    CHECK(r.view(IMH_PERFUSION_TTP).dtype() == imhost::DType::F32);
+    expect_error(IMH_STATUS_UNSUPPORTED, [&] { r.view(IMH_PERFUSION_TMAX); });
+    imhost::Model moved_model(std::move(model));
+    CHECK(model.c() == nullptr && moved_model.c() != nullptr);  // NOLINT(bugprone-use-after-move)
+    expect_error(IMH_STATUS_IO, [&] { imhost::Model(ctx, IMHOST_FIXTURES "/no-such-model"); });
 }
 
 int main(int argc, char** argv) {

@@ -21,6 +21,7 @@
 pub mod cancel;
 pub mod context;
 pub mod geometry;
+pub mod model;
 pub mod ops;
 pub mod perfusion;
 pub mod status;

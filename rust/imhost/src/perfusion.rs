@@ -8,6 +8,7 @@ use imhost_core::perfusion::readout::Patient;
 use imhost_core::perfusion::{self, Method, PerfusionOptions};
 
 use crate::context::{context_arg, imh_context};
+use crate::model::imh_model;
 use crate::ops::{imh_run_options, read_run_options, read_size_prefixed, with_control_relayed};
 use crate::status::{FfiError, FfiResult, arg_out, arg_ref, ffi_boundary, imh_status};
 use crate::view::{imh_view, view_from_c};
@@ -28,6 +29,9 @@ pub const IMH_PERFUSION_METHOD_OSVD: imh_perfusion_method = 3;
 pub const IMH_PERFUSION_METHOD_TIKHONOV: imh_perfusion_method = 4;
 /// Bennink's box-shaped non-linear regression.
 pub const IMH_PERFUSION_METHOD_NLR: imh_perfusion_method = 5;
+/// The perfusion CNN (perfusion-cnn-gava2023): CBV, CBF, TTP without an AIF; needs
+/// `imh_perfusion_options.model`. No Tmax or delay; hypoperfusion by relative TTP > 4.5 s.
+pub const IMH_PERFUSION_METHOD_CNN: imh_perfusion_method = 6;
 
 /// `imh_perfusion_options.flags`: `age` holds the patient's age in years.
 pub const IMH_PERFUSION_HAS_AGE: u32 = 1;
@@ -61,6 +65,9 @@ pub struct imh_perfusion_options {
     pub filter_sigma_mm: f64,
     /// Bilateral filter range σ in HU (0: default 10).
     pub filter_range_hu: f64,
+    /// The model of `IMH_PERFUSION_METHOD_CNN` (from `imh_model_load`; borrowed for the call,
+    /// NULL otherwise). Added in 0.2.
+    pub model: *const imh_model,
 }
 
 /// Which output of a perfusion result (`imh_perfusion_result_volume`).
@@ -91,6 +98,7 @@ pub const IMH_PERFUSION_BRAIN_MASK: imh_perfusion_output = 9;
 /// Thread safety: immutable; any number of threads may read it.
 #[allow(non_camel_case_types)]
 pub struct imh_perfusion_result {
+    method: Method,
     volumes: Vec<imh_volume>,
     report: CString,
 }
@@ -105,9 +113,11 @@ unsafe fn read_options(ptr: *const imh_perfusion_options) -> FfiResult<imh_perfu
         nihss: 0.0,
         filter_sigma_mm: 0.0,
         filter_range_hu: 0.0,
+        model: std::ptr::null(),
     };
     let minimum = std::mem::offset_of!(imh_perfusion_options, flags);
-    // SAFETY: forwarded header contract; the struct holds only integers and floats.
+    // SAFETY: forwarded header contract; the struct holds integers, floats and one borrowed
+    // pointer (plain data: copying it copies the address).
     unsafe { read_size_prefixed(ptr, defaults, minimum, "imh_perfusion_options") }
 }
 
@@ -120,6 +130,7 @@ fn pipeline_options(o: &imh_perfusion_options) -> FfiResult<PerfusionOptions> {
         IMH_PERFUSION_METHOD_OSVD => Method::Osvd,
         IMH_PERFUSION_METHOD_TIKHONOV => Method::Tikhonov,
         IMH_PERFUSION_METHOD_NLR => Method::Nlr,
+        IMH_PERFUSION_METHOD_CNN => Method::Cnn,
         m => return Err(FfiError::new(imh_status::InvalidArgument, format!("unknown perfusion method {m}"))),
     };
     let known = IMH_PERFUSION_HAS_AGE | IMH_PERFUSION_HAS_NIHSS | IMH_PERFUSION_MANUAL_AIF | IMH_PERFUSION_NO_FILTER;
@@ -153,6 +164,24 @@ fn pipeline_options(o: &imh_perfusion_options) -> FfiResult<PerfusionOptions> {
     }
     if o.flags & IMH_PERFUSION_NO_FILTER != 0 {
         p.bilateral = None;
+    }
+    // SAFETY: NULL or a live imh_model for the duration of the call (header contract).
+    let model = unsafe { o.model.as_ref() };
+    match (p.method, model) {
+        (Method::Cnn, None) => {
+            return Err(FfiError::new(
+                imh_status::InvalidArgument,
+                "IMH_PERFUSION_METHOD_CNN needs options.model (load one with imh_model_load)",
+            ));
+        }
+        (Method::Cnn, Some(m)) => p.model = Some(m.handle.clone()),
+        (_, Some(_)) => {
+            return Err(FfiError::new(
+                imh_status::InvalidArgument,
+                "options.model is only for IMH_PERFUSION_METHOD_CNN",
+            ));
+        }
+        (_, None) => {}
     }
     Ok(p)
 }
@@ -189,6 +218,7 @@ pub unsafe extern "C" fn imh_perfusion_run(
             let report = serde_json::to_string_pretty(&r.report)
                 .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
             tracing::info!(flags = r.report.qc_flags.len(), "perfusion done");
+            let method = r.report.method;
             let m = r.maps;
             let volumes = [
                 AnyVolume::from(m.cbf),
@@ -205,7 +235,7 @@ pub unsafe extern "C" fn imh_perfusion_run(
             .map(|volume| imh_volume { volume })
             .collect();
             let report = CString::new(report).map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
-            Ok(imh_perfusion_result { volumes, report })
+            Ok(imh_perfusion_result { method, volumes, report })
         })?;
         // SAFETY: `out` was checked by arg_out! and points to storage for one pointer.
         unsafe { out.write(Box::into_raw(Box::new(result))) };
@@ -230,6 +260,12 @@ pub unsafe extern "C" fn imh_perfusion_result_volume(
         let index = (which as usize).checked_sub(1).filter(|&i| i < result.volumes.len()).ok_or_else(|| {
             FfiError::new(imh_status::InvalidArgument, format!("unknown perfusion output {which} (1 to 9)"))
         })?;
+        if result.method == Method::Cnn && matches!(which, IMH_PERFUSION_TMAX | IMH_PERFUSION_DELAY) {
+            return Err(FfiError::new(
+                imh_status::Unsupported,
+                "the cnn method estimates no Tmax or delay (its hypoperfusion mask uses relative TTP)",
+            ));
+        }
         // SAFETY: checked by arg_out!; points to storage for one pointer.
         unsafe { out.write(&raw const result.volumes[index]) };
         Ok(())

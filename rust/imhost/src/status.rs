@@ -38,6 +38,8 @@ pub enum imh_status {
     Cancelled = 10,
     /// A bug inside imhost (including a caught Rust panic). The message says where.
     Internal = 11,
+    /// The model runtime failed (a LibTorch error, a missing device).
+    Model = 12,
 }
 
 impl imh_status {
@@ -53,6 +55,7 @@ impl imh_status {
             ErrorKind::Unsupported => imh_status::Unsupported,
             ErrorKind::TooLarge => imh_status::TooLarge,
             ErrorKind::Cancelled => imh_status::Cancelled,
+            ErrorKind::Model => imh_status::Model,
             _ => imh_status::Internal,
         }
     }
@@ -72,6 +75,7 @@ impl imh_status {
             9 => c"IMH_STATUS_TOO_LARGE",
             10 => c"IMH_STATUS_CANCELLED",
             11 => c"IMH_STATUS_INTERNAL",
+            12 => c"IMH_STATUS_MODEL",
             _ => c"IMH_STATUS_UNKNOWN",
         }
     }
@@ -127,6 +131,7 @@ fn status_word(status: imh_status) -> &'static str {
         imh_status::TooLarge => "too large",
         imh_status::Cancelled => "cancelled",
         imh_status::Internal => "internal error",
+        imh_status::Model => "model",
     }
 }
 
@@ -248,7 +253,7 @@ mod tests {
     fn every_kind_maps_to_a_distinct_named_status() {
         use ErrorKind::*;
         let kinds =
-            [InvalidArgument, DataType, Shape, Geometry, Io, Format, Unsupported, TooLarge, Cancelled, Internal];
+            [InvalidArgument, DataType, Shape, Geometry, Io, Format, Unsupported, TooLarge, Cancelled, Internal, Model];
         let statuses: std::collections::HashSet<u32> = kinds.iter().map(|&k| imh_status::from_kind(k) as u32).collect();
         assert_eq!(statuses.len(), kinds.len());
         for s in statuses {
