@@ -16,6 +16,7 @@ case "$purpose" in main | test) ;; *) echo "usage: $0 main|test" >&2; exit 2 ;; 
 NIBABEL_VERSION=5.4.2   # the oracle and the source of real NIfTI test files
 NUMPY_VERSION=2.3.5
 PYDICOM_VERSION=3.0.2   # DICOM oracle; its wheel carries real CT series (MIT)
+TORCH_VERSION=2.11.0    # LibTorch for tch 0.24.0 (the version on the GPU machines)
 CACHE="$PWD/.cache"
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -44,6 +45,20 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+
+# --- LibTorch: the PyPI wheel, lean (no venv, no CUDA stack beyond what libtorch_cpu.so links) -
+# .cargo/config.toml points LIBTORCH at .cache/torch-$TORCH_VERSION/torch; the binaries carry an
+# rpath to its lib folder (rust/imhost-models/rpath.rs). See ../shared/notes/libtorch.md.
+torch_dir="$CACHE/torch-$TORCH_VERSION"
+if [ ! -f "$torch_dir/.imhost-complete" ]; then
+  say "installing the LibTorch $TORCH_VERSION wheel into .cache/torch-$TORCH_VERSION (~1.2 GB)"
+  rm -rf "$torch_dir"
+  python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --target "$torch_dir" \
+    "torch==$TORCH_VERSION" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 2>&1 \
+    | grep -v "WARNING: Running pip as the 'root' user" || true
+  [ -f "$torch_dir/torch/lib/libtorch_cpu.so" ] && touch "$torch_dir/.imhost-complete"
+fi
+[ -f "$torch_dir/.imhost-complete" ] || { echo "setup: the LibTorch wheel did not install" >&2; exit 1; }
 
 [ "$purpose" = main ] && exit 0
 

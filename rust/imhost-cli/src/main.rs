@@ -10,7 +10,9 @@ mod mip;
 mod motion;
 mod perfusion;
 mod progress;
+mod train;
 mod validate;
+mod validate_cnn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +63,7 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// ssvd, bsvd, osvd, tikhonov or nlr.
+        /// ssvd, bsvd, osvd, tikhonov, nlr or cnn (the perfusion CNN; see --model).
         #[arg(long, default_value = "osvd")]
         method: String,
         /// `auto` or a voxel `i,j,k`.
@@ -88,6 +90,15 @@ enum Command {
         /// A phantom's truth folder: also compare the result with it (truth_comparison.json).
         #[arg(long)]
         truth: Option<PathBuf>,
+        /// Model folder for --method cnn (default: the committed phantom-trained weights).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Device for --method cnn: auto, cpu, cuda, cuda:N (default: IMHOST_DEVICE, else auto).
+        #[arg(long)]
+        device: Option<String>,
+        /// Precision for --method cnn: f32, or f16/bf16 on CUDA.
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Regenerate the validation table of the perfusion methods against the phantoms' truth.
     Validate {
@@ -100,10 +111,77 @@ enum Command {
     },
     /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
     /// temporal MIP on it, check the result against the known truth, and summarise.
+    /// Validate the perfusion CNN on held-out phantoms against box NLR and the truth (the
+    /// paper's protocol, and its half-dose claim); writes the CNN section of VALIDATION.md.
+    ValidateCnn {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 12)]
+        cases: usize,
+        /// Seed of the first held-out case (training sets start at 1000).
+        #[arg(long, default_value_t = 90000)]
+        seed: u64,
+        #[arg(long, value_parser = parse_size, default_value = "128,128,8")]
+        size: [usize; 3],
+        #[arg(long, default_value = "docs/VALIDATION.md")]
+        out: PathBuf,
+    },
+    /// Build training sets and train models.
+    #[command(subcommand)]
+    Train(TrainCommand),
     Demo {
         /// Folder for the outputs (created if missing).
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Build a training set: varied anatomical phantoms (anatomy, lesion size and side, noise,
+    /// delay, AIF shape, frame interval) with their box-NLR maps as targets.
+    PerfusionSet {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        cases: usize,
+        /// Seed of the first case (case n uses seed + n).
+        #[arg(long, default_value_t = 1000)]
+        seed: u64,
+        #[arg(long, value_parser = parse_size, default_value = "128,128,8")]
+        size: [usize; 3],
+    },
+    /// Train the perfusion U-Net (perfusion-cnn-gava2023) on a folder of cases
+    /// (case/ctp.nii.gz + case/nlr/{cbv,cbf,ttp}.nii.gz) and write a model folder.
+    PerfusionCnn {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// sgd (the paper: momentum 0.9, rate halved on a validation plateau) or adam.
+        #[arg(long, default_value = "sgd")]
+        optimizer: String,
+        #[arg(long)]
+        learning_rate: Option<f64>,
+        /// Base width (64 in the paper).
+        #[arg(long, default_value_t = 64)]
+        width: usize,
+        /// Batch normalisation after each convolution (not in the paper).
+        #[arg(long)]
+        batch_norm: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Continue from the checkpoint in OUT/checkpoints.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value = "perfusion-cnn")]
+        id: String,
     },
 }
 
@@ -198,6 +276,9 @@ fn main() -> ExitCode {
             filter_range_hu,
             no_motion_correction,
             truth,
+            model,
+            device,
+            precision,
         } => {
             let filter = (filter_sigma_mm, filter_range_hu);
             perfusion::run(
@@ -212,12 +293,51 @@ fn main() -> ExitCode {
                     filter,
                     truth,
                     no_motion_correction,
+                    model,
+                    device,
+                    precision,
                 },
                 cli.quiet,
             )
         }
         Command::Validate { out, quick } => validate::run(&out, quick),
         Command::Demo { out } => demo::run(&out, cli.quiet),
+        Command::ValidateCnn { model, cases, seed, size, out } => {
+            validate_cnn::run(&validate_cnn::Args { model, cases, seed, size, out }, cli.quiet)
+        }
+        Command::Train(TrainCommand::PerfusionSet { out, cases, seed, size }) => {
+            train::build_set(&train::SetArgs { out, cases, seed, size }, cli.quiet)
+        }
+        Command::Train(TrainCommand::PerfusionCnn {
+            data,
+            out,
+            epochs,
+            batch,
+            optimizer,
+            learning_rate,
+            width,
+            batch_norm,
+            seed,
+            resume,
+            device,
+            id,
+        }) => train::train_cnn(
+            &train::TrainArgs {
+                data,
+                out,
+                epochs,
+                batch,
+                optimizer,
+                learning_rate,
+                width,
+                batch_norm,
+                seed,
+                resume,
+                device,
+                id,
+            },
+            cli.quiet,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,6 +108,38 @@ pub struct PerfusionArgs {
     pub filter: (Option<f64>, Option<f64>),
     pub truth: Option<std::path::PathBuf>,
     pub no_motion_correction: bool,
+    pub model: Option<std::path::PathBuf>,
+    pub device: Option<String>,
+    pub precision: String,
+}
+
+/// Where `--method cnn` finds its model without `--model`: `IMHOST_PERFUSION_CNN_MODEL`, then
+/// `<binary>/../share/imhost/models/perfusion-cnn` (an installed layout), then the repository's
+/// committed default weights.
+pub fn default_model_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("IMHOST_PERFUSION_CNN_MODEL").filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|p| p.join("../share/imhost/models/perfusion-cnn")))
+        .filter(|d| d.join("manifest.json").is_file())
+    {
+        return dir;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/perfusion-cnn")
+}
+
+/// Load the perfusion CNN for `--method cnn`.
+pub fn load_model(
+    dir: Option<&Path>,
+    device: Option<String>,
+    precision: &str,
+) -> Result<imhost_core::perfusion::model::ModelHandle> {
+    let dir = dir.map_or_else(default_model_dir, Path::to_path_buf);
+    let options = imhost_models::LoadOptions::new(device, imhost_models::Precision::from_name(precision)?);
+    let model = imhost_models::PerfusionModel::load(&dir, &options)?;
+    Ok(imhost_core::perfusion::model::ModelHandle(std::sync::Arc::new(model)))
 }
 
 /// Read a phantom's truth folder (as `imhost phantom ctp` writes it).
@@ -178,6 +210,11 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
             return Err(Error::invalid_argument(format!("{name} {v} is out of range {range:?}")));
         }
     }
+    if options.method == Method::Cnn {
+        options.model = Some(load_model(args.model.as_deref(), args.device.clone(), &args.precision)?);
+    } else if args.model.is_some() {
+        return Err(Error::invalid_argument("--model is for --method cnn"));
+    }
     let input = read_volume(&args.input)?;
     create_dir(&args.out)?;
     let registration = crate::motion::ItkRigid;
@@ -204,8 +241,9 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     let r = &result.report;
     match (&r.readout.volumes, r.qc_flags.is_empty()) {
         (Some(v), _) => println!(
-            "core {:.1} ml, Tmax>6s {:.1} ml, mismatch {:.1} ml (ratio {}) — {} (research use only)",
+            "core {:.1} ml, {} {:.1} ml, mismatch {:.1} ml (ratio {}) — {} (research use only)",
             v.core_ml,
+            if r.method == Method::Cnn { "relative TTP>4.5s" } else { "Tmax>6s" },
             v.hypoperfusion_ml,
             v.mismatch_ml,
             v.mismatch_ratio.map_or("unbounded".into(), |x| format!("{x:.2}")),
@@ -223,12 +261,16 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
 /// Write the maps, masks, report and preview of `result` into `out`.
 pub fn write_outputs(result: &PerfusionResult, out: &Path) -> Result<()> {
     let m = &result.maps;
-    for (name, map) in
-        [("cbf", &m.cbf), ("cbv", &m.cbv), ("mtt", &m.mtt), ("ttp", &m.ttp), ("tmax", &m.tmax), ("delay", &m.delay)]
-    {
-        write_volume(&AnyVolume::from(map.clone()), &out.join(format!("{name}.nii.gz")))?;
+    let maps: &[(&str, &imhost_core::Volume<f32>)] = if result.report.method == Method::Cnn {
+        // The CNN estimates no Tmax or delay.
+        &[("cbf", &m.cbf), ("cbv", &m.cbv), ("mtt", &m.mtt), ("ttp", &m.ttp)]
+    } else {
+        &[("cbf", &m.cbf), ("cbv", &m.cbv), ("mtt", &m.mtt), ("ttp", &m.ttp), ("tmax", &m.tmax), ("delay", &m.delay)]
+    };
+    for (name, map) in maps {
+        write_volume(&AnyVolume::from((*map).clone()), &out.join(format!("{name}.nii.gz")))?;
     }
-    for (name, mask) in [("core", &result.core), ("hypoperfusion", &result.hypoperfusion)] {
+    for (name, mask) in [("core", &result.core), ("hypoperfusion", &result.hypoperfusion), ("brain", &result.brain)] {
         write_volume(&AnyVolume::from(mask.clone()), &out.join(format!("{name}.nii.gz")))?;
     }
     let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;

@@ -185,6 +185,9 @@ delay row δ (all MTT, CBV and IRF tiles).\n\n\
 ## Targets\n\n| target | goal | measured | verdict |\n|---|---|---|---|\n{targets}\n{NOTES}",
         started.elapsed().as_secs_f64()
     );
+    if let Some(cnn) = crate::validate_cnn::existing_section(out) {
+        doc = format!("{}\n\n{cnn}", doc.trim_end());
+    }
     std::fs::write(out, doc).map_err(|e| Error::from(e).in_file(out))?;
     println!("validation table written to {}", out.display());
     Ok(())
