@@ -125,6 +125,9 @@ enum Command {
         size: [usize; 3],
         #[arg(long, default_value = "docs/VALIDATION.md")]
         out: PathBuf,
+        /// Inference precision (f32; bf16/f16 to measure their effect, on the CPU too).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Build training sets and train models.
     #[command(subcommand)]
@@ -302,8 +305,8 @@ fn main() -> ExitCode {
         }
         Command::Validate { out, quick } => validate::run(&out, quick),
         Command::Demo { out } => demo::run(&out, cli.quiet),
-        Command::ValidateCnn { model, cases, seed, size, out } => {
-            validate_cnn::run(&validate_cnn::Args { model, cases, seed, size, out }, cli.quiet)
+        Command::ValidateCnn { model, cases, seed, size, out, precision } => {
+            validate_cnn::run(&validate_cnn::Args { model, cases, seed, size, out, precision }, cli.quiet)
         }
         Command::Train(TrainCommand::PerfusionSet { out, cases, seed, size }) => {
             train::build_set(&train::SetArgs { out, cases, seed, size }, cli.quiet)

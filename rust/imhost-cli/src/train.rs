@@ -214,11 +214,11 @@ pub fn train_cnn(args: &TrainArgs, quiet: bool) -> Result<()> {
             return Err(Error::shape("the NLR maps do not match the study's size").in_file(&nlr));
         }
         samples.extend(case_samples(&input, [&maps[0], &maps[1], &maps[2]], &scale, c));
-        if !quiet {
+        if !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             eprint!("\rreading cases {}/{}", c + 1, dirs.len());
         }
     }
-    if !quiet {
+    if !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
     let config =

@@ -26,6 +26,7 @@ pub struct Args {
     pub seed: u64,
     pub size: [usize; 3],
     pub out: std::path::PathBuf,
+    pub precision: String,
 }
 
 /// One case, one acquisition.
@@ -181,7 +182,16 @@ fn f3(x: Option<f64>) -> String {
 /// Run the validation and write the section.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
     let started = std::time::Instant::now();
-    let model = crate::perfusion::load_model(args.model.as_deref(), None, "f32")?;
+    let model = if args.precision == "f32" {
+        crate::perfusion::load_model(args.model.as_deref(), None, "f32")?
+    } else {
+        // The precision's effect on the figures, measurable on the CPU too.
+        let dir = args.model.clone().unwrap_or_else(crate::perfusion::default_model_dir);
+        let mut options = imhost_models::LoadOptions::new(None, imhost_models::Precision::from_name(&args.precision)?);
+        options.allow_half_on_cpu = true;
+        let m = imhost_models::PerfusionModel::load(&dir, &options)?;
+        perfusion::model::ModelHandle(std::sync::Arc::new(m))
+    };
     let mut full = Vec::new();
     let mut half = Vec::new();
     for c in 0..args.cases {
@@ -206,7 +216,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
         doc,
         "{MARKER}\n# Validation of the perfusion CNN (perfusion-cnn-gava2023)\n\n\
 Regenerate with `scripts/validation-cnn.sh` (runs `imhost validate-cnn`; {:.0} s on the machine \
-of BENCHMARKS.md). Research use only. Model: `{}` {} (sha256 `{}`), trained on phantoms only.\n\n\
+of BENCHMARKS.md). Research use only. Model: `{}` {} (sha256 `{}`, {} on {}), trained on phantoms only.\n\n\
 **Protocol** (the paper's, with automatic segmentation in place of raters): {} held-out varied \
 anatomical phantoms (seeds {}–{}; the training set uses seeds from 1000, never these), \
 {}×{}×{} voxels, noise 2–8 HU, frames every 1–2 s over 60 s. On each, the full pipeline with \
@@ -220,6 +230,8 @@ brain. **Half dose**: the same studies with every second frame dropped, both met
         description["id"].as_str().unwrap_or("?"),
         description["version"].as_str().unwrap_or("?"),
         description["weights_sha256"].as_str().unwrap_or("?"),
+        description["precision"].as_str().unwrap_or("?"),
+        description["device"].as_str().unwrap_or("?"),
         args.cases,
         args.seed,
         args.seed + args.cases as u64 - 1,

@@ -26,12 +26,15 @@ pub struct LoadOptions {
     pub precision: Precision,
     /// Memory for one slice batch in bytes (`None`: 2 GiB on the CPU, 16 GiB on CUDA).
     pub batch_budget_bytes: Option<usize>,
+    /// Run float16/bfloat16 on the CPU too (slow; for measuring the precision's effect on a
+    /// machine without a GPU). Off: half precision on the CPU is refused.
+    pub allow_half_on_cpu: bool,
 }
 
 impl LoadOptions {
     /// Options for `device` and `precision`.
     pub fn new(device: Option<String>, precision: Precision) -> Self {
-        LoadOptions { device, precision, batch_budget_bytes: None }
+        LoadOptions { device, precision, batch_budget_bytes: None, allow_half_on_cpu: false }
     }
 }
 
@@ -95,7 +98,9 @@ impl PerfusionModel {
         }
         let weights = manifest.verify_weights(dir)?;
         let device = runtime::choose_device(options.device.as_deref())?;
-        runtime::check_precision(device, options.precision)?;
+        if !options.allow_half_on_cpu {
+            runtime::check_precision(device, options.precision)?;
+        }
         let kind = options.precision.kind();
         let net = match manifest.architecture.name.as_str() {
             "perfusion-unet" => load_unet(&manifest, &weights, device, kind)?,
