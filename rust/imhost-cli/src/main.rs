@@ -156,36 +156,7 @@ enum TrainCommand {
     },
     /// Train the perfusion U-Net (perfusion-cnn-gava2023) on a folder of cases
     /// (case/ctp.nii.gz + case/nlr/{cbv,cbf,ttp}.nii.gz) and write a model folder.
-    PerfusionCnn {
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 30)]
-        epochs: usize,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// sgd (the paper: momentum 0.9, rate halved on a validation plateau) or adam.
-        #[arg(long, default_value = "sgd")]
-        optimizer: String,
-        #[arg(long)]
-        learning_rate: Option<f64>,
-        /// Base width (64 in the paper).
-        #[arg(long, default_value_t = 64)]
-        width: usize,
-        /// Batch normalisation after each convolution (not in the paper).
-        #[arg(long)]
-        batch_norm: bool,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Continue from the checkpoint in OUT/checkpoints.
-        #[arg(long)]
-        resume: bool,
-        #[arg(long)]
-        device: Option<String>,
-        #[arg(long, default_value = "perfusion-cnn")]
-        id: String,
-    },
+    PerfusionCnn(train::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -311,36 +282,7 @@ fn main() -> ExitCode {
         Command::Train(TrainCommand::PerfusionSet { out, cases, seed, size }) => {
             train::build_set(&train::SetArgs { out, cases, seed, size }, cli.quiet)
         }
-        Command::Train(TrainCommand::PerfusionCnn {
-            data,
-            out,
-            epochs,
-            batch,
-            optimizer,
-            learning_rate,
-            width,
-            batch_norm,
-            seed,
-            resume,
-            device,
-            id,
-        }) => train::train_cnn(
-            &train::TrainArgs {
-                data,
-                out,
-                epochs,
-                batch,
-                optimizer,
-                learning_rate,
-                width,
-                batch_norm,
-                seed,
-                resume,
-                device,
-                id,
-            },
-            cli.quiet,
-        ),
+        Command::Train(TrainCommand::PerfusionCnn(args)) => train::train_cnn(&args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -156,18 +156,41 @@ pub fn case_samples(input: &ModelInput, targets: [&[f32]; 3], scale: &ModelOutpu
 }
 
 /// Arguments of `imhost train perfusion-cnn`.
+#[derive(clap::Args)]
 pub struct TrainArgs {
+    /// Folder of cases (case/ctp.nii.gz or case/dicom/, and case/nlr/{cbv,cbf,ttp}.nii.gz).
+    #[arg(long)]
     pub data: PathBuf,
+    /// Model folder to write (manifest.json, model.safetensors, checkpoints/).
+    #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 30)]
     pub epochs: usize,
+    /// Slices per batch.
+    #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// sgd (the paper: momentum 0.9, rate halved on a validation plateau) or adam.
+    #[arg(long, default_value = "sgd")]
     pub optimizer: String,
+    /// Initial learning rate (default 0.05 for SGD, 0.002 for Adam).
+    #[arg(long)]
     pub learning_rate: Option<f64>,
+    /// Base width (64 in the paper).
+    #[arg(long, default_value_t = 64)]
     pub width: usize,
+    /// Batch normalisation after each convolution (not in the paper).
+    #[arg(long)]
     pub batch_norm: bool,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Continue from the checkpoint in OUT/checkpoints.
+    #[arg(long)]
     pub resume: bool,
+    /// auto, cpu, cuda, cuda:N (default: IMHOST_DEVICE, else auto).
+    #[arg(long)]
     pub device: Option<String>,
+    /// The model's id in its manifest.
+    #[arg(long, default_value = "perfusion-cnn")]
     pub id: String,
 }
 

@@ -125,7 +125,13 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
     line_plot(&mut c, (20, y1, 560, 280), "ARTERIAL INPUT / VENOUS OUTPUT", "S", "DELTA HU", &series);
     let tx = 620;
     let mut ty = y1;
-    c.text(tx, ty - 16, "READ-OUT (CORE MAGENTA, TMAX>6S GREEN)", colors::MUTED, 1);
+    let cnn = report.method == super::Method::Cnn;
+    let legend = if cnn {
+        "READ-OUT (CORE MAGENTA, REL TTP>4.5S GREEN; PHANTOM-TRAINED CNN)"
+    } else {
+        "READ-OUT (CORE MAGENTA, TMAX>6S GREEN)"
+    };
+    c.text(tx, ty - 16, legend, colors::MUTED, 1);
     let mut line = |c: &mut Canvas, text: &str, color: Rgb| {
         c.text(tx, ty, text, color, 2);
         ty += 22;
@@ -133,7 +139,7 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
     match &report.readout.volumes {
         Some(v) => {
             line(&mut c, &format!("CORE (RCBF<30%): {:.1} ML", v.core_ml), colors::TEXT);
-            let rule = if report.method == super::Method::Cnn { "REL TTP>4.5S" } else { "TMAX>6S" };
+            let rule = if cnn { "REL TTP>4.5S" } else { "TMAX>6S" };
             line(&mut c, &format!("{rule}: {:.1} ML", v.hypoperfusion_ml), colors::TEXT);
             line(
                 &mut c,
@@ -144,15 +150,16 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
                 ),
                 colors::TEXT,
             );
-            line(
-                &mut c,
-                &format!(
-                    "TMAX>10S: {} ML, HIR {}",
-                    v.severe_hypoperfusion_ml.map_or("-".into(), |s| format!("{s:.1}")),
-                    v.hypoperfusion_intensity_ratio.map_or("-".into(), |r| format!("{r:.2}"))
-                ),
-                colors::TEXT,
-            );
+            if let Some(severe) = v.severe_hypoperfusion_ml {
+                line(
+                    &mut c,
+                    &format!(
+                        "TMAX>10S: {severe:.1} ML, HIR {}",
+                        v.hypoperfusion_intensity_ratio.map_or("-".into(), |r| format!("{r:.2}"))
+                    ),
+                    colors::TEXT,
+                );
+            }
         }
         None => line(&mut c, "VOLUMES WITHHELD (QC)", colors::RED),
     }
