@@ -2,7 +2,7 @@
 # Time the perfusion pipeline on the CNN paper's protocol: a 512×512×16×89 int16 study (the
 # anatomical phantom at 0.45 mm pixels, 89 frames 0.5 s apart), per stage (report.json timings)
 # and end to end, with the peak resident memory of each run. Results go to BENCHMARKS.md by hand.
-#   scripts/bench-perfusion.sh [WORKDIR]
+#   [METHODS="bsvd cnn"] scripts/bench-perfusion.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-${TMPDIR:-/tmp}/imhost-bench-perfusion}"
@@ -13,7 +13,8 @@ if [ ! -f "$work/still/ctp.nii.gz" ]; then
 fi
 peak() { python3 -c "import re,sys; print(round(int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', open(sys.argv[1]).read()).group(1))/1024))" "$1"; }
 echo "input: $(du -h "$work/still/ctp.nii.gz" | cut -f1) compressed, 746 MB as int16"
-for method in bsvd osvd tikhonov ssvd nlr; do
+# METHODS="cnn" scripts/bench-perfusion.sh times one method (cnn: the committed default weights).
+for method in ${METHODS:-bsvd osvd tikhonov ssvd nlr cnn}; do
   /usr/bin/time -v -o "$work/time-$method.txt" $imhost perfusion "$work/still/ctp.nii.gz" --out "$work/out-$method" \
     --method "$method" --no-motion-correction -q >/dev/null
   python3 - "$work/out-$method/report.json" "$method" "$(peak "$work/time-$method.txt")" <<'PY'

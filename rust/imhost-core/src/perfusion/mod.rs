@@ -815,7 +815,7 @@ fn run_typed<T: Voxel>(
             }
         }
     }
-    stages.done("deconvolution");
+    stages.done(if cnn.is_some() { "cnn inference" } else { "deconvolution" });
 
     // 9. Maps, masks and read-out.
     let to_image = |values: &[f32]| -> Vec<f32> {
