@@ -127,7 +127,7 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
     let mut ty = y1;
     let cnn = report.method == super::Method::Cnn;
     let legend = if cnn {
-        "READ-OUT (CORE MAGENTA, REL TTP>4.5S GREEN; PHANTOM-TRAINED CNN)"
+        "READ-OUT (CORE MAGENTA, REL TTP>4.5S GREEN) - PHANTOM-TRAINED CNN"
     } else {
         "READ-OUT (CORE MAGENTA, TMAX>6S GREEN)"
     };
