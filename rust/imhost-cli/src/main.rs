@@ -57,49 +57,7 @@ enum Command {
     /// Perfusion maps (CBF, CBV, MTT, TTP, Tmax), core and hypoperfusion masks, report.json and
     /// preview.png from a 4-D CT perfusion study in HU (NIfTI; frame times from pixdim[4] or a
     /// `.json` sidecar with "FrameTimes"). Research use only.
-    Perfusion {
-        /// The study: a .nii/.nii.gz file or a folder holding a DICOM CT perfusion series.
-        input: PathBuf,
-        /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// ssvd, bsvd, osvd, tikhonov, nlr or cnn (the perfusion CNN; see --model).
-        #[arg(long, default_value = "osvd")]
-        method: String,
-        /// `auto` or a voxel `i,j,k`.
-        #[arg(long, default_value = "auto")]
-        aif: String,
-        /// Patient age in years (for DAWN).
-        #[arg(long)]
-        age: Option<f64>,
-        /// NIH stroke scale (for DAWN).
-        #[arg(long)]
-        nihss: Option<f64>,
-        /// Skip the bilateral filter.
-        #[arg(long)]
-        no_filter: bool,
-        /// Bilateral filter: spatial σ in mm.
-        #[arg(long)]
-        filter_sigma_mm: Option<f64>,
-        /// Bilateral filter: range σ in HU.
-        #[arg(long)]
-        filter_range_hu: Option<f64>,
-        /// Do not register frames even when motion is found (it is still estimated and flagged).
-        #[arg(long)]
-        no_motion_correction: bool,
-        /// A phantom's truth folder: also compare the result with it (truth_comparison.json).
-        #[arg(long)]
-        truth: Option<PathBuf>,
-        /// Model folder for --method cnn (default: the committed phantom-trained weights).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Device for --method cnn: auto, cpu, cuda, cuda:N (default: IMHOST_DEVICE, else auto).
-        #[arg(long)]
-        device: Option<String>,
-        /// Precision for --method cnn: f32, or f16/bf16 on CUDA.
-        #[arg(long, default_value = "f32")]
-        precision: String,
-    },
+    Perfusion(perfusion::PerfusionArgs),
     /// Regenerate the validation table of the perfusion methods against the phantoms' truth.
     Validate {
         /// Where to write the Markdown table.
@@ -238,42 +196,7 @@ fn main() -> ExitCode {
                 frames,
             })
         }
-        Command::Perfusion {
-            input,
-            out,
-            method,
-            aif,
-            age,
-            nihss,
-            no_filter,
-            filter_sigma_mm,
-            filter_range_hu,
-            no_motion_correction,
-            truth,
-            model,
-            device,
-            precision,
-        } => {
-            let filter = (filter_sigma_mm, filter_range_hu);
-            perfusion::run(
-                &perfusion::PerfusionArgs {
-                    input,
-                    out,
-                    method,
-                    aif,
-                    age,
-                    nihss,
-                    no_filter,
-                    filter,
-                    truth,
-                    no_motion_correction,
-                    model,
-                    device,
-                    precision,
-                },
-                cli.quiet,
-            )
-        }
+        Command::Perfusion(args) => perfusion::run(&args, cli.quiet),
         Command::Validate { out, quick } => validate::run(&out, quick),
         Command::Demo { out } => demo::run(&out, cli.quiet),
         Command::ValidateCnn { model, cases, seed, size, out, precision } => {

@@ -1,6 +1,6 @@
 //! `imhost phantom ctp` and `imhost perfusion`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use imhost_core::io::{read_volume, write_volume};
 use imhost_core::perfusion::aif::VesselSelection;
@@ -97,19 +97,48 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
 }
 
 /// Arguments of `imhost perfusion`.
+#[derive(clap::Args)]
 pub struct PerfusionArgs {
-    pub input: std::path::PathBuf,
-    pub out: std::path::PathBuf,
+    /// The study: a .nii/.nii.gz file or a folder holding a DICOM CT perfusion series.
+    pub input: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// ssvd, bsvd, osvd, tikhonov, nlr or cnn (the perfusion CNN; see --model).
+    #[arg(long, default_value = "osvd")]
     pub method: String,
+    /// `auto` or a voxel `i,j,k`.
+    #[arg(long, default_value = "auto")]
     pub aif: String,
+    /// Patient age in years (for DAWN).
+    #[arg(long)]
     pub age: Option<f64>,
+    /// NIH stroke scale (for DAWN).
+    #[arg(long)]
     pub nihss: Option<f64>,
+    /// Skip the bilateral filter.
+    #[arg(long)]
     pub no_filter: bool,
-    pub filter: (Option<f64>, Option<f64>),
-    pub truth: Option<std::path::PathBuf>,
+    /// Bilateral filter: spatial σ in mm.
+    #[arg(long)]
+    pub filter_sigma_mm: Option<f64>,
+    /// Bilateral filter: range σ in HU.
+    #[arg(long)]
+    pub filter_range_hu: Option<f64>,
+    /// Do not register frames even when motion is found (it is still estimated and flagged).
+    #[arg(long)]
     pub no_motion_correction: bool,
-    pub model: Option<std::path::PathBuf>,
+    /// A phantom's truth folder: also compare the result with it (truth_comparison.json).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Model folder for --method cnn (default: the committed phantom-trained weights).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Device for --method cnn: auto, cpu, cuda, cuda:N (default: IMHOST_DEVICE, else auto).
+    #[arg(long)]
     pub device: Option<String>,
+    /// Precision for --method cnn: f32, or f16/bf16 on CUDA.
+    #[arg(long, default_value = "f32")]
     pub precision: String,
 }
 
@@ -197,8 +226,8 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     options.aif = parse_voxel(&args.aif)?;
     options.patient = Patient::new(args.age, args.nihss);
     if let Some(b) = options.bilateral.as_mut() {
-        b.sigma_spatial_mm = args.filter.0.unwrap_or(b.sigma_spatial_mm);
-        b.sigma_range_hu = args.filter.1.unwrap_or(b.sigma_range_hu);
+        b.sigma_spatial_mm = args.filter_sigma_mm.unwrap_or(b.sigma_spatial_mm);
+        b.sigma_range_hu = args.filter_range_hu.unwrap_or(b.sigma_range_hu);
     }
     if args.no_filter {
         options.bilateral = None;
