@@ -120,38 +120,7 @@ enum TrainCommand {
 #[derive(Subcommand)]
 enum PhantomCommand {
     /// A digital CT-perfusion phantom with ground truth: ctp.nii.gz and truth/.
-    Ctp {
-        /// kudo or anatomical.
-        #[arg(long, value_parser = ["kudo", "anatomical"], default_value = "anatomical")]
-        kind: String,
-        /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// Gaussian noise σ in HU.
-        #[arg(long, default_value_t = 5.0)]
-        noise: f64,
-        /// Seed of noise and motion.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Simulate rigid head motion (anatomical only).
-        #[arg(long)]
-        motion: bool,
-        /// Non-uniform frame times (1 s to 40 s, then 2 s).
-        #[arg(long)]
-        nonuniform_times: bool,
-        /// Also write the study as a DICOM CT series into DIR/dicom/.
-        #[arg(long)]
-        dicom: bool,
-        /// Image size NI,NJ,NK (anatomical only).
-        #[arg(long, value_parser = parse_size)]
-        size: Option<[usize; 3]>,
-        /// Number of frames (with --interval).
-        #[arg(long, requires = "interval")]
-        frames: Option<usize>,
-        /// Seconds between frames (with --frames).
-        #[arg(long, requires = "frames")]
-        interval: Option<f64>,
-    },
+    Ctp(perfusion::PhantomArgs),
 }
 
 fn parse_size(text: &str) -> Result<[usize; 3], String> {
@@ -166,36 +135,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mip { input, out, preview } => mip::run(&input, &out, preview.as_deref(), cli.quiet),
         Command::Info { input, json } => info::run(&input, json),
-        Command::Phantom(PhantomCommand::Ctp {
-            kind,
-            out,
-            noise,
-            seed,
-            motion,
-            nonuniform_times,
-            dicom,
-            size,
-            frames,
-            interval,
-        }) => {
-            let kind = if kind == "kudo" {
-                imhost_core::phantom::ctp::PhantomKind::Kudo
-            } else {
-                imhost_core::phantom::ctp::PhantomKind::Anatomical
-            };
-            let frames = frames.zip(interval);
-            perfusion::phantom(&perfusion::PhantomArgs {
-                kind,
-                out,
-                noise,
-                seed,
-                motion,
-                nonuniform_times,
-                dicom,
-                size,
-                frames,
-            })
-        }
+        Command::Phantom(PhantomCommand::Ctp(args)) => perfusion::phantom(&args),
         Command::Perfusion(args) => perfusion::run(&args, cli.quiet),
         Command::Validate { out, quick } => validate::run(&out, quick),
         Command::Demo { out } => demo::run(&out, cli.quiet),

@@ -13,16 +13,38 @@ use serde_json::json;
 use crate::progress::with_bar;
 
 /// Arguments of `imhost phantom ctp`.
+#[derive(clap::Args)]
 pub struct PhantomArgs {
-    pub kind: PhantomKind,
-    pub out: std::path::PathBuf,
+    /// kudo or anatomical.
+    #[arg(long, value_parser = ["kudo", "anatomical"], default_value = "anatomical")]
+    pub kind: String,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Gaussian noise σ in HU.
+    #[arg(long, default_value_t = 5.0)]
     pub noise: f64,
+    /// Seed of noise and motion.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Simulate rigid head motion (anatomical only).
+    #[arg(long)]
     pub motion: bool,
+    /// Non-uniform frame times (1 s to 40 s, then 2 s).
+    #[arg(long)]
     pub nonuniform_times: bool,
+    /// Also write the study as a DICOM CT series into DIR/dicom/.
+    #[arg(long)]
     pub dicom: bool,
+    /// Image size NI,NJ,NK (anatomical only).
+    #[arg(long, value_parser = crate::parse_size)]
     pub size: Option<[usize; 3]>,
-    pub frames: Option<(usize, f64)>,
+    /// Number of frames (with --interval).
+    #[arg(long, requires = "interval")]
+    pub frames: Option<usize>,
+    /// Seconds between frames (with --frames).
+    #[arg(long, requires = "frames")]
+    pub interval: Option<f64>,
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
@@ -36,7 +58,8 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 
 /// Generate a phantom and its truth into `args.out`.
 pub fn phantom(args: &PhantomArgs) -> Result<()> {
-    let mut options = PhantomOptions::new(args.kind);
+    let kind = if args.kind == "kudo" { PhantomKind::Kudo } else { PhantomKind::Anatomical };
+    let mut options = PhantomOptions::new(kind);
     options.noise_hu = args.noise;
     options.seed = args.seed;
     options.motion = args.motion;
@@ -44,7 +67,7 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
     if args.nonuniform_times {
         options.frame_times = Some(ctp::nonuniform_frame_times());
     }
-    if let Some((count, interval)) = args.frames {
+    if let Some((count, interval)) = args.frames.zip(args.interval) {
         if count < 2 || interval.is_nan() || interval <= 0.0 {
             return Err(Error::invalid_argument("--frames needs at least 2 frames and a positive --interval"));
         }
@@ -70,7 +93,7 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
         &truth_dir.join("phantom.json"),
         &json!({
             "research_use_only": true,
-            "kind": args.kind, "noise_hu": args.noise, "seed": args.seed, "motion": args.motion,
+            "kind": kind, "noise_hu": args.noise, "seed": args.seed, "motion": args.motion,
             "shape": phantom.ctp.shape(), "spacing_mm": phantom.ctp.geometry().spacing,
             "frame_times_s": phantom.ctp.frame_times().map(|f| f.as_slice().to_vec()),
             "aif": t.aif, "aif_voxels": t.aif_voxels.len(), "aif_voxel_example": t.aif_voxels.first(),
@@ -87,7 +110,7 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
     )?;
     println!(
         "phantom ({:?}) written to {}: {:?} voxels, core {:.1} ml, hypoperfusion {:.1} ml",
-        args.kind,
+        kind,
         args.out.display(),
         phantom.ctp.shape(),
         count(&t.core) as f64 * voxel_ml,
