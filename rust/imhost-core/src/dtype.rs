@@ -59,6 +59,11 @@ impl DType {
         }
     }
 
+    /// The pixel type called `name` (as [`DType::name`] spells it), if any.
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
     /// Whether the type is a floating-point type.
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64)

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod perfusion;
 pub mod phantom;
 pub mod preview;
+pub mod registry;
 pub mod volume;
 
 pub use control::{CancelToken, RunControl};

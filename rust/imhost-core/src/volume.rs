@@ -200,6 +200,15 @@ impl<'a, T: Voxel> VolumeView<'a, T> {
         Ok(VolumeView { data, geometry, frame_times })
     }
 
+    /// The same view, borrowed for a shorter lifetime (no copy).
+    pub fn reborrow(&self) -> VolumeView<'_, T> {
+        VolumeView {
+            data: self.data.view(),
+            geometry: self.geometry.clone(),
+            frame_times: self.frame_times.as_ref().map(|(f, s)| (Cow::Borrowed(&**f), *s)),
+        }
+    }
+
     /// The pixels, indexed `[i, j, k, t]`.
     pub fn data(&self) -> &ArrayView4<'a, T> {
         &self.data
@@ -354,6 +363,18 @@ impl AnyVolume {
 }
 
 impl AnyVolumeView<'_> {
+    /// The same view, borrowed for a shorter lifetime (no copy).
+    pub fn reborrow(&self) -> AnyVolumeView<'_> {
+        match self {
+            AnyVolumeView::U8(v) => AnyVolumeView::U8(v.reborrow()),
+            AnyVolumeView::I16(v) => AnyVolumeView::I16(v.reborrow()),
+            AnyVolumeView::U16(v) => AnyVolumeView::U16(v.reborrow()),
+            AnyVolumeView::I32(v) => AnyVolumeView::I32(v.reborrow()),
+            AnyVolumeView::F32(v) => AnyVolumeView::F32(v.reborrow()),
+            AnyVolumeView::F64(v) => AnyVolumeView::F64(v.reborrow()),
+        }
+    }
+
     /// The pixel type.
     pub fn dtype(&self) -> DType {
         with_view!(self, v => view_dtype_of(v))

@@ -1,0 +1,218 @@
+//! The built-in models of the core: the temporal MIP and the perfusion pipeline (one model per
+//! method; the learned method is registered by `imhost_models` with its loaded network).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::{Manifest, Model, ModelOutput, Source};
+use crate::perfusion::model::ModelHandle;
+use crate::perfusion::motion::RigidRegistration;
+use crate::perfusion::{self, Method, PerfusionOptions};
+use crate::{AnyVolume, AnyVolumeView, Error, Result, RunControl, Volume, with_view};
+
+fn builtin() -> Option<Source> {
+    Some(Source { kind: "builtin".into(), path: None, plugin: None, isolated: false })
+}
+
+fn parse(value: Value) -> Manifest {
+    let mut manifest: Manifest = serde_json::from_value(value).expect("built-in manifests are valid");
+    manifest.source = builtin();
+    manifest
+}
+
+/// The temporal maximum intensity projection (`mip`).
+#[derive(Debug)]
+pub struct Mip {
+    manifest: Manifest,
+}
+
+impl Default for Mip {
+    fn default() -> Self {
+        Mip {
+            manifest: parse(json!({
+                "format": super::MANIFEST_FORMAT, "id": "mip", "name": "Temporal MIP",
+                "version": env!("CARGO_PKG_VERSION"), "licence": "Apache-2.0",
+                "description": "Maximum over time of every voxel of a 4-D series (a vessel overview of a CT perfusion study). NaN frames are ignored.",
+                "inputs": [{"name": "series", "modality": "any", "dims": 4}],
+                "outputs": [{"name": "mip", "kind": "map", "unit": "as input",
+                             "description": "per-voxel maximum over the frames, in the input's pixel type"}],
+                "device": {"requires": "cpu"}
+            })),
+        }
+    }
+}
+
+impl Model for Mip {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn run(
+        &self,
+        inputs: &[AnyVolumeView<'_>],
+        _: &Map<String, Value>,
+        control: &RunControl<'_>,
+    ) -> Result<ModelOutput> {
+        let mip = with_view!(&inputs[0], v => AnyVolume::from(crate::ops::temporal_mip(v, control)?));
+        Ok(ModelOutput { volumes: vec![("mip".into(), mip)], ..ModelOutput::default() })
+    }
+}
+
+/// Label values of the perfusion `lesions` map.
+pub const LABEL_CORE: u8 = 1;
+/// Hypoperfused but not core: the penumbra.
+pub const LABEL_PENUMBRA: u8 = 2;
+
+/// One perfusion method as a model (`perfusion-osvd`, …, `perfusion-cnn`).
+pub struct Perfusion {
+    manifest: Manifest,
+    method: Method,
+    network: Option<ModelHandle>,
+    registration: Option<Arc<dyn RigidRegistration + Send>>,
+}
+
+impl std::fmt::Debug for Perfusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Perfusion").field("method", &self.method).finish()
+    }
+}
+
+impl Perfusion {
+    /// A classical method (`method` is not [`Method::Cnn`]).
+    pub fn classical(method: Method) -> Self {
+        assert!(method != Method::Cnn, "the CNN needs its network: Perfusion::learned");
+        Perfusion { manifest: perfusion_manifest(method, None), method, network: None, registration: None }
+    }
+
+    /// The learned method with its loaded network; `about` describes the network (its id,
+    /// version and training, from its own manifest) and is kept in the model's manifest.
+    pub fn learned(network: ModelHandle, version: &str, about: Value) -> Self {
+        let mut manifest = perfusion_manifest(Method::Cnn, Some(version));
+        manifest.extra.insert("network".into(), about);
+        Perfusion { manifest, method: Method::Cnn, network: Some(network), registration: None }
+    }
+
+    /// Correct motion with this registration back end (ITK in the command); without one the
+    /// pipeline estimates motion and flags it, but does not correct it.
+    pub fn with_registration(mut self, registration: Arc<dyn RigidRegistration + Send>) -> Self {
+        self.registration = Some(registration);
+        self
+    }
+}
+
+fn perfusion_manifest(method: Method, version: Option<&str>) -> Manifest {
+    let name = method.name();
+    let (label, about) = match method {
+        Method::Ssvd => ("sSVD", "standard truncated SVD deconvolution (delay-sensitive)"),
+        Method::Bsvd => ("bSVD", "block-circulant SVD deconvolution (delay-insensitive)"),
+        Method::Osvd => ("oSVD", "block-circulant SVD with the oscillation-index threshold (delay-insensitive)"),
+        Method::Tikhonov => ("Tikhonov", "block-circulant Tikhonov-regularised deconvolution"),
+        Method::Nlr => ("NLR", "non-linear regression of a box residue function (Bennink)"),
+        Method::Cnn => {
+            ("CNN", "U-Net perfusion maps (Gava 2023) from the preprocessed time curves; hypoperfusion by relative TTP")
+        }
+    };
+    parse(json!({
+        "format": super::MANIFEST_FORMAT,
+        "id": format!("perfusion-{name}"),
+        "name": format!("Perfusion maps ({label})"),
+        "version": version.unwrap_or(env!("CARGO_PKG_VERSION")),
+        "licence": "Apache-2.0",
+        "description": format!("CT perfusion: CBF, CBV, MTT, TTP and Tmax maps, ischemic core and penumbra with volumes and mismatch; {about}. QC flags (no AIF, truncated bolus, motion) withhold the volumes."),
+        "reference": if method == Method::Cnn { "perfusion-cnn-gava2023" } else { "../shared/notes/perfusion.md" },
+        "inputs": [{"name": "ctp", "modality": "CT", "dims": 4, "min_frames": 2, "orientation": "any"}],
+        "options": {
+            "bilateral_filter": {"type": "boolean", "default": true, "description": "edge-preserving denoising before analysis"},
+            "motion_correction": {"type": "boolean", "default": true, "description": "register frames to the first when motion is found"},
+            "age_years": {"type": "number", "default": -1, "minimum": -1, "maximum": 120, "unit": "years", "description": "for the DAWN criteria; -1 = unknown"},
+            "nihss": {"type": "number", "default": -1, "minimum": -1, "maximum": 42, "description": "NIH stroke scale for DAWN; -1 = unknown"}
+        },
+        "outputs": [
+            {"name": "cbf", "kind": "map", "unit": "ml/100g/min"},
+            {"name": "cbv", "kind": "map", "unit": "ml/100g"},
+            {"name": "mtt", "kind": "map", "unit": "s"},
+            {"name": "ttp", "kind": "map", "unit": "s"},
+            {"name": "tmax", "kind": "map", "unit": "s", "optional": true, "description": "absent for the CNN"},
+            {"name": "lesions", "kind": "labelmap", "labels": [
+                {"value": LABEL_CORE, "name": "ischemic core", "color": [220, 40, 40]},
+                {"value": LABEL_PENUMBRA, "name": "penumbra", "color": [240, 200, 40]}]},
+            {"name": "brain", "kind": "labelmap", "labels": [{"value": 1, "name": "brain", "color": [120, 160, 220]}]},
+            {"name": "core_ml", "kind": "score", "unit": "ml", "optional": true, "description": "withheld under a QC flag"},
+            {"name": "hypoperfusion_ml", "kind": "score", "unit": "ml", "optional": true},
+            {"name": "mismatch_ml", "kind": "score", "unit": "ml", "optional": true},
+            {"name": "mismatch_ratio", "kind": "score", "unit": "1", "optional": true, "description": "absent when the core is empty"}
+        ],
+        "device": {"requires": if method == Method::Cnn { "any" } else { "cpu" }}
+    }))
+}
+
+impl Model for Perfusion {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn run(
+        &self,
+        inputs: &[AnyVolumeView<'_>],
+        options: &Map<String, Value>,
+        control: &RunControl<'_>,
+    ) -> Result<ModelOutput> {
+        let flag = |k: &str| options.get(k).and_then(Value::as_bool).unwrap_or(true);
+        let known = |k: &str| options.get(k).and_then(Value::as_f64).filter(|v| *v >= 0.0);
+        let mut pipeline = PerfusionOptions { method: self.method, model: self.network.clone(), ..Default::default() };
+        if !flag("bilateral_filter") {
+            pipeline.bilateral = None;
+        }
+        pipeline.motion.correct = flag("motion_correction");
+        pipeline.patient = perfusion::readout::Patient { age: known("age_years"), nihss: known("nihss") };
+        let registration = self.registration.as_deref().map(|r| r as &dyn RigidRegistration);
+        let result = perfusion::run(&inputs[0], &pipeline, registration, control)?;
+        let lesions = lesion_labels(&result.core, &result.hypoperfusion)?;
+        let maps = result.maps;
+        let mut volumes = vec![
+            ("cbf".to_string(), AnyVolume::F32(maps.cbf)),
+            ("cbv".into(), AnyVolume::F32(maps.cbv)),
+            ("mtt".into(), AnyVolume::F32(maps.mtt)),
+            ("ttp".into(), AnyVolume::F32(maps.ttp)),
+        ];
+        if self.method != Method::Cnn {
+            volumes.push(("tmax".into(), AnyVolume::F32(maps.tmax)));
+        }
+        volumes.push(("lesions".into(), AnyVolume::U8(lesions)));
+        volumes.push(("brain".into(), AnyVolume::U8(result.brain)));
+        let mut scores = Vec::new();
+        if let Some(v) = &result.report.readout.volumes {
+            scores.push(("core_ml".to_string(), v.core_ml));
+            scores.push(("hypoperfusion_ml".into(), v.hypoperfusion_ml));
+            scores.push(("mismatch_ml".into(), v.mismatch_ml));
+            if let Some(r) = v.mismatch_ratio {
+                scores.push(("mismatch_ratio".into(), r));
+            }
+        }
+        let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;
+        Ok(ModelOutput { volumes, scores, report })
+    }
+}
+
+/// One label map from the core and hypoperfusion masks: core 1, hypoperfused-not-core 2.
+fn lesion_labels(core: &Volume<u8>, hypoperfusion: &Volume<u8>) -> Result<Volume<u8>> {
+    let mut out = core.clone();
+    ndarray::Zip::from(out.data_mut()).and(core.data()).and(hypoperfusion.data()).for_each(|o, &c, &h| {
+        *o = if c != 0 {
+            LABEL_CORE
+        } else if h != 0 {
+            LABEL_PENUMBRA
+        } else {
+            0
+        };
+    });
+    Ok(out)
+}
+
+/// The core's built-in models: `mip` and the five classical perfusion methods.
+pub fn core_models() -> Vec<Arc<dyn Model>> {
+    let mut models: Vec<Arc<dyn Model>> = vec![Arc::new(Mip::default())];
+    models.extend(Method::ALL.into_iter().map(|m| Arc::new(Perfusion::classical(m)) as Arc<dyn Model>));
+    models
+}

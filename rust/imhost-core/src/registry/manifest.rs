@@ -1,0 +1,482 @@
+//! The model manifest: what a model takes and gives, in one JSON document that built-in models,
+//! native plugins and model packages all describe themselves with (`"format": "imhost-manifest/1"`).
+//!
+//! ```json
+//! {
+//!   "format": "imhost-manifest/1",
+//!   "id": "example.threshold", "name": "Threshold", "version": "1.0.0", "licence": "Apache-2.0",
+//!   "description": "…",
+//!   "inputs": [{"name": "image", "modality": "CT", "dims": 3, "dtypes": ["f32"]}],
+//!   "options": {"level": {"type": "number", "default": 100, "unit": "HU"}},
+//!   "outputs": [{"name": "mask", "kind": "labelmap",
+//!                "labels": [{"value": 1, "name": "bright", "color": [230, 80, 60]}]},
+//!               {"name": "volume_ml", "kind": "score", "unit": "ml"}],
+//!   "device": {"requires": "cpu"}
+//! }
+//! ```
+//!
+//! Unknown keys are kept (a newer manifest still loads); what is known is validated by
+//! [`Manifest::validate`] before a model is registered.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DType, Error, Result};
+
+/// The `format` string of this manifest version.
+pub const MANIFEST_FORMAT: &str = "imhost-manifest/1";
+
+/// A model's manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// Unique id: lower-case letters, digits, `.`, `-`, `_` (e.g. `perfusion-osvd`,
+    /// `acme.liver-seg`). Plugins should prefix their vendor.
+    pub id: String,
+    /// Human-readable name (a button label).
+    pub name: String,
+    /// The model's version (semver recommended).
+    pub version: String,
+    /// What it does, for people.
+    #[serde(default)]
+    pub description: String,
+    /// SPDX licence of the model (code and weights).
+    #[serde(default = "unknown")]
+    pub licence: String,
+    /// The paper or source it implements, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Always true: no model here is a medical device.
+    #[serde(default = "yes")]
+    pub research_use_only: bool,
+    /// The volumes it takes, in order.
+    pub inputs: Vec<InputSpec>,
+    /// Options it accepts (name → schema).
+    #[serde(default)]
+    pub options: BTreeMap<String, OptionSpec>,
+    /// What it produces.
+    pub outputs: Vec<OutputSpec>,
+    /// Device needs.
+    #[serde(default)]
+    pub device: DeviceSpec,
+    /// Where the model came from (`builtin`, `plugin`, `package`); set by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Keys this version does not know, kept as they are.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+fn unknown() -> String {
+    "unknown".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Where a registered model comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Source {
+    /// `builtin`, `plugin` (a native library) or `package` (a model folder run by the host).
+    pub kind: String,
+    /// The library or folder (absent for built-ins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The plugin's name and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Whether runs go through a child worker process.
+    #[serde(default)]
+    pub isolated: bool,
+}
+
+/// One input volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputSpec {
+    /// Its name (`ctp`, `ct`, `pet`).
+    pub name: String,
+    /// DICOM modality (`CT`, `PT`, `MR`) or `any`.
+    #[serde(default = "any")]
+    pub modality: String,
+    /// 3 (a volume) or 4 (a time series: the 4th axis is time, frame times required).
+    pub dims: u8,
+    /// Channels (1 for images; a multi-channel input is several inputs).
+    #[serde(default = "one")]
+    pub channels: u32,
+    /// Pixel types the model reads without conversion (names as in [`DType::name`]); an input of
+    /// another type is converted to the first. Empty: any type, passed as is.
+    #[serde(default)]
+    pub dtypes: Vec<String>,
+    /// Spacing (mm, i j k) the model needs; the host or the model resamples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spacing_mm: Option<[f64; 3]>,
+    /// Orientation the model expects (`LPS`, `RAS`, `any`).
+    #[serde(default = "any")]
+    pub orientation: String,
+    /// Minimum number of frames of a 4-D input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_frames: Option<usize>,
+}
+
+fn any() -> String {
+    "any".into()
+}
+fn one() -> u32 {
+    1
+}
+
+/// The type of an option.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptionType {
+    /// A finite number.
+    Number,
+    /// A whole number.
+    Integer,
+    /// true / false.
+    Boolean,
+    /// Text (with `enum`, one of a list).
+    String,
+}
+
+/// One option's schema (a small subset of JSON Schema).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OptionSpec {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: OptionType,
+    /// The value when none is given (required: every option has a default).
+    pub default: Value,
+    /// Allowed values (strings).
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<String>>,
+    /// Lower bound (numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<f64>,
+    /// Upper bound (numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<f64>,
+    /// Unit of a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What an output is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// A parametric map (float32, with a unit).
+    Map,
+    /// A label map (uint8; labels with names and colours).
+    Labelmap,
+    /// A number (a volume in ml, a score).
+    Score,
+}
+
+/// One output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputSpec {
+    /// Its name (`cbf`, `lesion`, `core_ml`).
+    pub name: String,
+    /// Map, label map or score.
+    pub kind: OutputKind,
+    /// Unit (`ml/100g/min`, `s`, `ml`, `1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Labels of a label map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<Label>,
+    /// Volumes: the input whose grid they share (index into `inputs`, default 0). Outputs are
+    /// 3-D on that input's spatial grid unless `frames` is `"input"`.
+    #[serde(default)]
+    pub grid: usize,
+    /// `"one"` (3-D, the default) or `"input"` (as many frames as the input).
+    #[serde(default = "frames_one")]
+    pub frames: String,
+    /// Whether the model may leave it out (e.g. a map a method does not produce).
+    #[serde(default)]
+    pub optional: bool,
+    /// What it is.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn frames_one() -> String {
+    "one".into()
+}
+
+/// A label of a label map.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Label {
+    /// Voxel value (1–255; 0 is background).
+    pub value: u8,
+    /// Name (`core`, `penumbra`).
+    pub name: String,
+    /// Display colour, sRGB 0–255.
+    pub color: [u8; 3],
+}
+
+/// Device needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceSpec {
+    /// `cpu` (runs on the CPU only), `any` (CUDA when present, else CPU) or `cuda` (needs a GPU).
+    #[serde(default = "cpu")]
+    pub requires: String,
+    /// Peak memory per run in MiB, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+impl Default for DeviceSpec {
+    fn default() -> Self {
+        DeviceSpec { requires: cpu(), memory_mib: None }
+    }
+}
+
+/// Whether `id` is a valid model id.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+impl Manifest {
+    /// Parse and validate a manifest from JSON text.
+    pub fn from_json(text: &str) -> Result<Manifest> {
+        let manifest: Manifest =
+            serde_json::from_str(text).map_err(|e| Error::format(format!("invalid manifest JSON: {e}")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The manifest as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a manifest serialises")
+    }
+
+    /// Check what this version knows: format, id, inputs, options (defaults valid), outputs
+    /// (unique names, labels of label maps, grid in range), device.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::format(format!("manifest of '{}': {m}", self.id)));
+        if self.format != MANIFEST_FORMAT {
+            return bad(format!("format is '{}', expected '{MANIFEST_FORMAT}'", self.format));
+        }
+        if !valid_id(&self.id) {
+            return bad("id must be 1-64 of a-z 0-9 . - _, starting with a letter or digit".into());
+        }
+        if self.name.trim().is_empty() || self.version.trim().is_empty() {
+            return bad("name and version must not be empty".into());
+        }
+        if !self.research_use_only {
+            return bad("research_use_only must be true: imhost runs no cleared medical device".into());
+        }
+        if self.inputs.is_empty() {
+            return bad("declares no inputs".into());
+        }
+        for input in &self.inputs {
+            if input.dims != 3 && input.dims != 4 {
+                return bad(format!("input '{}' has dims {} (3 or 4)", input.name, input.dims));
+            }
+            for d in &input.dtypes {
+                if DType::from_name(d).is_none() {
+                    return bad(format!("input '{}' lists unknown dtype '{d}'", input.name));
+                }
+            }
+            if let Some(s) = input.spacing_mm
+                && s.iter().any(|v| !v.is_finite() || *v <= 0.0)
+            {
+                return bad(format!("input '{}' has a non-positive spacing", input.name));
+            }
+        }
+        for (name, spec) in &self.options {
+            if let Err(e) = spec.check(name, &spec.default) {
+                return bad(format!("default of {}", e.message()));
+            }
+        }
+        let volumes = self.outputs.iter().filter(|o| o.kind != OutputKind::Score).count();
+        if self.outputs.is_empty() || volumes > 255 {
+            return bad("must declare 1 to 255 outputs".into());
+        }
+        for (n, output) in self.outputs.iter().enumerate() {
+            if output.name.is_empty() || self.outputs[..n].iter().any(|o| o.name == output.name) {
+                return bad(format!("output names must be unique and non-empty ('{}')", output.name));
+            }
+            if output.grid >= self.inputs.len() {
+                return bad(format!("output '{}' refers to input {}", output.name, output.grid));
+            }
+            if output.frames != "one" && output.frames != "input" {
+                return bad(format!("output '{}' has frames '{}' (one or input)", output.name, output.frames));
+            }
+            if output.kind == OutputKind::Labelmap {
+                if output.labels.is_empty() {
+                    return bad(format!("label map '{}' lists no labels", output.name));
+                }
+                if output.labels.iter().any(|l| l.value == 0) {
+                    return bad(format!("label map '{}' uses value 0 (background)", output.name));
+                }
+            }
+        }
+        if !["cpu", "any", "cuda"].contains(&self.device.requires.as_str()) {
+            return bad(format!("device.requires is '{}' (cpu, any or cuda)", self.device.requires));
+        }
+        Ok(())
+    }
+
+    /// The output called `name`.
+    pub fn output(&self, name: &str) -> Option<&OutputSpec> {
+        self.outputs.iter().find(|o| o.name == name)
+    }
+
+    /// Resolve options: `given` (JSON object) over the defaults, each value checked against its
+    /// schema; an unknown name is an error listing the known ones.
+    pub fn resolve_options(&self, given: &serde_json::Map<String, Value>) -> Result<serde_json::Map<String, Value>> {
+        let mut out = serde_json::Map::new();
+        for (name, value) in given {
+            let Some(spec) = self.options.get(name) else {
+                let known: Vec<&str> = self.options.keys().map(String::as_str).collect();
+                return Err(Error::invalid_argument(format!(
+                    "model '{}' has no option '{name}' (options: {})",
+                    self.id,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            };
+            spec.check(name, value)?;
+            out.insert(name.clone(), value.clone());
+        }
+        for (name, spec) in &self.options {
+            out.entry(name.clone()).or_insert_with(|| spec.default.clone());
+        }
+        Ok(out)
+    }
+
+    /// Parse `k=v` strings (command line) into a JSON object using the option types.
+    pub fn parse_options(&self, pairs: &[String]) -> Result<serde_json::Map<String, Value>> {
+        let mut out = serde_json::Map::new();
+        for pair in pairs {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(Error::invalid_argument(format!("option '{pair}' is not key=value")));
+            };
+            let value = match self.options.get(k).map(|s| s.kind) {
+                Some(OptionType::Number) => v
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| Error::invalid_argument(format!("option {k}: '{v}' is not a number")))?,
+                Some(OptionType::Integer) => Value::from(
+                    v.parse::<i64>()
+                        .map_err(|_| Error::invalid_argument(format!("option {k}: '{v}' is not an integer")))?,
+                ),
+                Some(OptionType::Boolean) => Value::Bool(match v {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => return Err(Error::invalid_argument(format!("option {k}: '{v}' is not true/false"))),
+                }),
+                _ => Value::String(v.to_string()),
+            };
+            out.insert(k.to_string(), value);
+        }
+        self.resolve_options(&out)
+    }
+}
+
+impl OptionSpec {
+    /// Check one value against this schema.
+    pub fn check(&self, name: &str, value: &Value) -> Result<()> {
+        let err = |m: &str| Err(Error::invalid_argument(format!("option {name}: {m}")));
+        match self.kind {
+            OptionType::Number | OptionType::Integer => {
+                let Some(x) = value.as_f64() else { return err(&format!("{value} is not a number")) };
+                if self.kind == OptionType::Integer && !(value.is_i64() || value.is_u64()) {
+                    return err(&format!("{value} is not an integer"));
+                }
+                if self.minimum.is_some_and(|m| x < m) || self.maximum.is_some_and(|m| x > m) {
+                    return err(&format!(
+                        "{x} is outside [{}, {}]",
+                        self.minimum.map_or("-inf".into(), |m| m.to_string()),
+                        self.maximum.map_or("inf".into(), |m| m.to_string())
+                    ));
+                }
+            }
+            OptionType::Boolean => {
+                if !value.is_boolean() {
+                    return err(&format!("{value} is not true/false"));
+                }
+            }
+            OptionType::String => {
+                let Some(s) = value.as_str() else { return err(&format!("{value} is not a string")) };
+                if let Some(choices) = &self.choices
+                    && !choices.iter().any(|c| c == s)
+                {
+                    return err(&format!("'{s}' is not one of {}", choices.join(", ")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> String {
+        r#"{"format": "imhost-manifest/1", "id": "x.thr", "name": "T", "version": "1",
+            "inputs": [{"name": "ct", "dims": 3, "dtypes": ["f32"]}],
+            "options": {"level": {"type": "number", "default": 100, "minimum": -1000, "maximum": 3000},
+                        "mode": {"type": "string", "default": "a", "enum": ["a", "b"]},
+                        "n": {"type": "integer", "default": 2}},
+            "outputs": [{"name": "mask", "kind": "labelmap", "labels": [{"value": 1, "name": "x", "color": [1,2,3]}]}],
+            "future_key": {"kept": true}}"#
+            .into()
+    }
+
+    #[test]
+    fn parses_validates_and_keeps_unknown_keys() {
+        let m = Manifest::from_json(&sample()).unwrap();
+        assert_eq!(m.licence, "unknown");
+        assert!(m.research_use_only);
+        assert!(m.to_json().contains("future_key"));
+    }
+
+    #[test]
+    fn options_resolve_and_are_checked() {
+        let m = Manifest::from_json(&sample()).unwrap();
+        let o = m.parse_options(&["level=250.5".into(), "mode=b".into()]).unwrap();
+        assert_eq!(o["level"], 250.5);
+        assert_eq!(o["mode"], "b");
+        assert_eq!(o["n"], 2);
+        for bad in ["level=5000", "mode=c", "n=1.5", "nope=1", "level"] {
+            let e = m.parse_options(&[bad.into()]).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn invalid_manifests_are_refused_with_the_reason() {
+        for (edit, needle) in [
+            (("\"x.thr\"", "\"X Thr\""), "id must be"),
+            (("imhost-manifest/1", "imhost-manifest/9"), "format"),
+            (("\"dims\": 3", "\"dims\": 5"), "dims 5"),
+            (("\"f32\"", "\"f128\""), "unknown dtype"),
+            (("\"value\": 1", "\"value\": 0"), "background"),
+            (("\"default\": 100", "\"default\": 9000"), "outside"),
+        ] {
+            let text = sample().replace(edit.0, edit.1);
+            let e = Manifest::from_json(&text).unwrap_err();
+            assert!(e.message().contains(needle), "{edit:?}: {e}");
+        }
+        assert!(Manifest::from_json("{not json").unwrap_err().message().contains("invalid manifest JSON"));
+    }
+}
