@@ -203,3 +203,8 @@ mod tests {
         assert_eq!(i32::from_f64_saturating(f64::NAN), 0);
     }
 }
+
+/// The bytes of a slice of voxels (native endianness).
+pub fn as_bytes<T: Voxel>(s: &[T]) -> &[u8] {
+    bytemuck::cast_slice(s)
+}

@@ -1,0 +1,552 @@
+//! Opening a plugin library and calling it: the entry symbol, the version check, reading the
+//! descriptor with the plugin's struct sizes, and one run with the host's callback table.
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use imhost_core::registry::{Manifest, OutputKind};
+use imhost_core::{DType, Error, Geometry, Result};
+use imhost_plugin_abi::*;
+use libloading::Library;
+
+/// A loaded plugin library and what its entry function described. Dropping it calls the
+/// plugin's `unload` (ABI ≥ 1.1) and then closes the library — after every model (which holds
+/// an `Arc` of it) is gone, so no function pointer outlives the code it points to.
+pub struct LoadedPlugin {
+    /// The plugin's name.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The ABI version it was built for.
+    pub abi: (u32, u32),
+    /// The library file.
+    pub path: PathBuf,
+    /// Its models.
+    pub models: Vec<ModelDesc>,
+    unload: Option<unsafe extern "C" fn()>,
+    // Declared last: dropped after everything else of this struct.
+    _library: Library,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin").field("name", &self.name).field("path", &self.path).finish()
+    }
+}
+
+impl Drop for LoadedPlugin {
+    fn drop(&mut self) {
+        if let Some(unload) = self.unload {
+            // SAFETY: the plugin's own unload hook, called once while the library is loaded.
+            unsafe { unload() };
+        }
+    }
+}
+
+/// One model of a plugin: its manifest and functions.
+#[derive(Debug, Clone)]
+pub struct ModelDesc {
+    /// The manifest (validated).
+    pub manifest: Manifest,
+    /// `IMHP_MODEL_FLAG_*`.
+    pub flags: u32,
+    create: imhp_create_fn,
+    run: imhp_run_fn,
+    destroy: imhp_destroy_fn,
+}
+
+unsafe extern "C" fn log_cb(ctx: *mut c_void, level: imhp_log_level, message: *const c_char) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx is the `CtxHeader` or `RunState` we passed: both start with the
+        // plugin name (see `CtxHeader`).
+        let header = unsafe { &*(ctx as *const CtxHeader) };
+        // SAFETY: a NUL-terminated message (ABI contract), copied here.
+        let text = unsafe { c_str(message) };
+        emit_log(&header.plugin, level, &text);
+    }));
+}
+
+/// Forward a plugin's log line into `tracing` (and so to the C ABI's log callback).
+pub fn emit_log(plugin: &str, level: imhp_log_level, text: &str) {
+    match level {
+        IMHP_LOG_ERROR => tracing::error!(plugin, "{text}"),
+        IMHP_LOG_WARN => tracing::warn!(plugin, "{text}"),
+        IMHP_LOG_INFO => tracing::info!(plugin, "{text}"),
+        _ => tracing::debug!(plugin, "{text}"),
+    }
+}
+
+/// The first field of every ctx the host passes: the plugin's name (for log lines) and the
+/// last error message.
+#[repr(C)]
+struct CtxHeader {
+    plugin: String,
+    error: Mutex<Option<String>>,
+}
+
+unsafe extern "C" fn set_error_cb(ctx: *mut c_void, message: *const c_char) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as in `log_cb`.
+        let header = unsafe { &*(ctx as *const CtxHeader) };
+        // SAFETY: NUL-terminated (ABI contract).
+        let text = unsafe { c_str(message) };
+        *header.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }));
+}
+
+unsafe extern "C" fn no_progress(_: *mut c_void, _: f64, _: *const c_char) -> bool {
+    true
+}
+unsafe extern "C" fn never_cancelled(_: *mut c_void) -> bool {
+    false
+}
+unsafe extern "C" fn no_alloc(ctx: *mut c_void, _: *const c_char, _: imhp_dtype, _: *const usize, _: *mut imhp_tensor) -> imhp_status {
+    // SAFETY: as in `log_cb`.
+    unsafe { set_error_cb(ctx, c"alloc_output is only available during run".as_ptr()) };
+    IMHP_ERROR
+}
+unsafe extern "C" fn no_score(_: *mut c_void, _: *const c_char, _: f64) -> imhp_status {
+    IMHP_ERROR
+}
+unsafe extern "C" fn no_report(_: *mut c_void, _: *const c_char) -> imhp_status {
+    IMHP_ERROR
+}
+
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn c_str(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: caller contract.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn host_table(ctx: *mut c_void) -> imhp_host {
+    imhp_host {
+        struct_size: size_of::<imhp_host>() as u32,
+        abi_major: IMHP_ABI_MAJOR,
+        abi_minor: IMHP_ABI_MINOR,
+        ctx,
+        log: Some(log_cb),
+        progress: Some(no_progress),
+        is_cancelled: Some(never_cancelled),
+        alloc_output: Some(no_alloc),
+        set_score: Some(no_score),
+        set_error: Some(set_error_cb),
+        set_report: Some(no_report),
+    }
+}
+
+/// Read the first `declared` bytes of a plugin struct over `defaults`.
+///
+/// # Safety
+/// `ptr` points to at least `declared` readable bytes; every field of `T` is valid for any bit
+/// pattern (integers, nullable pointers, nullable function pointers).
+unsafe fn read_prefix<T: Copy>(ptr: *const T, declared: usize, defaults: T) -> T {
+    let mut out = defaults;
+    let n = declared.min(size_of::<T>());
+    // SAFETY: caller contract; no overlap with a local.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut out).cast::<u8>(), n) };
+    out
+}
+
+/// The size of `imhp_plugin` in ABI 1.0 (before `unload`).
+const PLUGIN_SIZE_1_0: usize = std::mem::offset_of!(imhp_plugin, unload);
+/// The size of `imhp_model` in ABI 1.0.
+const MODEL_SIZE_1_0: usize = size_of::<imhp_model>();
+
+/// Open `path` (after the permission check), call its entry and read its descriptor. Every
+/// failure is an error naming the file.
+pub fn load(path: &Path) -> Result<LoadedPlugin> {
+    let fail = |m: String| Error::format(format!("plugin {}: {m}", path.display()));
+    crate::discover::check_permissions(path).map_err(&fail)?;
+    // SAFETY: loading a library runs its initialisers; the file passed the permission check and
+    // the user put it where plugins are looked for. This is the one point of trust.
+    let library = unsafe { Library::new(path) }.map_err(|e| fail(format!("cannot be loaded: {e}")))?;
+    // SAFETY: the symbol's type is the documented entry signature.
+    let entry = match unsafe { library.get::<unsafe extern "C" fn(*const imhp_host) -> *const imhp_plugin>(IMHP_ENTRY_SYMBOL) } {
+        Ok(symbol) => *symbol,
+        Err(_) => return Err(fail("exports no 'imhost_plugin_entry' symbol: not an imhost plugin".into())),
+    };
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+    let header = CtxHeader { plugin: stem, error: Mutex::new(None) };
+    let host = host_table((&raw const header).cast_mut().cast());
+    // SAFETY: the plugin's entry with our host table (valid for the call).
+    let raw = unsafe { entry(&host) };
+    let said = header.error.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if raw.is_null() {
+        return Err(fail(format!(
+            "its entry function returned NULL{}",
+            said.map(|m| format!(": {m}")).unwrap_or_default()
+        )));
+    }
+    // SAFETY: a non-NULL descriptor starts with its u32 struct_size, then the versions.
+    let (declared, major, minor) = unsafe { ((*raw).struct_size as usize, (*raw).abi_major, (*raw).abi_minor) };
+    if major != IMHP_ABI_MAJOR {
+        return Err(fail(format!(
+            "built for plugin ABI {major}.{minor}; this host speaks {IMHP_ABI_MAJOR}.{IMHP_ABI_MINOR} and loads only {IMHP_ABI_MAJOR}.x plugins (rebuild it against this imhost_plugin.h)"
+        )));
+    }
+    if declared < PLUGIN_SIZE_1_0 {
+        return Err(fail(format!("descriptor struct_size {declared} is smaller than ABI 1.0's {PLUGIN_SIZE_1_0}")));
+    }
+    let defaults = imhp_plugin {
+        struct_size: 0,
+        abi_major: 0,
+        abi_minor: 0,
+        model_struct_size: 0,
+        name: std::ptr::null(),
+        version: std::ptr::null(),
+        n_models: 0,
+        models: std::ptr::null(),
+        unload: None,
+    };
+    // SAFETY: the plugin declared `declared` readable bytes; fields are integers and nullable
+    // pointers.
+    let plugin = unsafe { read_prefix(raw, declared, defaults) };
+    // SAFETY: NUL-terminated strings owned by the plugin (ABI contract).
+    let (name, version) = unsafe { (c_str(plugin.name), c_str(plugin.version)) };
+    if name.is_empty() {
+        return Err(fail("its descriptor has no name".into()));
+    }
+    let stride = plugin.model_struct_size as usize;
+    if plugin.n_models > 0 && (plugin.models.is_null() || stride < MODEL_SIZE_1_0) {
+        return Err(fail(format!(
+            "its descriptor lists {} models but models is NULL or model_struct_size {stride} < {MODEL_SIZE_1_0}",
+            plugin.n_models
+        )));
+    }
+    let mut models = Vec::new();
+    for n in 0..plugin.n_models as usize {
+        // SAFETY: `models` holds n_models elements of `stride` bytes (checked non-NULL).
+        let ptr = unsafe { plugin.models.cast::<u8>().add(n * stride) }.cast::<imhp_model>();
+        // SAFETY: element of at least MODEL_SIZE_1_0 bytes; read our prefix.
+        let m = unsafe { read_prefix(ptr, stride, std::ptr::read_unaligned(ptr)) };
+        // SAFETY: NUL-terminated manifest (ABI contract).
+        let text = unsafe { c_str(m.manifest_json) };
+        let mut manifest =
+            Manifest::from_json(&text).map_err(|e| fail(format!("model {n}: {}", e.message())))?;
+        if m.run.is_none() {
+            return Err(fail(format!("model '{}' has no run function", manifest.id)));
+        }
+        manifest.source = Some(imhost_core::registry::Source {
+            kind: "plugin".into(),
+            path: Some(path.display().to_string()),
+            plugin: Some(format!("{name} {version}")),
+            isolated: false,
+        });
+        models.push(ModelDesc { manifest, flags: m.flags, create: m.create, run: m.run, destroy: m.destroy });
+    }
+    tracing::info!(plugin = %name, version = %version, abi = %format!("{major}.{minor}"), models = models.len(), "loaded {}", path.display());
+    Ok(LoadedPlugin {
+        name,
+        version,
+        abi: (major, minor),
+        path: path.to_path_buf(),
+        models,
+        unload: if minor >= 1 { plugin.unload } else { None },
+        _library: library,
+    })
+}
+
+/// A model instance made by the plugin's `create` (NULL when it has none). Destroyed with the
+/// plugin's `destroy` before the library can close (it holds the plugin).
+pub struct Instance {
+    ptr: *mut c_void,
+    destroy: imhp_destroy_fn,
+    _plugin: Arc<LoadedPlugin>,
+}
+
+// SAFETY: the instance is only used under the owning model's Mutex (runs are serialised).
+unsafe impl Send for Instance {}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(destroy) = self.destroy
+            && !self.ptr.is_null()
+        {
+            // SAFETY: made by this model's create; destroyed once.
+            unsafe { destroy(self.ptr) };
+        }
+    }
+}
+
+/// Make an instance of model `index` of `plugin`.
+pub fn create(plugin: &Arc<LoadedPlugin>, index: usize) -> Result<Instance> {
+    let desc = &plugin.models[index];
+    let mut ptr: *mut c_void = std::ptr::null_mut();
+    if let Some(create) = desc.create {
+        let header = CtxHeader { plugin: plugin.name.clone(), error: Mutex::new(None) };
+        let host = host_table((&raw const header).cast_mut().cast());
+        // SAFETY: the plugin's create with our host table and a writable out-pointer.
+        let status = unsafe { create(&host, &mut ptr) };
+        if status != IMHP_OK {
+            let said = header.error.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return Err(Error::model(format!(
+                "model '{}' of plugin {} could not be created (status {status}){}",
+                desc.manifest.id,
+                plugin.path.display(),
+                said.map(|m| format!(": {m}")).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(Instance { ptr, destroy: desc.destroy, _plugin: plugin.clone() })
+}
+
+/// An input as the plugin sees it (the tensor points at the caller's memory).
+pub struct TensorIn {
+    /// The tensor.
+    pub tensor: imhp_tensor,
+    _name: CString,
+    _times: Option<Vec<f64>>,
+}
+
+impl TensorIn {
+    /// Describe memory at `data` with `dtype`, `shape`, element `strides`, geometry and frame
+    /// times. The memory must stay valid while the tensor is used.
+    pub fn new(
+        name: &str,
+        dtype: DType,
+        data: *const u8,
+        shape: [usize; 4],
+        strides: [isize; 4],
+        geometry: &Geometry,
+        frame_times: Option<&[f64]>,
+    ) -> Self {
+        let name = CString::new(name.replace('\0', " ")).expect("no NUL");
+        let times = frame_times.map(<[f64]>::to_vec);
+        let tensor = imhp_tensor {
+            struct_size: size_of::<imhp_tensor>() as u32,
+            dtype: dtype.code(),
+            data: data as *mut c_void,
+            shape,
+            strides,
+            spacing: geometry.spacing,
+            origin: geometry.origin,
+            direction: geometry.direction.concat().try_into().expect("3×3"),
+            frame_times: times.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
+            name: name.as_ptr(),
+        };
+        TensorIn { tensor, _name: name, _times: times }
+    }
+}
+
+/// Where a run's outputs go: memory the host owns (in process) or files mapped into the worker.
+pub trait OutputSink {
+    /// Allocate a zeroed output of `dtype` and `shape` on `geometry`; return its first byte
+    /// (contiguous, i fastest).
+    fn allocate(&mut self, name: &str, dtype: DType, shape: [usize; 4], geometry: &Geometry) -> Result<*mut u8>;
+}
+
+/// Progress, cancellation and logs of a run.
+pub trait RunSink {
+    /// Progress; false to stop.
+    fn progress(&self, fraction: f64, stage: &str) -> bool;
+    /// Whether to stop.
+    fn cancelled(&self) -> bool;
+}
+
+/// What a run produced besides volumes.
+#[derive(Debug, Default)]
+pub struct RunExtras {
+    /// Scores.
+    pub scores: Vec<(String, f64)>,
+    /// The report (JSON).
+    pub report: serde_json::Value,
+}
+
+#[repr(C)]
+struct RunState<'a> {
+    header: CtxHeader,
+    manifest: &'a Manifest,
+    grids: Vec<([usize; 4], Geometry)>,
+    allocated: Vec<String>,
+    outputs: &'a mut dyn OutputSink,
+    sink: &'a dyn RunSink,
+    extras: RunExtras,
+}
+
+/// # Safety
+/// `ctx` is the `RunState` of the current run.
+unsafe fn state<'a>(ctx: *mut c_void) -> &'a mut RunState<'a> {
+    // SAFETY: caller contract.
+    unsafe { &mut *(ctx as *mut RunState<'a>) }
+}
+
+fn refuse(st: &RunState<'_>, message: String) -> imhp_status {
+    tracing::warn!(plugin = %st.header.plugin, "{message}");
+    *st.header.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    IMHP_INVALID_INPUT
+}
+
+unsafe extern "C" fn run_progress(ctx: *mut c_void, fraction: f64, stage: *const c_char) -> bool {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: our RunState; NUL-terminated stage or NULL.
+        let (st, stage) = unsafe { (state(ctx), c_str(stage)) };
+        let fraction = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+        st.sink.progress(fraction, if stage.is_empty() { "plugin" } else { &stage })
+    }))
+    .unwrap_or(false)
+}
+
+unsafe extern "C" fn run_cancelled(ctx: *mut c_void) -> bool {
+    // SAFETY: our RunState.
+    catch_unwind(AssertUnwindSafe(|| unsafe { state(ctx) }.sink.cancelled())).unwrap_or(true)
+}
+
+unsafe extern "C" fn run_alloc(
+    ctx: *mut c_void,
+    name: *const c_char,
+    dtype: imhp_dtype,
+    shape: *const usize,
+    out: *mut imhp_tensor,
+) -> imhp_status {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: our RunState; NUL-terminated name.
+        let (st, name) = unsafe { (state(ctx), c_str(name)) };
+        if shape.is_null() || out.is_null() {
+            return refuse(st, format!("alloc_output('{name}') with a NULL shape or out"));
+        }
+        // SAFETY: shape points to 4 sizes (ABI contract).
+        let shape: [usize; 4] = unsafe { std::ptr::read_unaligned(shape.cast::<[usize; 4]>()) };
+        let Some(spec) = st.manifest.output(&name).filter(|s| s.kind != OutputKind::Score) else {
+            return refuse(st, format!("output '{name}' is not a volume output of the manifest"));
+        };
+        if st.allocated.contains(&name) {
+            return refuse(st, format!("output '{name}' was already allocated"));
+        }
+        let Some(dtype) = DType::from_code(dtype) else {
+            return refuse(st, format!("output '{name}': unknown dtype {dtype}"));
+        };
+        if spec.kind == OutputKind::Labelmap && dtype != DType::U8 {
+            return refuse(st, format!("label map '{name}' must be u8, not {dtype}"));
+        }
+        let (grid, geometry) = &st.grids[spec.grid];
+        let expected = [grid[0], grid[1], grid[2], if spec.frames == "input" { grid[3] } else { 1 }];
+        if shape != expected {
+            return refuse(
+                st,
+                format!(
+                    "output '{name}' asked for shape {shape:?}; the manifest puts it on input {}'s grid {expected:?}",
+                    spec.grid
+                ),
+            );
+        }
+        let geometry = geometry.clone();
+        let data = match st.outputs.allocate(&name, dtype, shape, &geometry) {
+            Ok(p) => p,
+            Err(e) => return refuse(st, format!("output '{name}': {}", e.message())),
+        };
+        st.allocated.push(name.clone());
+        let t = TensorIn::new(&name, dtype, data, shape, contiguous_strides(shape), &geometry, None);
+        // SAFETY: `out` is a writable tensor (ABI contract). Its name pointer is only valid in
+        // this call; clear it.
+        unsafe { *out = imhp_tensor { name: std::ptr::null(), ..t.tensor } };
+        IMHP_OK
+    }))
+    .unwrap_or(IMHP_ERROR)
+}
+
+unsafe extern "C" fn run_score(ctx: *mut c_void, name: *const c_char, value: f64) -> imhp_status {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: our RunState; NUL-terminated name.
+        let (st, name) = unsafe { (state(ctx), c_str(name)) };
+        if st.manifest.output(&name).is_none_or(|s| s.kind != OutputKind::Score) {
+            return refuse(st, format!("'{name}' is not a score output of the manifest"));
+        }
+        if !value.is_finite() {
+            return refuse(st, format!("score '{name}' is not finite; raise a QC flag in the report instead"));
+        }
+        st.extras.scores.retain(|(n, _)| *n != name);
+        st.extras.scores.push((name, value));
+        IMHP_OK
+    }))
+    .unwrap_or(IMHP_ERROR)
+}
+
+unsafe extern "C" fn run_report(ctx: *mut c_void, json: *const c_char) -> imhp_status {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: our RunState; NUL-terminated JSON.
+        let (st, json) = unsafe { (state(ctx), c_str(json)) };
+        match serde_json::from_str(&json) {
+            Ok(v) => {
+                st.extras.report = v;
+                IMHP_OK
+            }
+            Err(e) => refuse(st, format!("the report is not valid JSON: {e}")),
+        }
+    }))
+    .unwrap_or(IMHP_ERROR)
+}
+
+/// Strides (elements) of a contiguous array with i fastest.
+pub fn contiguous_strides(shape: [usize; 4]) -> [isize; 4] {
+    let [ni, nj, nk, _] = shape.map(|s| s as isize);
+    [1, ni, ni * nj, ni * nj * nk]
+}
+
+/// Run `desc` on `instance` with `inputs` (one per manifest input, their grids in `grids`),
+/// `options` (resolved), outputs into `outputs`, progress into `sink`.
+pub fn run(
+    plugin_name: &str,
+    desc: &ModelDesc,
+    instance: &mut Instance,
+    inputs: &[TensorIn],
+    grids: Vec<([usize; 4], Geometry)>,
+    options: &serde_json::Map<String, serde_json::Value>,
+    outputs: &mut dyn OutputSink,
+    sink: &dyn RunSink,
+) -> Result<RunExtras> {
+    let options = CString::new(serde_json::Value::Object(options.clone()).to_string()).expect("JSON has no NUL");
+    let pointers: Vec<*const imhp_tensor> = inputs.iter().map(|t| &raw const t.tensor).collect();
+    let mut st = RunState {
+        header: CtxHeader { plugin: plugin_name.to_string(), error: Mutex::new(None) },
+        manifest: &desc.manifest,
+        grids,
+        allocated: Vec::new(),
+        outputs,
+        sink,
+        extras: RunExtras::default(),
+    };
+    let host = imhp_host {
+        struct_size: size_of::<imhp_host>() as u32,
+        abi_major: IMHP_ABI_MAJOR,
+        abi_minor: IMHP_ABI_MINOR,
+        ctx: (&raw mut st).cast(),
+        log: Some(log_cb),
+        progress: Some(run_progress),
+        is_cancelled: Some(run_cancelled),
+        alloc_output: Some(run_alloc),
+        set_score: Some(run_score),
+        set_error: Some(set_error_cb),
+        set_report: Some(run_report),
+    };
+    let args = imhp_run_args {
+        struct_size: size_of::<imhp_run_args>() as u32,
+        n_inputs: inputs.len() as u32,
+        inputs: pointers.as_ptr(),
+        options_json: options.as_ptr(),
+        host: &host,
+    };
+    let run = desc.run.expect("checked at load");
+    // SAFETY: the plugin's run with its instance, our arguments (valid for the call) and a host
+    // table whose ctx is `st`, which outlives the call.
+    let status = unsafe { run(instance.ptr, &args) };
+    let said = st.header.error.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let id = &desc.manifest.id;
+    match status {
+        IMHP_OK => Ok(std::mem::take(&mut st.extras)),
+        IMHP_CANCELLED => Err(Error::cancelled()),
+        IMHP_INVALID_INPUT => Err(Error::invalid_argument(format!(
+            "model '{id}' ({plugin_name}) refused the input: {}",
+            said.unwrap_or_else(|| "no reason given".into())
+        ))),
+        other => Err(Error::model(format!(
+            "model '{id}' ({plugin_name}) failed (status {other}): {}",
+            said.unwrap_or_else(|| "no reason given".into())
+        ))),
+    }
+}

@@ -1,0 +1,154 @@
+/*
+ * Test plugins (not examples): one source, one shared library per variant macro.
+ *
+ *   (none)          good: test.echo (reports where the input lies: no-copy check), test.copy
+ *                   (output = input), test.fail (run returns an error), test.wrong-shape
+ *                   (allocates an output of the wrong shape and ignores the refusal)
+ *   TEST_CRASH      test.crash (segfaults in run) and test.crash-ok (works) — run isolated
+ *   TEST_BAD_MAJOR  descriptor says ABI 2.0
+ *   TEST_OLD_MINOR  an ABI 1.0 plugin: older minor, no unload field (loads)
+ *   TEST_NEW_MINOR  an ABI 1.9 plugin with a longer descriptor and model struct (loads)
+ *   TEST_NO_ENTRY   exports no entry symbol
+ *   TEST_NULL_ENTRY entry returns NULL with a reason
+ *   TEST_BAD_MANIFEST manifest is not JSON
+ *   TEST_DUPLICATE  declares the id of the C example (example.c-threshold)
+ */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-const-variable"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "imhost_plugin.h"
+
+#define MANIFEST(id, outputs) \
+    "{\"format\": \"imhost-manifest/1\", \"id\": \"" id "\", \"name\": \"" id "\", \"version\": \"0.0.1\"," \
+    " \"inputs\": [{\"name\": \"image\", \"dims\": 3, \"dtypes\": [\"f32\"]}], \"outputs\": [" outputs "]}"
+
+static imhp_status echo(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    const imhp_tensor *in = a->inputs[0];
+    a->host->set_score(a->host->ctx, "input_address", (double)(uintptr_t)in->data);
+    a->host->set_score(a->host->ctx, "first_voxel", ((const float *)in->data)[0]);
+    return IMHP_OK;
+}
+
+static imhp_status copy(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    const imhp_tensor *in = a->inputs[0];
+    size_t shape[4] = {in->shape[0], in->shape[1], in->shape[2], 1};
+    imhp_tensor out;
+    imhp_status s = a->host->alloc_output(a->host->ctx, "out", IMHP_DTYPE_F32, shape, &out);
+    if (s != IMHP_OK) return s;
+    const float *src = (const float *)in->data;
+    float *dst = (float *)out.data;
+    if (in->strides[0] == 1 && in->strides[1] == (ptrdiff_t)shape[0] && in->strides[2] == (ptrdiff_t)(shape[0] * shape[1])) {
+        memcpy(dst, src, shape[0] * shape[1] * shape[2] * sizeof(float));
+    } else {
+        for (size_t k = 0; k < shape[2]; k++)
+            for (size_t j = 0; j < shape[1]; j++)
+                for (size_t i = 0; i < shape[0]; i++)
+                    dst[i + shape[0] * (j + shape[1] * k)] =
+                        src[(ptrdiff_t)i * in->strides[0] + (ptrdiff_t)j * in->strides[1] + (ptrdiff_t)k * in->strides[2]];
+    }
+    return IMHP_OK;
+}
+
+static imhp_status fail(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    a->host->set_error(a->host->ctx, "test.fail always fails: no lesion model for this scanner");
+    return IMHP_ERROR;
+}
+
+static imhp_status wrong_shape(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    const imhp_tensor *in = a->inputs[0];
+    size_t shape[4] = {in->shape[0] + 1, in->shape[1], in->shape[2], 1};
+    imhp_tensor out;
+    (void)a->host->alloc_output(a->host->ctx, "out", IMHP_DTYPE_F32, shape, &out); /* ignores the refusal */
+    return IMHP_OK;
+}
+
+static imhp_status crash(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    (void)a;
+    fprintf(stderr, "test.crash: about to dereference NULL\n");
+    volatile int *p = NULL;
+    *p = 42;
+    return IMHP_OK;
+}
+
+static void unloaded(void) {}
+
+#define OUT_MAP "{\"name\": \"out\", \"kind\": \"map\"}"
+
+#if defined(TEST_CRASH)
+#define NAME "test-crash"
+static const imhp_model MODELS[] = {
+    {sizeof(imhp_model), 0, MANIFEST("test.crash", OUT_MAP), NULL, crash, NULL},
+    {sizeof(imhp_model), 0, MANIFEST("test.crash-ok", OUT_MAP), NULL, copy, NULL},
+};
+#elif defined(TEST_BAD_MANIFEST)
+#define NAME "test-bad-manifest"
+static const imhp_model MODELS[] = {{sizeof(imhp_model), 0, "{\"format\": \"imhost-manifest/1\", \"id\": oops", NULL, copy, NULL}};
+#elif defined(TEST_DUPLICATE)
+#define NAME "test-duplicate"
+static const imhp_model MODELS[] = {{sizeof(imhp_model), 0, MANIFEST("example.c-threshold", OUT_MAP), NULL, copy, NULL}};
+#elif defined(TEST_OLD_MINOR)
+#define NAME "test-old-minor"
+static const imhp_model MODELS[] = {{sizeof(imhp_model), 0, MANIFEST("test.old-minor", OUT_MAP), NULL, copy, NULL}};
+#elif defined(TEST_NEW_MINOR)
+#define NAME "test-new-minor"
+/* What a 1.9 plugin would look like: both structs grew. */
+typedef struct { imhp_model base; const char *future_field; } model_1_9;
+typedef struct { imhp_plugin base; const char *future_field; uint64_t more; } plugin_1_9;
+static const model_1_9 MODELS[] = {
+    {{sizeof(model_1_9), 0, MANIFEST("test.new-minor-a", OUT_MAP), NULL, copy, NULL}, "x"},
+    {{sizeof(model_1_9), 0, MANIFEST("test.new-minor-b", OUT_MAP), NULL, copy, NULL}, "y"},
+};
+#else
+#define NAME "test-good"
+static const imhp_model MODELS[] = {
+    {sizeof(imhp_model), 0,
+     MANIFEST("test.echo", "{\"name\": \"input_address\", \"kind\": \"score\"}, {\"name\": \"first_voxel\", \"kind\": \"score\"}"),
+     NULL, echo, NULL},
+    {sizeof(imhp_model), 0, MANIFEST("test.copy", OUT_MAP), NULL, copy, NULL},
+    {sizeof(imhp_model), 0, MANIFEST("test.fail", OUT_MAP), NULL, fail, NULL},
+    {sizeof(imhp_model), 0, MANIFEST("test.wrong-shape", OUT_MAP), NULL, wrong_shape, NULL},
+};
+#endif
+
+#if defined(TEST_NEW_MINOR)
+static const plugin_1_9 PLUGIN = {
+    {sizeof(plugin_1_9), IMHP_ABI_MAJOR, 9, sizeof(model_1_9), NAME, "0.0.1", 2, &MODELS[0].base, unloaded}, "z", 7};
+#define DESCRIPTOR (&PLUGIN.base)
+#elif defined(TEST_OLD_MINOR)
+/* ABI 1.0 had no `unload`: its struct_size ends before it (and the field holds garbage that
+ * the host must not read). */
+static const imhp_plugin PLUGIN = {offsetof(imhp_plugin, unload), IMHP_ABI_MAJOR, 0, sizeof(imhp_model), NAME, "0.0.1", 1,
+                                   MODELS, (void (*)(void))(uintptr_t)0xdeadbeef};
+#define DESCRIPTOR (&PLUGIN)
+#elif defined(TEST_BAD_MAJOR)
+static const imhp_plugin PLUGIN = {sizeof(imhp_plugin), 2, 0, sizeof(imhp_model), "test-bad-major", "0.0.1", 0, NULL, NULL};
+#define DESCRIPTOR (&PLUGIN)
+#else
+static const imhp_plugin PLUGIN = {sizeof(imhp_plugin), IMHP_ABI_MAJOR, IMHP_ABI_MINOR, sizeof(imhp_model), NAME, "0.0.1",
+                                   sizeof MODELS / sizeof MODELS[0], MODELS, unloaded};
+#define DESCRIPTOR (&PLUGIN)
+#endif
+
+#if defined(TEST_NO_ENTRY)
+IMHP_EXPORT int imhost_plugin_entry_misspelled(void) { return 0; }
+#else
+IMHP_EXPORT const imhp_plugin *imhost_plugin_entry(const imhp_host *host) {
+#if defined(TEST_NULL_ENTRY)
+    host->set_error(host->ctx, "licence file /opt/test/licence.key not found");
+    return NULL;
+#else
+    if (host->log) host->log(host->ctx, IMHP_LOG_DEBUG, "test plugin " NAME " loading");
+    return DESCRIPTOR;
+#endif
+}
+#endif
