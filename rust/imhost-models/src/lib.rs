@@ -9,7 +9,9 @@
 
 pub mod manifest;
 pub mod package;
+pub mod registry;
 pub mod runtime;
+pub mod torchscript;
 pub mod train;
 pub mod unet;
 

@@ -95,8 +95,7 @@ impl Discovery {
 
 fn push(found: &mut Vec<Candidate>, path: &Path) {
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let candidate =
-        if is_package(&canonical) { Candidate::Package(canonical) } else { Candidate::Library(canonical) };
+    let candidate = if is_package(&canonical) { Candidate::Package(canonical) } else { Candidate::Library(canonical) };
     if !found.contains(&candidate) {
         found.push(candidate);
     }

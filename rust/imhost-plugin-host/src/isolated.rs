@@ -195,7 +195,8 @@ impl IsolatedPlugin {
     /// Start a worker for `path` and return its models. The permission check runs here too,
     /// before the worker is started.
     pub fn start(path: &Path) -> Result<Vec<Arc<dyn Model>>> {
-        crate::discover::check_permissions(path).map_err(|m| Error::format(format!("plugin {}: {m}", path.display())))?;
+        crate::discover::check_permissions(path)
+            .map_err(|m| Error::format(format!("plugin {}: {m}", path.display())))?;
         let (worker, hello) = Worker::spawn(path)?;
         let plugin = Arc::new(IsolatedPlugin { path: path.to_path_buf(), worker: Mutex::new(Some(worker)) });
         let name = format!("{} {}", hello["plugin"].as_str().unwrap_or("?"), hello["version"].as_str().unwrap_or("?"));
@@ -262,7 +263,12 @@ impl Model for IsolatedModel {
         &self.manifest
     }
 
-    fn run(&self, inputs: &[AnyVolumeView<'_>], options: &Map<String, Value>, control: &RunControl<'_>) -> Result<ModelOutput> {
+    fn run(
+        &self,
+        inputs: &[AnyVolumeView<'_>],
+        options: &Map<String, Value>,
+        control: &RunControl<'_>,
+    ) -> Result<ModelOutput> {
         let path = &self.plugin.path;
         let mut guard = self.plugin.worker.lock().unwrap_or_else(|e| e.into_inner());
         if guard.as_mut().is_none_or(|w| w.child.try_wait().ok().flatten().is_some()) {
@@ -363,7 +369,8 @@ impl Model for IsolatedModel {
 /// Copy an output file the worker wrote into a host volume (one copy).
 fn read_output(o: &Value, file: &Path, grids: &[Grid], manifest: &Manifest) -> Result<(String, AnyVolume)> {
     let name = o["name"].as_str().unwrap_or_default().to_string();
-    let dtype = o["dtype"].as_u64().and_then(|c| DType::from_code(c as u32)).ok_or_else(|| Error::model("bad output dtype"))?;
+    let dtype =
+        o["dtype"].as_u64().and_then(|c| DType::from_code(c as u32)).ok_or_else(|| Error::model("bad output dtype"))?;
     let shape: [usize; 4] = serde_json::from_value(o["shape"].clone()).map_err(|e| Error::model(e.to_string()))?;
     let spec = manifest.output(&name).ok_or_else(|| Error::model(format!("undeclared output '{name}'")))?;
     let grid = &grids[spec.grid];

@@ -20,7 +20,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use imhost_core::registry::{Manifest, Model, ModelOutput, Registry};
-use imhost_core::{AnyVolume, AnyVolumeView, DType, Error, FrameTimes, Geometry, Result, RunControl, Volume, with_view};
+use imhost_core::{
+    AnyVolume, AnyVolumeView, DType, Error, FrameTimes, Geometry, Result, RunControl, Volume, with_view,
+};
 use ndarray::{Array4, ShapeBuilder};
 use serde_json::{Map, Value};
 
@@ -55,7 +57,12 @@ impl Grid {
 }
 
 /// A zeroed volume of `dtype`, contiguous with i fastest.
-pub fn zeroed_volume(dtype: DType, shape: [usize; 4], geometry: &Geometry, times: Option<FrameTimes>) -> Result<AnyVolume> {
+pub fn zeroed_volume(
+    dtype: DType,
+    shape: [usize; 4],
+    geometry: &Geometry,
+    times: Option<FrameTimes>,
+) -> Result<AnyVolume> {
     fn typed<T: imhost_core::Voxel>(shape: [usize; 4], g: &Geometry, times: Option<FrameTimes>) -> Result<Volume<T>> {
         Volume::from_parts(Array4::<T>::default(shape.f()), g.clone(), times)
     }
@@ -148,7 +155,12 @@ impl Model for PluginModel {
         &self.manifest
     }
 
-    fn run(&self, inputs: &[AnyVolumeView<'_>], options: &Map<String, Value>, control: &RunControl<'_>) -> Result<ModelOutput> {
+    fn run(
+        &self,
+        inputs: &[AnyVolumeView<'_>],
+        options: &Map<String, Value>,
+        control: &RunControl<'_>,
+    ) -> Result<ModelOutput> {
         let mut guard = self.instance.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             *guard = Some(native::create(&self.plugin, self.index)?);

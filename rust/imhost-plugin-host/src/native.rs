@@ -102,7 +102,13 @@ unsafe extern "C" fn no_progress(_: *mut c_void, _: f64, _: *const c_char) -> bo
 unsafe extern "C" fn never_cancelled(_: *mut c_void) -> bool {
     false
 }
-unsafe extern "C" fn no_alloc(ctx: *mut c_void, _: *const c_char, _: imhp_dtype, _: *const usize, _: *mut imhp_tensor) -> imhp_status {
+unsafe extern "C" fn no_alloc(
+    ctx: *mut c_void,
+    _: *const c_char,
+    _: imhp_dtype,
+    _: *const usize,
+    _: *mut imhp_tensor,
+) -> imhp_status {
     // SAFETY: as in `log_cb`.
     unsafe { set_error_cb(ctx, c"alloc_output is only available during run".as_ptr()) };
     IMHP_ERROR
@@ -167,10 +173,12 @@ pub fn load(path: &Path) -> Result<LoadedPlugin> {
     // the user put it where plugins are looked for. This is the one point of trust.
     let library = unsafe { Library::new(path) }.map_err(|e| fail(format!("cannot be loaded: {e}")))?;
     // SAFETY: the symbol's type is the documented entry signature.
-    let entry = match unsafe { library.get::<unsafe extern "C" fn(*const imhp_host) -> *const imhp_plugin>(IMHP_ENTRY_SYMBOL) } {
-        Ok(symbol) => *symbol,
-        Err(_) => return Err(fail("exports no 'imhost_plugin_entry' symbol: not an imhost plugin".into())),
-    };
+    let entry =
+        match unsafe { library.get::<unsafe extern "C" fn(*const imhp_host) -> *const imhp_plugin>(IMHP_ENTRY_SYMBOL) }
+        {
+            Ok(symbol) => *symbol,
+            Err(_) => return Err(fail("exports no 'imhost_plugin_entry' symbol: not an imhost plugin".into())),
+        };
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
     let header = CtxHeader { plugin: stem, error: Mutex::new(None) };
     let host = host_table((&raw const header).cast_mut().cast());
@@ -227,8 +235,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin> {
         let m = unsafe { read_prefix(ptr, stride, std::ptr::read_unaligned(ptr)) };
         // SAFETY: NUL-terminated manifest (ABI contract).
         let text = unsafe { c_str(m.manifest_json) };
-        let mut manifest =
-            Manifest::from_json(&text).map_err(|e| fail(format!("model {n}: {}", e.message())))?;
+        let mut manifest = Manifest::from_json(&text).map_err(|e| fail(format!("model {n}: {}", e.message())))?;
         if m.run.is_none() {
             return Err(fail(format!("model '{}' has no run function", manifest.id)));
         }

@@ -37,7 +37,12 @@ impl OutputSink for FileOutputs {
             .try_fold(dtype.size_of(), |a, &s| a.checked_mul(s))
             .ok_or_else(|| Error::too_large("output size overflows"))?;
         let path = self.dir.join(format!("{}-{}.out", self.stem, self.files.len()));
-        let f = File::options().read(true).write(true).create_new(true).open(&path).map_err(|e| Error::from(e).in_file(&path))?;
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::from(e).in_file(&path))?;
         f.set_len(bytes as u64).map_err(|e| Error::from(e).in_file(&path))?;
         // SAFETY: a file this process just created with create_new; only the plugin writes it,
         // through the pointer returned here, until the run ends.
@@ -158,7 +163,16 @@ fn serve(
     let dir = PathBuf::from(request["out_dir"].as_str().unwrap_or("/tmp"));
     let mut outputs = FileOutputs { dir, stem: format!("imhost-worker-{}-{n}", std::process::id()), files: Vec::new() };
     let instance = instances.get_mut(&index).expect("inserted above");
-    let result = native::run(&plugin.name, &plugin.models[index], instance, &tensors, grids, &options, &mut outputs, &LineSink(out.clone()));
+    let result = native::run(
+        &plugin.name,
+        &plugin.models[index],
+        instance,
+        &tensors,
+        grids,
+        &options,
+        &mut outputs,
+        &LineSink(out.clone()),
+    );
     let described: Vec<Value> = outputs
         .files
         .iter()
@@ -169,7 +183,8 @@ fn serve(
         .collect();
     match result {
         Ok(extras) => {
-            let scores: serde_json::Map<String, Value> = extras.scores.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            let scores: serde_json::Map<String, Value> =
+                extras.scores.into_iter().map(|(k, v)| (k, json!(v))).collect();
             Ok(json!({"type": "done", "outputs": described, "scores": scores, "report": extras.report}))
         }
         Err(e) => {

@@ -90,7 +90,14 @@ fn example_plugins_load_and_compute_the_right_values() {
         let dot = (i, j, k) == (10, 1, 5);
         if blob_a || blob_b || dot { 300.0 } else { 20.0 }
     });
-    let out = r.run("example.c-threshold", &[x.view().into()], &opts(json!({"lower": 200, "min_voxels": 2})), &RunControl::none()).unwrap();
+    let out = r
+        .run(
+            "example.c-threshold",
+            &[x.view().into()],
+            &opts(json!({"lower": 200, "min_voxels": 2})),
+            &RunControl::none(),
+        )
+        .unwrap();
     let voxel_ml = 0.5 * 0.5 * 2.0 / 1000.0;
     assert_eq!(out.score("components"), Some(2.0));
     assert!((out.score("volume_ml").unwrap() - 35.0 * voxel_ml).abs() < 1e-12);
@@ -101,13 +108,22 @@ fn example_plugins_load_and_compute_the_right_values() {
     assert_eq!(mask.geometry(), x.geometry(), "outputs carry the input's geometry");
 
     // i16 input is read as is (declared dtype), f64 input converted to the first declared (f32).
-    let x16 = Volume::new_3d(x.data().index_axis(ndarray::Axis(3), 0).mapv(|v| v as i16), x.geometry().clone()).unwrap();
-    let out16 = r.run("example.c-threshold", &[x16.view().into()], &opts(json!({"lower": 200, "min_voxels": 2})), &RunControl::none()).unwrap();
+    let x16 =
+        Volume::new_3d(x.data().index_axis(ndarray::Axis(3), 0).mapv(|v| v as i16), x.geometry().clone()).unwrap();
+    let out16 = r
+        .run(
+            "example.c-threshold",
+            &[x16.view().into()],
+            &opts(json!({"lower": 200, "min_voxels": 2})),
+            &RunControl::none(),
+        )
+        .unwrap();
     assert_eq!(out16.score("components"), Some(2.0));
 
     // Rust smoothing against the box mean computed here.
     let y = image(7, 6, 5, |i, j, k| (i * 7 + j * 3 + k * k) as f32 % 11.0);
-    let out = r.run("example.rust-smooth", &[y.view().into()], &opts(json!({"radius": 1})), &RunControl::none()).unwrap();
+    let out =
+        r.run("example.rust-smooth", &[y.view().into()], &opts(json!({"radius": 1})), &RunControl::none()).unwrap();
     let want = box_mean(&y, 1);
     let got = f32s(out.volume("smoothed").unwrap());
     for ((i, j, k), w) in want.indexed_iter() {
@@ -138,7 +154,8 @@ fn in_process_plugins_read_the_callers_buffer_without_a_copy() {
 fn bad_plugin_matrix_leaves_the_host_and_the_good_plugins_working() {
     let stems: Vec<&str> = TEST_VARIANTS.iter().map(|(s, _)| *s).filter(|s| *s != "test_crash").collect();
     let dir = plugin_dir(&stems);
-    std::fs::copy(cargo_plugin("imhost-test-rust-misbehaving"), dir.path().join("libtest_rust_misbehaving.so")).unwrap();
+    std::fs::copy(cargo_plugin("imhost-test-rust-misbehaving"), dir.path().join("libtest_rust_misbehaving.so"))
+        .unwrap();
     let r = registry(vec![dir.path().to_path_buf()], &PluginConfig::default());
     let problem = |stem: &str| {
         r.problems()
@@ -192,7 +209,8 @@ fn bad_plugin_matrix_leaves_the_host_and_the_good_plugins_working() {
 #[test]
 fn a_crashing_plugin_under_isolation_fails_the_job_not_the_host() {
     let dir = plugin_dir(&["test_crash", "test_good"]);
-    let mut config: PluginConfig = serde_json::from_value(json!({"plugins": {"libtest_crash.so": {"isolate": true}}})).unwrap();
+    let mut config: PluginConfig =
+        serde_json::from_value(json!({"plugins": {"libtest_crash.so": {"isolate": true}}})).unwrap();
     let r = registry(vec![dir.path().to_path_buf()], &config);
     assert!(r.problems().is_empty(), "{:?}", r.problems());
     assert!(r.get("test.crash").unwrap().manifest().source.as_ref().unwrap().isolated);
@@ -237,7 +255,11 @@ fn plugins_writable_by_others_are_refused() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
     let r = registry(vec![dir.path().to_path_buf()], &PluginConfig::default());
     assert!(r.get("example.c-threshold").is_none());
-    assert!(r.problems().iter().all(|p| p.message.contains("folder") && p.message.contains("its group")), "{:?}", r.problems());
+    assert!(
+        r.problems().iter().all(|p| p.message.contains("folder") && p.message.contains("its group")),
+        "{:?}",
+        r.problems()
+    );
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 

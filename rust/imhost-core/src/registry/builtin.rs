@@ -88,9 +88,19 @@ impl Perfusion {
     /// The learned method with its loaded network; `about` describes the network (its id,
     /// version and training, from its own manifest) and is kept in the model's manifest.
     pub fn learned(network: ModelHandle, version: &str, about: Value) -> Self {
+        Perfusion {
+            manifest: Perfusion::learned_manifest(version, about),
+            method: Method::Cnn,
+            network: Some(network),
+            registration: None,
+        }
+    }
+
+    /// The manifest of the learned method (`perfusion-cnn`) before its network is loaded.
+    pub fn learned_manifest(version: &str, about: Value) -> Manifest {
         let mut manifest = perfusion_manifest(Method::Cnn, Some(version));
         manifest.extra.insert("network".into(), about);
-        Perfusion { manifest, method: Method::Cnn, network: Some(network), registration: None }
+        manifest
     }
 
     /// Correct motion with this registration back end (ITK in the command); without one the

@@ -1,0 +1,109 @@
+//! The registry as hosts open it: built-ins, the perfusion CNN folder and a TorchScript
+//! package (made by PyTorch 2.11, tests/fixtures/packages/make_package.py) run with the
+//! pre/post-processing its manifest declares; expected values computed here by hand.
+
+use std::path::{Path, PathBuf};
+
+use imhost_core::{AnyVolume, Geometry, RunControl, Volume};
+use imhost_models::registry::{RegistryOptions, open};
+use ndarray::Array3;
+use serde_json::Map;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn options(paths: Vec<PathBuf>) -> RegistryOptions {
+    RegistryOptions { paths, device: Some("cpu".into()), ..Default::default() }
+}
+
+#[test]
+fn builtins_cnn_folder_and_torchscript_package_are_listed() {
+    let r = open(&options(vec![root().join("tests/fixtures/packages/ts-lesion"), root().join("models/perfusion-cnn")]));
+    assert!(r.problems().is_empty(), "{:?}", r.problems());
+    let ids = r.ids();
+    for id in [
+        "mip",
+        "perfusion-ssvd",
+        "perfusion-bsvd",
+        "perfusion-osvd",
+        "perfusion-tikhonov",
+        "perfusion-nlr",
+        "perfusion-cnn",
+        "test.ts-lesion",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let cnn = r.get("perfusion-cnn").unwrap().manifest();
+    assert!(cnn.output("tmax").unwrap().optional);
+    assert_eq!(cnn.extra["network"]["id"], "perfusion-cnn-phantom");
+    let listed = r.list_json();
+    assert!(listed["models"].as_array().unwrap().iter().all(|m| m["research_use_only"] == true));
+}
+
+/// Piecewise-constant test image: 4×4×1 blocks on 1×1×2 mm voxels, values −20…139 HU.
+fn block_image() -> Volume<f32> {
+    let g = Geometry { spacing: [1.0, 1.0, 2.0], origin: [10.0, -5.0, 3.0], ..Geometry::identity() };
+    let data = Array3::from_shape_fn((16, 12, 3), |(i, j, k)| ((i / 4 * 37 + j / 4 * 53 + k * 11) % 160) as f32 - 20.0);
+    Volume::new_3d(data, g).unwrap()
+}
+
+#[test]
+fn torchscript_package_applies_its_declared_pre_and_post_processing() {
+    let r = open(&options(vec![root().join("tests/fixtures/packages/ts-lesion")]));
+    let x = block_image();
+    let out = r.run("test.ts-lesion", &[x.view().into()], &Map::new(), &RunControl::none()).unwrap();
+    let AnyVolume::U8(lesion) = out.volume("lesion").unwrap() else { panic!("u8 label map") };
+    let AnyVolume::F32(intensity) = out.volume("intensity").unwrap() else { panic!("f32 map") };
+    let AnyVolume::F32(probability) = out.volume("probability").unwrap() else { panic!("f32 map") };
+    assert_eq!(lesion.shape(), x.shape());
+    assert_eq!(lesion.geometry(), x.geometry());
+    let mut checked = 0;
+    for ((i, j, k), _) in Array3::<u8>::zeros((16, 12, 3)).indexed_iter() {
+        // Voxels 1 and 2 of every 4-voxel block are untouched by the 1 → 2 → 1 mm resampling.
+        if !(1..=2).contains(&(i % 4)) || !(1..=2).contains(&(j % 4)) {
+            continue;
+        }
+        let hu = f64::from(x.data()[[i, j, k, 0]]);
+        let xn = hu.clamp(0.0, 100.0) / 100.0;
+        assert!((f64::from(intensity.data()[[i, j, k, 0]]) - xn).abs() < 1e-5, "intensity at {i},{j},{k}");
+        let p = 1.0 / (1.0 + (-16.0 * (xn - 0.5)).exp());
+        assert!((f64::from(probability.data()[[i, j, k, 0]]) - p).abs() < 1e-5, "probability at {i},{j},{k}");
+        if (hu - 50.0).abs() > 1.0 {
+            assert_eq!(lesion.data()[[i, j, k, 0]], u8::from(hu > 50.0), "lesion at {i},{j},{k} ({hu} HU)");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4 * 3 * 4 * 3);
+    let n = lesion.data().iter().filter(|&&v| v == 1).count();
+    assert!(n > 0 && n < lesion.data().len());
+    assert!((out.score("lesion_ml").unwrap() - n as f64 * 0.002).abs() < 1e-12);
+}
+
+#[test]
+fn torchscript_package_with_changed_weights_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("ts-lesion");
+    std::fs::create_dir(&pkg).unwrap();
+    let src = root().join("tests/fixtures/packages/ts-lesion");
+    std::fs::copy(src.join("manifest.json"), pkg.join("manifest.json")).unwrap();
+    let mut weights = std::fs::read(src.join("model.pt")).unwrap();
+    let last = weights.len() - 1;
+    weights[last] ^= 1;
+    std::fs::write(pkg.join("model.pt"), weights).unwrap();
+    let r = open(&options(vec![pkg]));
+    let x = block_image();
+    let e = r.run("test.ts-lesion", &[x.view().into()], &Map::new(), &RunControl::none()).unwrap_err();
+    assert!(e.message().contains("sha256"), "{e}");
+    // A package whose manifest has no runtime section is a load problem, not a crash.
+    let bad = dir.path().join("no-runtime");
+    std::fs::create_dir(&bad).unwrap();
+    let text = std::fs::read_to_string(src.join("manifest.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("runtime");
+    v["id"] = "test.no-runtime".into();
+    std::fs::write(bad.join("manifest.json"), v.to_string()).unwrap();
+    let r = open(&options(vec![bad]));
+    assert!(r.get("test.no-runtime").is_none());
+    assert!(r.problems()[0].message.contains("needs a \"runtime\" section"), "{:?}", r.problems());
+}
