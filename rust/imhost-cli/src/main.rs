@@ -7,6 +7,7 @@
 mod demo;
 mod info;
 mod mip;
+mod models;
 mod motion;
 mod perfusion;
 mod progress;
@@ -90,6 +91,12 @@ enum Command {
     /// Build training sets and train models.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// List and describe the models: built in, the perfusion CNN, model packages and plugins
+    /// (IMHOST_PLUGIN_PATH, ~/.local/share/imhost/plugins, --plugin).
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Run a model on input images: `imhost run ID --input IMG --out DIR [--option k=v]`.
+    Run(models::RunArgs),
     Demo {
         /// Folder for the outputs (created if missing).
         #[arg(long, default_value = "out/demo")]
@@ -115,6 +122,23 @@ enum TrainCommand {
     /// Train the perfusion U-Net (perfusion-cnn-gava2023) on a folder of cases
     /// (case/ctp.nii.gz + case/nlr/{cbv,cbf,ttp}.nii.gz) and write a model folder.
     PerfusionCnn(train::TrainArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// One line per model (id, version, source, name); --json for the manifests.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sources: models::Sources,
+    },
+    /// A model's manifest: inputs, options, outputs, device needs, licence.
+    Info {
+        id: String,
+        #[command(flatten)]
+        sources: models::Sources,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +170,9 @@ fn main() -> ExitCode {
             train::build_set(&train::SetArgs { out, cases, seed, size }, cli.quiet)
         }
         Command::Train(TrainCommand::PerfusionCnn(args)) => train::train_cnn(&args, cli.quiet),
+        Command::Models(ModelsCommand::List { json, sources }) => models::list(&sources, json),
+        Command::Models(ModelsCommand::Info { id, sources }) => models::info(&sources, &id),
+        Command::Run(args) => models::run(&args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

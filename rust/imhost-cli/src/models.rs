@@ -1,0 +1,150 @@
+//! `imhost models list|info` and `imhost run`: every model — built in, the perfusion CNN,
+//! TorchScript packages, native plugins — through the one registry (`IMHOST_PLUGIN_PATH`, the
+//! per-user plugin folder, `--plugin` paths).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use imhost_core::io::{read_volume, write_volume};
+use imhost_core::registry::{OutputKind, Registry};
+use imhost_core::{AnyVolumeView, Error, Result};
+use imhost_models::registry::{RegistryOptions, open};
+
+use crate::progress::with_bar;
+
+/// Where models come from (shared by `models` and `run`).
+#[derive(Args, Debug, Clone)]
+pub struct Sources {
+    /// A plugin library, model package folder or folder of them (repeatable), besides
+    /// IMHOST_PLUGIN_PATH and the per-user folder (~/.local/share/imhost/plugins).
+    #[arg(long = "plugin", global = true)]
+    pub plugins: Vec<PathBuf>,
+    /// Run every native plugin in an isolated worker process.
+    #[arg(long, global = true)]
+    pub isolate: bool,
+    /// Device of learned models: auto, cpu, cuda, cuda:N (default: IMHOST_DEVICE, else auto).
+    #[arg(long, global = true)]
+    pub device: Option<String>,
+}
+
+/// The registry of the command line: built-ins with ITK motion correction, the perfusion CNN
+/// folder when present, plugins and packages.
+pub fn registry(sources: &Sources) -> Registry {
+    let mut paths = sources.plugins.clone();
+    let cnn = crate::perfusion::default_model_dir();
+    if cnn.join("manifest.json").is_file() {
+        paths.push(cnn);
+    }
+    open(&RegistryOptions {
+        paths,
+        standard_locations: true,
+        isolate_all: sources.isolate,
+        device: sources.device.clone(),
+        registration: Some(Arc::new(crate::motion::ItkRigid)),
+    })
+}
+
+fn warn_problems(registry: &Registry) {
+    for p in registry.problems() {
+        eprintln!("imhost: warning: not loaded: {}", p.message);
+    }
+}
+
+/// `imhost models list [--json]`.
+pub fn list(sources: &Sources, json: bool) -> Result<()> {
+    let registry = registry(sources);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&registry.list_json()).expect("JSON"));
+        return Ok(());
+    }
+    warn_problems(&registry);
+    println!("{:<28} {:<10} {:<9} NAME", "ID", "VERSION", "SOURCE");
+    for model in registry.models() {
+        let m = model.manifest();
+        let source = m.source.as_ref().map_or("?", |s| s.kind.as_str());
+        let isolated = m.source.as_ref().is_some_and(|s| s.isolated);
+        println!("{:<28} {:<10} {:<9} {}{}", m.id, m.version, source, m.name, if isolated { " [isolated]" } else { "" });
+    }
+    println!("Research use only. `imhost models info ID` describes one model.");
+    Ok(())
+}
+
+/// `imhost models info ID`: the manifest as JSON.
+pub fn info(sources: &Sources, id: &str) -> Result<()> {
+    let registry = registry(sources);
+    let model = registry.get(id).ok_or_else(|| {
+        Error::invalid_argument(format!("no model '{id}' (see `imhost models list`; known: {})", registry.ids().join(", ")))
+    })?;
+    println!("{}", model.manifest().to_json());
+    Ok(())
+}
+
+/// Arguments of `imhost run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Model id (`imhost models list`).
+    pub id: String,
+    /// Input image(s) in the manifest's order (NIfTI file or DICOM folder; repeatable).
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder: one NIfTI per map / label map, result.json (scores, report, label names
+    /// and colours).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model option as key=value (repeatable; `imhost models info ID` lists them).
+    #[arg(long = "option", short = 'o')]
+    pub options: Vec<String>,
+    #[command(flatten)]
+    pub sources: Sources,
+}
+
+/// `imhost run ID --input … --out DIR [--option k=v]`.
+pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
+    let registry = registry(&args.sources);
+    let model = registry.get(&args.id).ok_or_else(|| {
+        Error::invalid_argument(format!("no model '{}' (see `imhost models list`)", args.id))
+    })?;
+    let manifest = model.manifest().clone();
+    let options = manifest.parse_options(&args.options)?;
+    let volumes = args.inputs.iter().map(|p| read_volume(p).map_err(|e| e.in_file(p))).collect::<Result<Vec<_>>>()?;
+    let views: Vec<AnyVolumeView<'_>> = volumes.iter().map(|v| v.view()).collect();
+    let output = with_bar(quiet, |control| registry.run(&args.id, &views, &options, control))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::from(e).in_file(&args.out))?;
+    let mut files = serde_json::Map::new();
+    for (name, volume) in &output.volumes {
+        let path = args.out.join(format!("{name}.nii.gz"));
+        write_volume(volume, &path)?;
+        files.insert(name.clone(), path.file_name().and_then(|f| f.to_str()).unwrap_or_default().into());
+    }
+    let outputs: Vec<serde_json::Value> = manifest
+        .outputs
+        .iter()
+        .filter(|o| o.kind != OutputKind::Score)
+        .map(|o| serde_json::json!({"name": o.name, "kind": o.kind, "unit": o.unit, "labels": o.labels, "file": files.get(&o.name)}))
+        .collect();
+    let result = serde_json::json!({
+        "research_use_only": true,
+        "disclaimer": "Research use only. Not for diagnostic use.",
+        "model": {"id": manifest.id, "version": manifest.version, "source": manifest.source},
+        "inputs": args.inputs,
+        "options": options,
+        "outputs": outputs,
+        "scores": output.summary_json()["scores"],
+        "report": output.report,
+    });
+    write_json(&args.out.join("result.json"), &result)?;
+    if !quiet {
+        println!("{} ({}): research use only", manifest.name, manifest.id);
+        for (name, value) in &output.scores {
+            let unit = manifest.output(name).and_then(|o| o.unit.clone()).unwrap_or_default();
+            println!("  {name:<24} {value:.4} {unit}");
+        }
+        println!("  outputs in {}", args.out.display());
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value).expect("JSON") + "\n").map_err(|e| Error::from(e).in_file(path))
+}
