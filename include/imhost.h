@@ -160,12 +160,24 @@ typedef struct imh_context imh_context;
 typedef struct imh_model imh_model;
 
 /**
+ * What a model run produced: volumes (maps, label maps), scores and a JSON summary.
+ */
+typedef struct imh_model_result imh_model_result;
+
+/**
  * The result of `imh_perfusion_run`: nine volumes and a JSON report. Free with
  * `imh_perfusion_result_free`.
  *
  * Thread safety: immutable; any number of threads may read it.
  */
 typedef struct imh_perfusion_result imh_perfusion_result;
+
+/**
+ * The models a host can run. Free with `imh_registry_free`.
+ *
+ * Thread safety: may be shared by threads; runs of one model are serialised.
+ */
+typedef struct imh_registry imh_registry;
 
 /**
  * An image owned by the library. Get at its pixels and geometry with `imh_volume_get_view`;
@@ -384,6 +396,39 @@ typedef struct imh_perfusion_options {
  * Which output of a perfusion result (`imh_perfusion_result_volume`).
  */
 typedef uint32_t imh_perfusion_output;
+
+/**
+ * Options of `imh_registry_open`. Size-prefixed, zero/NULL meaning default:
+ * `imh_registry_options o = {sizeof o};`.
+ */
+typedef struct imh_registry_options {
+    /**
+     * `sizeof(imh_registry_options)` as the caller compiled it.
+     */
+    uint32_t struct_size;
+    /**
+     * Also search `IMHOST_PLUGIN_PATH` and the per-user folder
+     * (`~/.local/share/imhost/plugins`).
+     */
+    bool standard_locations;
+    /**
+     * Run every native plugin in a child worker process (else only those the user's
+     * `~/.config/imhost/plugins.json` marks `"isolate": true`).
+     */
+    bool isolate_all;
+    /**
+     * Plugin libraries, model package folders or folders of them (`n_paths` strings), or NULL.
+     */
+    const char *const *paths;
+    /**
+     * Number of `paths`.
+     */
+    size_t n_paths;
+    /**
+     * Device of learned models (`"cpu"`, `"cuda"`, …) or NULL (`IMHOST_DEVICE`, then auto).
+     */
+    const char *device;
+} imh_registry_options;
 
 /**
  * Errors only.
@@ -707,6 +752,106 @@ const char *imh_perfusion_result_report_json(const struct imh_perfusion_result *
  * Thread safety: not while another thread uses the same result.
  */
 void imh_perfusion_result_free(struct imh_perfusion_result *result);
+
+/**
+ * Build the registry: built-in models, then `options->paths`, then (with
+ * `standard_locations`) `IMHOST_PLUGIN_PATH` and the per-user folder. A plugin or package that
+ * fails to load (wrong ABI major, missing entry symbol, invalid manifest, duplicate id,
+ * writable by others) does not fail the call: it is listed under `"problems"` in
+ * `imh_registry_list_json` and the others load. `options` may be NULL.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_registry_open(const struct imh_context *context,
+                             const struct imh_registry_options *options,
+                             struct imh_registry **out);
+
+/**
+ * `{"models": [manifest, …], "problems": [{"path", "message"}, …]}` as a NUL-terminated UTF-8
+ * string owned by `registry` (valid until it is freed). NULL when `registry` is NULL.
+ *
+ * Thread safety: may be called from any thread.
+ */
+const char *imh_registry_list_json(const struct imh_registry *registry);
+
+/**
+ * The manifest of model `id` (JSON, owned by `registry`) into `*out`. `IMH_STATUS_INVALID_ARGUMENT`
+ * for an unknown id (the message lists the known ones).
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_registry_manifest_json(const struct imh_registry *registry,
+                                      const char *id,
+                                      const char **out);
+
+/**
+ * Run model `id` on `n_inputs` borrowed views (in the manifest's order; read in place, not
+ * copied, when the pixel type is one the model declares) with `options_json` (a JSON object
+ * or NULL: defaults; checked against the manifest's schema). Progress and cancellation through
+ * `run_options` (NULL: none). On success `*out` receives the result. A plugin that fails,
+ * panics or returns outputs its manifest does not declare gives an error status and message;
+ * an isolated plugin that crashes gives `IMH_STATUS_MODEL`.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_registry_run(const struct imh_context *context,
+                            const struct imh_registry *registry,
+                            const char *id,
+                            const struct imh_view *inputs,
+                            size_t n_inputs,
+                            const char *options_json,
+                            const struct imh_run_options *run_options,
+                            struct imh_model_result **out);
+
+/**
+ * Number of volumes in `result` (0 for NULL).
+ *
+ * Thread safety: may be called from any thread.
+ */
+size_t imh_model_result_volume_count(const struct imh_model_result *result);
+
+/**
+ * Borrow volume `index` of `result` and its output name (both owned by `result`, valid until
+ * it is freed). `name` may be NULL.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_model_result_volume(const struct imh_model_result *result,
+                                   size_t index,
+                                   const char **name,
+                                   const struct imh_volume **out);
+
+/**
+ * The score output `name` of `result` into `*out`. `IMH_STATUS_INVALID_ARGUMENT` when the
+ * model did not produce it (e.g. withheld under a QC flag).
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_model_result_score(const struct imh_model_result *result,
+                                  const char *name,
+                                  double *out);
+
+/**
+ * `{"scores": {...}, "volumes": [{name, dtype, shape}], "report": ...}` owned by `result`.
+ * NULL when `result` is NULL.
+ *
+ * Thread safety: may be called from any thread.
+ */
+const char *imh_model_result_json(const struct imh_model_result *result);
+
+/**
+ * Free a result and its volumes. NULL is ignored.
+ *
+ * Thread safety: not while another thread uses the same result.
+ */
+void imh_model_result_free(struct imh_model_result *result);
+
+/**
+ * Free a registry (plugins are unloaded when no result or run needs them). NULL is ignored.
+ *
+ * Thread safety: not while another thread uses the same registry.
+ */
+void imh_registry_free(struct imh_registry *registry);
 
 /**
  * The library's version as "MAJOR.MINOR.PATCH" (static storage; never free it).

@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --release --quiet -- -D warnings
 
+step "cargo build (the workspace: plugin worker and Rust plugins the tests load)"
+cargo build --workspace --release --quiet
+
 step "cargo test (Rust units, nibabel oracle, must-fail inputs, C ABI from Rust, CLI, header drift)"
 cargo test --workspace --release --quiet
 

@@ -64,7 +64,14 @@ pub fn list(sources: &Sources, json: bool) -> Result<()> {
         let m = model.manifest();
         let source = m.source.as_ref().map_or("?", |s| s.kind.as_str());
         let isolated = m.source.as_ref().is_some_and(|s| s.isolated);
-        println!("{:<28} {:<10} {:<9} {}{}", m.id, m.version, source, m.name, if isolated { " [isolated]" } else { "" });
+        println!(
+            "{:<28} {:<10} {:<9} {}{}",
+            m.id,
+            m.version,
+            source,
+            m.name,
+            if isolated { " [isolated]" } else { "" }
+        );
     }
     println!("Research use only. `imhost models info ID` describes one model.");
     Ok(())
@@ -74,7 +81,10 @@ pub fn list(sources: &Sources, json: bool) -> Result<()> {
 pub fn info(sources: &Sources, id: &str) -> Result<()> {
     let registry = registry(sources);
     let model = registry.get(id).ok_or_else(|| {
-        Error::invalid_argument(format!("no model '{id}' (see `imhost models list`; known: {})", registry.ids().join(", ")))
+        Error::invalid_argument(format!(
+            "no model '{id}' (see `imhost models list`; known: {})",
+            registry.ids().join(", ")
+        ))
     })?;
     println!("{}", model.manifest().to_json());
     Ok(())
@@ -102,9 +112,9 @@ pub struct RunArgs {
 /// `imhost run ID --input … --out DIR [--option k=v]`.
 pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
     let registry = registry(&args.sources);
-    let model = registry.get(&args.id).ok_or_else(|| {
-        Error::invalid_argument(format!("no model '{}' (see `imhost models list`)", args.id))
-    })?;
+    let model = registry
+        .get(&args.id)
+        .ok_or_else(|| Error::invalid_argument(format!("no model '{}' (see `imhost models list`)", args.id)))?;
     let manifest = model.manifest().clone();
     let options = manifest.parse_options(&args.options)?;
     let volumes = args.inputs.iter().map(|p| read_volume(p).map_err(|e| e.in_file(p))).collect::<Result<Vec<_>>>()?;
@@ -146,5 +156,6 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value).expect("JSON") + "\n").map_err(|e| Error::from(e).in_file(path))
+    std::fs::write(path, serde_json::to_string_pretty(value).expect("JSON") + "\n")
+        .map_err(|e| Error::from(e).in_file(path))
 }

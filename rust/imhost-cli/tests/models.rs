@@ -12,14 +12,23 @@ use ndarray::Array3;
 
 fn imhost(plugins: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imhost"));
-    cmd.env("IMHOST_PLUGIN_PATH", plugins).env("HOME", plugins).env_remove("XDG_DATA_HOME").env_remove("XDG_CONFIG_HOME");
+    cmd.env("IMHOST_PLUGIN_PATH", plugins)
+        .env("HOME", plugins)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME");
     cmd
 }
 
 fn setup() -> (tempfile::TempDir, tempfile::TempDir) {
     let plugins = tempfile::tempdir().unwrap();
-    build_plugin(&repo_root().join("examples/plugins/c-threshold/threshold.c"), plugins.path(), "example_c_threshold", &[]);
-    std::fs::copy(cargo_plugin("imhost-example-rust-smooth"), plugins.path().join("libexample_rust_smooth.so")).unwrap();
+    build_plugin(
+        &repo_root().join("examples/plugins/c-threshold/threshold.c"),
+        plugins.path(),
+        "example_c_threshold",
+        &[],
+    );
+    std::fs::copy(cargo_plugin("imhost-example-rust-smooth"), plugins.path().join("libexample_rust_smooth.so"))
+        .unwrap();
     let work = tempfile::tempdir().unwrap();
     // Two blobs of 8 and 27 voxels at 300 HU on 1×1×1 mm.
     let data = Array3::from_shape_fn((10, 10, 6), |(i, j, k)| {
@@ -56,7 +65,8 @@ fn list_info_and_run_plugins_from_the_command_line() {
         }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+        let result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
         assert_eq!(result["research_use_only"], true);
         assert_eq!(result["scores"]["components"], 1.0, "the 8-voxel blob is below min_voxels");
         assert!((result["scores"]["volume_ml"].as_f64().unwrap() - 0.027).abs() < 1e-12);

@@ -161,6 +161,11 @@ impl_int_voxel!(i32, DType::I32);
 impl_float_voxel!(f32, DType::F32);
 impl_float_voxel!(f64, DType::F64);
 
+/// The bytes of a slice of voxels (native endianness).
+pub fn as_bytes<T: Voxel>(s: &[T]) -> &[u8] {
+    bytemuck::cast_slice(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,9 +207,4 @@ mod tests {
         assert_eq!(i16::from_f64_saturating(2.5), 3);
         assert_eq!(i32::from_f64_saturating(f64::NAN), 0);
     }
-}
-
-/// The bytes of a slice of voxels (native endianness).
-pub fn as_bytes<T: Voxel>(s: &[T]) -> &[u8] {
-    bytemuck::cast_slice(s)
 }

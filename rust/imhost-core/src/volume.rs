@@ -204,7 +204,7 @@ impl<'a, T: Voxel> VolumeView<'a, T> {
     pub fn reborrow(&self) -> VolumeView<'_, T> {
         VolumeView {
             data: self.data.view(),
-            geometry: self.geometry.clone(),
+            geometry: self.geometry,
             frame_times: self.frame_times.as_ref().map(|(f, s)| (Cow::Borrowed(&**f), *s)),
         }
     }

@@ -137,7 +137,7 @@ impl TorchScriptPackage {
         if manifest.inputs.len() != 1 || manifest.inputs[0].dims != 3 {
             return bad("a TorchScript package takes one 3-D input".into());
         }
-        if spec.preprocessing.normalize.as_ref().is_some_and(|n| !(n.std > 0.0)) {
+        if spec.preprocessing.normalize.as_ref().is_some_and(|n| n.std.is_nan() || n.std <= 0.0) {
             return bad("normalize.std must be > 0".into());
         }
         for output in &manifest.outputs {
@@ -246,7 +246,7 @@ impl Model for TorchScriptPackage {
             let v: Vec<f32> = Vec::<f32>::try_from(t.f_contiguous().model()?.f_flatten(0, -1).model()?).model()?;
             Array4::from_shape_vec((ni, nj, nk, 1).f(), v).map_err(|e| Error::internal(e.to_string()))
         };
-        let geometry = view.geometry().clone();
+        let geometry = *view.geometry();
         let mut out = ModelOutput::default();
         for post in &self.spec.postprocessing {
             let Some(spec) = self.manifest.output(&post.output) else { continue };
@@ -262,10 +262,7 @@ impl Model for TorchScriptPackage {
                         .f_to_kind(Kind::Float)
                         .model()?;
                     let labels = to_array(&picked)?.mapv(|v| v as u8);
-                    out.volumes.push((
-                        post.output.clone(),
-                        AnyVolume::U8(Volume::from_parts(labels, geometry.clone(), None)?),
-                    ));
+                    out.volumes.push((post.output.clone(), AnyVolume::U8(Volume::from_parts(labels, geometry, None)?)));
                 }
                 OutputKind::Map => {
                     let c = check(post.channel.expect("checked at open"))?;
@@ -291,8 +288,7 @@ impl Model for TorchScriptPackage {
                         Some(other) => return Err(Error::format(format!("unknown activation {other:?}"))),
                     };
                     let map = to_array(&t)?.mapv(|v| (f64::from(v) * post.scale + post.offset) as f32);
-                    out.volumes
-                        .push((post.output.clone(), AnyVolume::F32(Volume::from_parts(map, geometry.clone(), None)?)));
+                    out.volumes.push((post.output.clone(), AnyVolume::F32(Volume::from_parts(map, geometry, None)?)));
                 }
                 OutputKind::Score => {}
             }

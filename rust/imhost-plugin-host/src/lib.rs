@@ -47,7 +47,7 @@ impl Grid {
             (Some(t), Some(s)) => Some(FrameTimes::new(t.to_vec(), s)?),
             _ => None,
         });
-        Ok(Grid { shape: view.shape(), geometry: view.geometry().clone(), times })
+        Ok(Grid { shape: view.shape(), geometry: *view.geometry(), times })
     }
 
     /// The frame times of an output with `frames` frames on this grid.
@@ -64,7 +64,7 @@ pub fn zeroed_volume(
     times: Option<FrameTimes>,
 ) -> Result<AnyVolume> {
     fn typed<T: imhost_core::Voxel>(shape: [usize; 4], g: &Geometry, times: Option<FrameTimes>) -> Result<Volume<T>> {
-        Volume::from_parts(Array4::<T>::default(shape.f()), g.clone(), times)
+        Volume::from_parts(Array4::<T>::default(shape.f()), *g, times)
     }
     Ok(match dtype {
         DType::U8 => AnyVolume::U8(typed(shape, geometry, times)?),
@@ -174,7 +174,7 @@ impl Model for PluginModel {
             &self.plugin.models[self.index],
             instance,
             &tensors,
-            grids.iter().map(|g| (g.shape, g.geometry.clone())).collect(),
+            grids.iter().map(|g| (g.shape, g.geometry)).collect(),
             options,
             &mut outputs,
             &ControlSink(control),

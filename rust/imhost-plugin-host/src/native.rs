@@ -442,7 +442,7 @@ unsafe extern "C" fn run_alloc(
                 ),
             );
         }
-        let geometry = geometry.clone();
+        let geometry = *geometry;
         let data = match st.outputs.allocate(&name, dtype, shape, &geometry) {
             Ok(p) => p,
             Err(e) => return refuse(st, format!("output '{name}': {}", e.message())),
@@ -497,6 +497,7 @@ pub fn contiguous_strides(shape: [usize; 4]) -> [isize; 4] {
 
 /// Run `desc` on `instance` with `inputs` (one per manifest input, their grids in `grids`),
 /// `options` (resolved), outputs into `outputs`, progress into `sink`.
+#[allow(clippy::too_many_arguments)] // each is one part of the C call; a struct would only rename them
 pub fn run(
     plugin_name: &str,
     desc: &ModelDesc,

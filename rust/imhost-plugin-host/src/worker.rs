@@ -128,8 +128,8 @@ fn serve(
         .iter()
         .position(|m| m.manifest.id == id)
         .ok_or_else(|| Error::invalid_argument(format!("the plugin has no model '{id}'")))?;
-    if !instances.contains_key(&index) {
-        instances.insert(index, native::create(plugin, index)?);
+    if let std::collections::hash_map::Entry::Vacant(slot) = instances.entry(index) {
+        slot.insert(native::create(plugin, index)?);
     }
     let input_file = PathBuf::from(request["input_file"].as_str().unwrap_or_default());
     let f = File::open(&input_file).map_err(|e| Error::from(e).in_file(&input_file))?;

@@ -13,7 +13,8 @@ use ndarray::Array3;
 use serde_json::{Map, json};
 
 fn worker() {
-    // SAFETY (of the test): set once before any worker starts; every test sets the same value.
+    // SAFETY: every test writes the same value before starting workers; no reader races a
+    // change of value.
     unsafe { std::env::set_var("IMHOST_PLUGIN_WORKER", env!("CARGO_BIN_EXE_imhost-plugin-worker")) };
 }
 
@@ -108,8 +109,7 @@ fn example_plugins_load_and_compute_the_right_values() {
     assert_eq!(mask.geometry(), x.geometry(), "outputs carry the input's geometry");
 
     // i16 input is read as is (declared dtype), f64 input converted to the first declared (f32).
-    let x16 =
-        Volume::new_3d(x.data().index_axis(ndarray::Axis(3), 0).mapv(|v| v as i16), x.geometry().clone()).unwrap();
+    let x16 = Volume::new_3d(x.data().index_axis(ndarray::Axis(3), 0).mapv(|v| v as i16), *x.geometry()).unwrap();
     let out16 = r
         .run(
             "example.c-threshold",
@@ -144,7 +144,7 @@ fn in_process_plugins_read_the_callers_buffer_without_a_copy() {
     assert_eq!(out.score("first_voxel"), Some(0.0));
     // A strided (non-contiguous) view is passed as is too: the plugin follows the strides.
     let data = x.data().slice(ndarray::s![..;2, .., .., ..]);
-    let strided = imhost_core::VolumeView::new(data, x.geometry().clone(), None).unwrap();
+    let strided = imhost_core::VolumeView::new(data, *x.geometry(), None).unwrap();
     let out = r.run("test.copy", &[strided.clone().into()], &Map::new(), &RunControl::none()).unwrap();
     let got = f32s(out.volume("out").unwrap());
     assert_eq!(got.data(), &strided.data().to_owned());

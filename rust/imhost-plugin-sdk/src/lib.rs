@@ -449,8 +449,11 @@ impl Descriptor {
 
 /// The body of the exported entry function (used by [`export_plugin!`]): checks the host's
 /// ABI major, builds the descriptor once, catches panics.
+///
+/// # Safety
+/// `host` is NULL or the host's callback table, valid for the call.
 #[doc(hidden)]
-pub fn __entry(
+pub unsafe fn __entry(
     host: *const imhp_host,
     cell: &'static OnceLock<Descriptor>,
     build: impl FnOnce() -> Descriptor,
@@ -486,9 +489,12 @@ macro_rules! export_plugin {
             host: *const $crate::abi::imhp_host,
         ) -> *const $crate::abi::imhp_plugin {
             static DESCRIPTOR: ::std::sync::OnceLock<$crate::Descriptor> = ::std::sync::OnceLock::new();
-            $crate::__entry(host, &DESCRIPTOR, || {
-                $crate::Descriptor::new($name, $version, vec![$($crate::ModelEntry::of::<$model>()),*])
-            })
+            // SAFETY: `host` comes from the imhost host (or is NULL), as `__entry` requires.
+            unsafe {
+                $crate::__entry(host, &DESCRIPTOR, || {
+                    $crate::Descriptor::new($name, $version, vec![$($crate::ModelEntry::of::<$model>()),*])
+                })
+            }
         }
     };
 }

@@ -24,6 +24,7 @@ pub mod geometry;
 pub mod model;
 pub mod ops;
 pub mod perfusion;
+pub mod registry;
 pub mod status;
 pub mod version;
 pub mod view;

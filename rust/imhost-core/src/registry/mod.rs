@@ -312,7 +312,7 @@ pub fn convert(input: &AnyVolumeView<'_>, to: DType) -> Result<AnyVolume> {
             (Some(t), Some(source)) => Some(FrameTimes::new(t.to_vec(), source)?),
             _ => None,
         };
-        Volume::from_parts(data, v.geometry().clone(), times)
+        Volume::from_parts(data, *v.geometry(), times)
     }
     crate::with_view!(input, v => Ok(match to {
         DType::U8 => AnyVolume::U8(typed(v)?),
