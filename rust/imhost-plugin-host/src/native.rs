@@ -11,9 +11,11 @@ use imhost_core::{DType, Error, Geometry, Result};
 use imhost_plugin_abi::*;
 use libloading::Library;
 
-/// A loaded plugin library and what its entry function described. Dropping it calls the
-/// plugin's `unload` (ABI ≥ 1.1) and then closes the library — after every model (which holds
-/// an `Arc` of it) is gone, so no function pointer outlives the code it points to.
+/// A loaded plugin library and what its entry function described. Dropping it (after every
+/// model and instance, which hold an `Arc` of it) calls the plugin's `unload` (ABI ≥ 1.1) but
+/// keeps the code mapped until the process exits: unmapping a library whose threads or
+/// thread-local destructors may still run (Rust's std, C++ runtimes) can crash the host, so
+/// imhost never `dlclose`s a plugin — as Python and Slicer do with their extensions.
 pub struct LoadedPlugin {
     /// The plugin's name.
     pub name: String,
@@ -26,8 +28,7 @@ pub struct LoadedPlugin {
     /// Its models.
     pub models: Vec<ModelDesc>,
     unload: Option<unsafe extern "C" fn()>,
-    // Declared last: dropped after everything else of this struct.
-    _library: Library,
+    _library: std::mem::ManuallyDrop<Library>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -255,7 +256,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin> {
         path: path.to_path_buf(),
         models,
         unload: if minor >= 1 { plugin.unload } else { None },
-        _library: library,
+        _library: std::mem::ManuallyDrop::new(library),
     })
 }
 

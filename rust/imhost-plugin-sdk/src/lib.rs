@@ -26,7 +26,7 @@
 
 use std::ffi::{CStr, CString, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 pub use imhost_plugin_abi as abi;
 use imhost_plugin_abi::*;
@@ -418,8 +418,9 @@ unsafe impl Sync for Descriptor {}
 unsafe impl Send for Descriptor {}
 
 impl Descriptor {
-    /// A descriptor for `models`.
-    pub fn new(name: &str, version: &str, models: Vec<ModelEntry>) -> Self {
+    /// A descriptor for `models`; `unload` is called by the host before it closes the library
+    /// (the macro passes a function that frees this descriptor).
+    pub fn new(name: &str, version: &str, models: Vec<ModelEntry>, unload: Option<unsafe extern "C" fn()>) -> Self {
         let strings = vec![c_string(name), c_string(version)];
         let raw: Vec<imhp_model> = models
             .iter()
@@ -441,7 +442,7 @@ impl Descriptor {
             version: strings[1].as_ptr(),
             n_models: raw.len() as u32,
             models: raw.as_ptr(),
-            unload: None,
+            unload,
         };
         Descriptor { plugin, _models: raw, _strings: strings, _entries: models }
     }
@@ -455,7 +456,7 @@ impl Descriptor {
 #[doc(hidden)]
 pub unsafe fn __entry(
     host: *const imhp_host,
-    cell: &'static OnceLock<Descriptor>,
+    cell: &'static Mutex<Option<Box<Descriptor>>>,
     build: impl FnOnce() -> Descriptor,
 ) -> *const imhp_plugin {
     let mut out: *const imhp_plugin = std::ptr::null();
@@ -469,10 +470,19 @@ pub unsafe fn __entry(
                 )));
             }
         }
-        out = &cell.get_or_init(build).plugin;
+        let mut slot = cell.lock().unwrap_or_else(|e| e.into_inner());
+        // The descriptor lives in a Box: its address stays put until `__unload` drops it.
+        out = &slot.get_or_insert_with(|| Box::new(build())).plugin;
         Ok(())
     });
     if status == IMHP_OK { out } else { std::ptr::null() }
+}
+
+/// The body of the exported unload hook (used by [`export_plugin!`]): frees the descriptor so
+/// that nothing the plugin allocated outlives the library.
+#[doc(hidden)]
+pub fn __unload(cell: &'static Mutex<Option<Box<Descriptor>>>) {
+    let _ = catch_unwind(|| drop(cell.lock().unwrap_or_else(|e| e.into_inner()).take()));
 }
 
 /// Export a plugin: `export_plugin!(name: "acme", version: "1.0.0", models: [A, B]);`
@@ -488,11 +498,14 @@ macro_rules! export_plugin {
         pub unsafe extern "C" fn imhost_plugin_entry(
             host: *const $crate::abi::imhp_host,
         ) -> *const $crate::abi::imhp_plugin {
-            static DESCRIPTOR: ::std::sync::OnceLock<$crate::Descriptor> = ::std::sync::OnceLock::new();
+            static DESCRIPTOR: ::std::sync::Mutex<Option<Box<$crate::Descriptor>>> = ::std::sync::Mutex::new(None);
+            unsafe extern "C" fn unload() {
+                $crate::__unload(&DESCRIPTOR)
+            }
             // SAFETY: `host` comes from the imhost host (or is NULL), as `__entry` requires.
             unsafe {
                 $crate::__entry(host, &DESCRIPTOR, || {
-                    $crate::Descriptor::new($name, $version, vec![$($crate::ModelEntry::of::<$model>()),*])
+                    $crate::Descriptor::new($name, $version, vec![$($crate::ModelEntry::of::<$model>()),*], Some(unload))
                 })
             }
         }
