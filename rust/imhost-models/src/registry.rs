@@ -35,14 +35,7 @@ pub struct RegistryOptions {
 /// Build the registry. Files and folders that fail are recorded in `problems()`; the rest load.
 pub fn open(options: &RegistryOptions) -> Registry {
     let mut registry = Registry::new();
-    for model in core_models() {
-        let model = match (&options.registration, model.manifest().id.strip_prefix("perfusion-")) {
-            (Some(reg), Some(method)) => Arc::new(
-                Perfusion::classical(imhost_core::perfusion::Method::from_name(method).expect("built-in method"))
-                    .with_registration(reg.clone()),
-            ) as Arc<dyn Model>,
-            _ => model,
-        };
+    for model in core_models(options.registration.clone()) {
         registry.add(model).expect("built-in models are valid and unique");
     }
     let discovery = Discovery {

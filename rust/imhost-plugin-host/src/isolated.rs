@@ -244,18 +244,13 @@ fn write_pixels(view: &AnyVolumeView<'_>, out: &mut impl Write) -> std::io::Resu
         let data = v.data();
         let reversed = data.view().reversed_axes();
         match reversed.as_slice() {
-            Some(slice) => out.write_all(bytemuck_bytes(slice)),
+            Some(slice) => out.write_all(imhost_core::dtype::as_bytes(slice)),
             None => {
                 let owned: Vec<_> = reversed.iter().copied().collect();
-                out.write_all(bytemuck_bytes(&owned))
+                out.write_all(imhost_core::dtype::as_bytes(&owned))
             }
         }
     })
-}
-
-fn bytemuck_bytes<T: imhost_core::Voxel>(s: &[T]) -> &[u8] {
-    // Voxel types are bytemuck::Pod.
-    imhost_core::dtype::as_bytes(s)
 }
 
 impl Model for IsolatedModel {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use imhost_core::{DType, Error, ErrorKind, Geometry, Result};
@@ -189,13 +189,9 @@ fn serve(
         }
         Err(e) => {
             for (_, _, _, path, _) in &outputs.files {
-                remove(path);
+                let _ = std::fs::remove_file(path);
             }
             Err(e)
         }
     }
-}
-
-fn remove(path: &Path) {
-    let _ = std::fs::remove_file(path);
 }

@@ -39,7 +39,7 @@ fn plugin_dir(stems: &[&str]) -> tempfile::TempDir {
 fn registry(paths: Vec<PathBuf>, config: &PluginConfig) -> Registry {
     worker();
     let mut r = Registry::new();
-    for m in builtin::core_models() {
+    for m in builtin::core_models(None) {
         r.add(m).unwrap();
     }
     let packages = load_plugins(&mut r, &Discovery::only(paths), config, false);

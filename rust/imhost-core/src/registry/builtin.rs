@@ -220,9 +220,16 @@ fn lesion_labels(core: &Volume<u8>, hypoperfusion: &Volume<u8>) -> Result<Volume
     Ok(out)
 }
 
-/// The core's built-in models: `mip` and the five classical perfusion methods.
-pub fn core_models() -> Vec<Arc<dyn Model>> {
+/// The core's built-in models: `mip` and the five classical perfusion methods, which correct
+/// motion with `registration` when one is given.
+pub fn core_models(registration: Option<Arc<dyn RigidRegistration + Send>>) -> Vec<Arc<dyn Model>> {
     let mut models: Vec<Arc<dyn Model>> = vec![Arc::new(Mip::default())];
-    models.extend(Method::ALL.into_iter().map(|m| Arc::new(Perfusion::classical(m)) as Arc<dyn Model>));
+    models.extend(Method::ALL.into_iter().map(|m| {
+        let p = Perfusion::classical(m);
+        Arc::new(match &registration {
+            Some(r) => p.with_registration(r.clone()),
+            None => p,
+        }) as Arc<dyn Model>
+    }));
     models
 }
