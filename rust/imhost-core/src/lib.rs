@@ -18,6 +18,7 @@ pub mod dtype;
 pub mod error;
 pub mod geometry;
 pub mod io;
+pub mod memory;
 pub mod ops;
 pub mod perfusion;
 pub mod phantom;

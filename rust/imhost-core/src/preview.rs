@@ -134,18 +134,17 @@ impl Canvas {
         }
     }
 
-    /// Encode as PNG and write to `path`.
+    /// Encode as PNG and write to `path` (atomically: a full disk leaves no 0-byte preview).
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let file = std::fs::File::create(path).map_err(|e| Error::from(e).in_file(path))?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.width as u32, self.height as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer =
-            encoder.write_header().map_err(|e| Error::new(crate::ErrorKind::Io, e.to_string()).in_file(path))?;
-        writer
-            .write_image_data(&self.pixels)
-            .map_err(|e| Error::new(crate::ErrorKind::Io, e.to_string()).in_file(path))?;
-        writer.finish().map_err(|e| Error::new(crate::ErrorKind::Io, e.to_string()).in_file(path))
+        let png_error = |e: png::EncodingError| Error::new(crate::ErrorKind::Io, e.to_string());
+        crate::io::output::write_atomically(path, |w| {
+            let mut encoder = png::Encoder::new(w, self.width as u32, self.height as u32);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header().map_err(png_error)?;
+            writer.write_image_data(&self.pixels).map_err(png_error)?;
+            writer.finish().map_err(png_error)
+        })
     }
 }
 

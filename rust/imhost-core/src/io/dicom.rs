@@ -34,7 +34,7 @@ pub struct DicomReadOptions {
 
 impl Default for DicomReadOptions {
     fn default() -> Self {
-        DicomReadOptions { max_bytes: 16 << 30 }
+        DicomReadOptions { max_bytes: crate::memory::available_bytes_or(16 << 30) }
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod dicom;
 pub mod nifti;
+pub mod output;
 
 use std::path::Path;
 

@@ -382,6 +382,8 @@ fn run_typed<T: Voxel>(
     let times: Vec<f64> =
         view.frame_times().ok_or_else(|| Error::invalid_argument("the study has no frame times"))?.to_vec();
     temporal::validate_frame_times(&times, nt)?;
+    // Bounds the resampled grid before any work (see `uniform_grid`).
+    temporal::uniform_grid(&times)?;
     let geometry = *view.geometry();
     let shape = [ni, nj, nk];
     let nvox = ni * nj * nk;
@@ -631,7 +633,7 @@ fn run_typed<T: Voxel>(
     subtract_baseline(&mut curves.data);
     subtract_baseline(&mut vessel_data);
     let uniform = crate::volume::uniform_interval(&times).is_some();
-    let (dt, count) = temporal::uniform_grid(&times);
+    let (dt, count) = temporal::uniform_grid(&times)?;
     let grid: Vec<f64> = (0..count).map(|n| times[0] + n as f64 * dt).collect();
     let resample = |data: Vec<f32>| -> Vec<f32> {
         if uniform {

@@ -55,12 +55,43 @@ pub fn bolus_arrival(curve: &[f64], times: &[f64]) -> BolusArrival {
     BolusArrival { frame: foot, time: times.get(foot).copied().unwrap_or(0.0), baseline_frames: foot.max(1) }
 }
 
+/// The smallest frame interval the pipeline resamples to (10 ms): closer frames are a header
+/// error (CT gantries rotate in about 0.3 s), and would make the grid huge.
+pub const MIN_RESAMPLE_STEP_S: f64 = 0.01;
+
+/// The most samples a resampled curve may have: far above any perfusion protocol (90 frames at
+/// 1 s; 2 h of dynamic PET at 2 s is 3600), far below what would exhaust memory.
+pub const MAX_RESAMPLED_FRAMES: usize = 4096;
+
 /// A uniform grid covering `times`: step = the smallest interval (so no sample is lost).
-pub fn uniform_grid(times: &[f64]) -> (f64, usize) {
-    let step = times.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min);
+/// Refused (an error naming the frames) when frames are under [`MIN_RESAMPLE_STEP_S`] apart or the
+/// grid would hold more than [`MAX_RESAMPLED_FRAMES`] samples: frame times from a sidecar or DICOM
+/// header must not decide how much memory the pipeline asks for.
+pub fn uniform_grid(times: &[f64]) -> Result<(f64, usize)> {
+    if times.len() < 2 {
+        return Err(Error::invalid_argument("a time series needs at least two frame times"));
+    }
+    let (at, step) = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .enumerate()
+        .fold((0, f64::INFINITY), |best, (n, d)| if d < best.1 { (n, d) } else { best });
+    if !(step >= MIN_RESAMPLE_STEP_S) {
+        return Err(Error::invalid_argument(format!(
+            "frames {at} and {} are {step:e} s apart (at {} s and {} s); frames closer than {MIN_RESAMPLE_STEP_S} s are not a CT perfusion series — check the frame times",
+            at + 1,
+            times[at],
+            times[at + 1]
+        )));
+    }
     let span = times[times.len() - 1] - times[0];
-    let count = (span / step + 1e-6).floor() as usize + 1;
-    (step, count)
+    let samples = (span / step + 1e-6).floor() + 1.0;
+    if !(samples <= MAX_RESAMPLED_FRAMES as f64) {
+        return Err(Error::invalid_argument(format!(
+            "frame times span {span:e} s with a smallest interval of {step} s: a uniform grid would need {samples:e} samples (at most {MAX_RESAMPLED_FRAMES}) — check the frame times"
+        )));
+    }
+    Ok((step, samples as usize))
 }
 
 /// Linear interpolation of `(times, values)` at `t0 + n·step`, `n < count`.
@@ -125,10 +156,30 @@ mod tests {
     }
 
     #[test]
+    fn frame_times_cannot_ask_for_a_huge_grid() {
+        // A sidecar ending in 1e300, a last time of 1e12, a 1e-7 s step, DICOM times 1 µs apart.
+        let mut times: Vec<f64> = (0..30).map(f64::from).collect();
+        for (last, words) in [(1e300, "samples"), (1e12, "samples")] {
+            *times.last_mut().unwrap() = last;
+            let e = uniform_grid(&times).unwrap_err();
+            assert!(e.message().contains(words) && e.message().contains("at most 4096"), "{e}");
+        }
+        let tiny: Vec<f64> = (0..30).map(|n| n as f64 * 1e-7).collect();
+        assert!(uniform_grid(&tiny).unwrap_err().message().contains("not a CT perfusion series"));
+        let mut close: Vec<f64> = (0..30).map(f64::from).collect();
+        close[5] = 4.000001;
+        let e = uniform_grid(&close).unwrap_err();
+        assert!(e.message().contains("frames 4 and 5"), "{e}");
+        // A real protocol passes: 40 frames at 1 s then 2 s sampling.
+        let protocol: Vec<f64> = (0..40).map(f64::from).chain((0..15).map(|n| 40.0 + 2.0 * n as f64)).collect();
+        assert_eq!(uniform_grid(&protocol).unwrap(), (1.0, 69));
+    }
+
+    #[test]
     fn resampling_is_exact_on_lines() {
         let times = [0.0, 1.0, 3.0, 4.0, 8.0];
         let values: Vec<f32> = times.iter().map(|t| (2.0 * t + 1.0) as f32).collect();
-        let (step, count) = uniform_grid(&times);
+        let (step, count) = uniform_grid(&times).unwrap();
         assert_eq!((step, count), (1.0, 9));
         let mut out = vec![0.0; count];
         resample_linear(&times, &values, 0.0, step, count, &mut out);

@@ -231,6 +231,43 @@ pub fn serialize_nifti2(h: &Header) -> Vec<u8> {
     w.bytes
 }
 
+/// The 348 bytes of a NIfTI-1 single-file (`n+1`) header for `h`, in `h.endian` byte order. The
+/// fields the format has and imhost does not use (intent, slice timing, display range, `aux_file`)
+/// are zero, as nibabel writes them.
+pub fn serialize_nifti1(h: &Header) -> Vec<u8> {
+    let mut w = FieldWriter { bytes: vec![0u8; NIFTI1_HEADER_SIZE], endian: h.endian };
+    w.i32(0, NIFTI1_HEADER_SIZE as i32);
+    for (i, d) in h.dim.iter().enumerate() {
+        w.i16(40 + 2 * i, *d as i16);
+    }
+    w.i16(70, h.datatype);
+    w.i16(72, h.bitpix);
+    for (i, p) in h.pixdim.iter().enumerate() {
+        w.f32(76 + 4 * i, *p as f32);
+    }
+    w.f32(108, h.vox_offset as f32);
+    w.f32(112, h.scl_slope as f32);
+    w.f32(116, h.scl_inter as f32);
+    w.bytes[123] = h.xyzt_units;
+    w.f32(136, h.toffset as f32);
+    let descrip = h.descrip.as_bytes();
+    let n = descrip.len().min(79);
+    w.bytes[148..148 + n].copy_from_slice(&descrip[..n]);
+    w.i16(252, h.qform_code as i16);
+    w.i16(254, h.sform_code as i16);
+    for i in 0..3 {
+        w.f32(256 + 4 * i, h.quatern[i] as f32);
+        w.f32(268 + 4 * i, h.qoffset[i] as f32);
+    }
+    for (row, values) in h.srow.iter().enumerate() {
+        for (c, v) in values.iter().enumerate() {
+            w.f32(280 + 16 * row + 4 * c, *v as f32);
+        }
+    }
+    w.bytes[344..348].copy_from_slice(b"n+1\0");
+    w.bytes
+}
+
 struct Fields<'a> {
     bytes: &'a [u8],
     endian: Endian,
@@ -276,6 +313,7 @@ impl FieldWriter {
     field_writer!(i16, i16, 2);
     field_writer!(i32, i32, 4);
     field_writer!(i64, i64, 8);
+    field_writer!(f32, f32, 4);
     field_writer!(f64, f64, 8);
 }
 

@@ -26,7 +26,9 @@ use crate::volume::{AnyVolume, FrameTimes, TimeSource, Volume};
 #[non_exhaustive]
 pub struct ReadOptions {
     /// Refuse files whose voxels (after any conversion) would need more bytes than this.
-    /// Default: the memory available now (`MemAvailable`), or 16 GiB where that is unknown.
+    /// Default: what this process may still allocate now ([`crate::memory::budget`]: the least
+    /// of `MemAvailable`, `RLIMIT_AS`/`RLIMIT_DATA` headroom and the cgroup's), or 16 GiB where
+    /// none is known.
     pub max_bytes: u64,
     /// Look for a JSON sidecar with `"FrameTimes"` next to the file. Default: true.
     pub use_sidecar: bool,
@@ -34,7 +36,7 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions { max_bytes: available_memory().unwrap_or(16 << 30), use_sidecar: true }
+        ReadOptions { max_bytes: crate::memory::available_bytes_or(16 << 30), use_sidecar: true }
     }
 }
 
@@ -91,7 +93,7 @@ fn read_nifti_inner(path: &Path, options: &ReadOptions) -> Result<(AnyVolume, Ni
     let needed = layout.data_bytes.saturating_add(converted_bytes);
     if needed > options.max_bytes {
         return Err(Error::too_large(format!(
-            "image of {:?} voxels needs {} MiB, more than the {} MiB allowed",
+            "image of {:?} voxels needs {} MiB, more than the {} MiB this process may allocate",
             layout.shape,
             needed >> 20,
             options.max_bytes >> 20
@@ -304,10 +306,14 @@ fn read_stored<S: Pod>(source: Raw<'_>, layout: &Layout) -> Result<Vec<S>> {
         }
         Raw::Stream(stream) => {
             let chunk = ((64usize << 20) / size_of::<S>().max(1)).max(1);
-            let mut data: Vec<S> = Vec::with_capacity(count.min(chunk));
+            let mut data: Vec<S> = Vec::new();
             while data.len() < count {
                 let start = data.len();
                 let end = (start + chunk).min(count);
+                // Growth that the system refuses is an error, not an abort.
+                data.try_reserve(end - start).map_err(|_| {
+                    Error::too_large(format!("out of memory after {} MiB of voxels", (start * size_of::<S>()) >> 20))
+                })?;
                 data.resize(end, S::zeroed());
                 stream.read_exact(bytemuck::cast_slice_mut(&mut data[start..end])).map_err(|_| truncated(start))?;
             }
@@ -356,10 +362,7 @@ impl SwapBytes for f64 {
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo`, where there is one.
+/// What this process may still allocate ([`crate::memory::budget`]), where known.
 pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::memory::budget().map(|b| b.bytes)
 }

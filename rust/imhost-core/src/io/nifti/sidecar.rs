@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
+/// Sidecars are small; a larger one is refused rather than read.
+pub const MAX_SIDECAR_BYTES: u64 = 16 << 20;
+
 /// The sidecar path of an image path: `.nii`/`.nii.gz` replaced by `.json`.
 pub fn sidecar_path(image: &Path) -> PathBuf {
     let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -21,8 +24,11 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
 /// Frame times from the sidecar of `image`, `None` if there is no sidecar or it has no times.
 pub fn read_frame_times(image: &Path) -> Result<Option<Vec<f64>>> {
     let path = sidecar_path(image);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let text = match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() > MAX_SIDECAR_BYTES => {
+            return Err(Error::too_large(format!("sidecar is over {} MiB", MAX_SIDECAR_BYTES >> 20)).in_file(&path));
+        }
+        Ok(_) => std::fs::read_to_string(&path).map_err(|e| Error::from(e).in_file(&path))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::from(e).in_file(&path)),
     };
@@ -41,19 +47,18 @@ pub fn read_frame_times(image: &Path) -> Result<Option<Vec<f64>>> {
 /// Write `times` as `"FrameTimes"` into the sidecar of `image`, keeping other keys.
 pub fn write_frame_times(image: &Path, times: &[f64]) -> Result<()> {
     let path = sidecar_path(image);
-    let mut object = match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str::<Value>(&text) {
+    let mut object = match crate::io::output::read_existing(&path, MAX_SIDECAR_BYTES)? {
+        Some(text) => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => map,
             _ => {
                 return Err(Error::format("existing sidecar is not a JSON object; not overwriting it").in_file(&path));
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-        Err(e) => return Err(Error::from(e).in_file(&path)),
+        None => Map::new(),
     };
     object.insert("FrameTimes".into(), Value::from(times.to_vec()));
     let text = serde_json::to_string_pretty(&Value::Object(object)).map_err(|e| Error::internal(e.to_string()))?;
-    super::write::write_file_atomically(&path, |w| w.write_all(text.as_bytes()).map_err(Error::from))
+    crate::io::output::write_text(&path, &text)
 }
 
 #[cfg(test)]

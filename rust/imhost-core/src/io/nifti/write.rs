@@ -1,19 +1,18 @@
 //! Writing volumes as `.nii` / `.nii.gz`.
 //!
-//! NIfTI-1 files are written by the `nifti` crate from a reference header built here; NIfTI-2
-//! (chosen automatically when an axis exceeds NIfTI-1's 32767 voxels) by this module. Both carry
+//! Headers are serialised here for both versions (NIfTI-2 is chosen automatically when an axis
+//! exceeds NIfTI-1's 32767 voxels), into the writer of an atomic write. Both carry
 //! the geometry twice, as the NIfTI standard recommends: an sform (exact, may hold shear) and a
 //! qform (the nearest rotation), both with code 1 (scanner anatomical). Frame times go to
 //! `pixdim[4]` and `toffset` in seconds; non-uniform times additionally go to a JSON sidecar.
 //!
-//! Every file is written under a temporary name in the destination folder and renamed into place
-//! once complete, so a failed or interrupted write never leaves a half-written file under the
-//! final name, and never destroys the previous file.
+//! Every file is written through [`crate::io::output::write_atomically`]: under an unpredictable
+//! temporary name created with `O_EXCL` in the destination folder, renamed into place once
+//! complete, so a failed or interrupted write never leaves a half-written file under the final
+//! name, never destroys the previous file and never writes through a planted link.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Write;
+use std::path::Path;
 
 use ndarray::{ArrayView4, Axis};
 
@@ -21,6 +20,7 @@ use super::header::{self, Endian, Header, NiftiVersion, datatype, units};
 use super::sidecar;
 use crate::dtype::{DType, Voxel};
 use crate::error::{Error, Result};
+use crate::io::output::write_atomically;
 use crate::volume::{AnyVolume, VolumeView, uniform_interval};
 use crate::with_volume;
 
@@ -86,19 +86,25 @@ fn write_inner<T: Voxel>(view: &VolumeView<'_, T>, path: &Path, options: &WriteO
     let header = build_header(view, version, options)?;
 
     let level = flate2::Compression::new(options.compression_level);
-    match version {
-        NiftiVersion::Nifti1 => write_atomically(path, |temp| write_nifti1(view, &header, temp, compressed, level))?,
-        NiftiVersion::Nifti2 => write_file_atomically(path, |w| {
-            if compressed {
-                let mut gz = flate2::write::GzEncoder::new(w, level);
-                write_nifti2(view, &header, &mut gz)?;
-                gz.finish()?;
-                Ok(())
-            } else {
-                write_nifti2(view, &header, w)
-            }
-        })?,
-    }
+    let serialized = match version {
+        NiftiVersion::Nifti1 => header::serialize_nifti1(&header),
+        NiftiVersion::Nifti2 => header::serialize_nifti2(&header),
+    };
+    write_atomically(path, |w| {
+        let body = |w: &mut dyn Write| -> Result<()> {
+            w.write_all(&serialized)?;
+            w.write_all(&[0u8; 4])?; // no extensions
+            write_voxels(view.data(), header.endian, w)
+        };
+        if compressed {
+            let mut gz = flate2::write::GzEncoder::new(w, level);
+            body(&mut gz)?;
+            gz.finish()?;
+            Ok(())
+        } else {
+            body(w)
+        }
+    })?;
 
     if let Some(times) = view.frame_times() {
         let sidecar = sidecar::sidecar_path(path);
@@ -109,14 +115,14 @@ fn write_inner<T: Voxel>(view: &VolumeView<'_, T>, path: &Path, options: &WriteO
     Ok(())
 }
 
-fn nifti_datatype(dtype: DType) -> (i16, nifti::NiftiType) {
+fn nifti_datatype(dtype: DType) -> i16 {
     match dtype {
-        DType::U8 => (datatype::UINT8, nifti::NiftiType::Uint8),
-        DType::I16 => (datatype::INT16, nifti::NiftiType::Int16),
-        DType::U16 => (datatype::UINT16, nifti::NiftiType::Uint16),
-        DType::I32 => (datatype::INT32, nifti::NiftiType::Int32),
-        DType::F32 => (datatype::FLOAT32, nifti::NiftiType::Float32),
-        DType::F64 => (datatype::FLOAT64, nifti::NiftiType::Float64),
+        DType::U8 => datatype::UINT8,
+        DType::I16 => datatype::INT16,
+        DType::U16 => datatype::UINT16,
+        DType::I32 => datatype::INT32,
+        DType::F32 => datatype::FLOAT32,
+        DType::F64 => datatype::FLOAT64,
     }
 }
 
@@ -135,7 +141,7 @@ fn build_header<T: Voxel>(view: &VolumeView<'_, T>, version: NiftiVersion, optio
         }
         None => (0.0, 0.0),
     };
-    let (code, _) = nifti_datatype(T::DTYPE);
+    let code = nifti_datatype(T::DTYPE);
     Ok(Header {
         version,
         endian: options.endian,
@@ -171,58 +177,6 @@ fn median_interval(times: &[f64]) -> f64 {
     d.get(d.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn write_nifti1<T: Voxel>(
-    view: &VolumeView<'_, T>,
-    h: &Header,
-    target: &Path,
-    compressed: bool,
-    level: flate2::Compression,
-) -> Result<()> {
-    let mut reference = nifti::NiftiHeader {
-        dim: h.dim.map(|d| d as u16),
-        pixdim: h.pixdim.map(|p| p as f32),
-        toffset: h.toffset as f32,
-        xyzt_units: h.xyzt_units,
-        qform_code: h.qform_code as i16,
-        sform_code: h.sform_code as i16,
-        quatern_b: h.quatern[0] as f32,
-        quatern_c: h.quatern[1] as f32,
-        quatern_d: h.quatern[2] as f32,
-        quatern_x: h.qoffset[0] as f32,
-        quatern_y: h.qoffset[1] as f32,
-        quatern_z: h.qoffset[2] as f32,
-        srow_x: h.srow[0].map(|v| v as f32),
-        srow_y: h.srow[1].map(|v| v as f32),
-        srow_z: h.srow[2].map(|v| v as f32),
-        endianness: match h.endian {
-            Endian::Little => nifti::Endianness::Little,
-            Endian::Big => nifti::Endianness::Big,
-        },
-        ..nifti::NiftiHeader::default()
-    };
-    let mut descrip = h.descrip.as_bytes().to_vec();
-    descrip.truncate(79);
-    reference.set_description(descrip).map_err(|e| Error::internal(e.to_string()))?;
-
-    let (_, nifti_type) = nifti_datatype(T::DTYPE);
-    // `target` ends in .nii or .nii.gz with a dot-free stem, which the crate keeps as it is.
-    let options = nifti::writer::WriterOptions::new(target).reference_header(&reference);
-    let options = if compressed { options.compression_level(level) } else { options.compress(false) };
-    let data = view.data();
-    let result = if view.is_4d() {
-        options.write_nifti_with_type(data, nifti_type)
-    } else {
-        options.write_nifti_with_type(&data.index_axis(Axis(3), 0), nifti_type)
-    };
-    result.map_err(|e| Error::new(crate::ErrorKind::Io, format!("NIfTI-1 writer failed: {e}")))
-}
-
-fn write_nifti2<T: Voxel>(view: &VolumeView<'_, T>, h: &Header, w: &mut dyn Write) -> Result<()> {
-    w.write_all(&header::serialize_nifti2(h))?;
-    w.write_all(&[0u8; 4])?; // no extensions
-    write_voxels(view.data(), h.endian, w)
-}
-
 /// Voxels in NIfTI order (`i` fastest), in the requested byte order.
 fn write_voxels<T: Voxel>(data: &ArrayView4<'_, T>, endian: Endian, w: &mut dyn Write) -> Result<()> {
     let swap = endian != Endian::native();
@@ -244,43 +198,4 @@ fn write_voxels<T: Voxel>(data: &ArrayView4<'_, T>, endian: Endian, w: &mut dyn 
         }
     }
     Ok(())
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Let `write` create a temporary file next to `path` (at the path it is given, which keeps the
-/// `.nii`, `.nii.gz` or `.json` ending), then flush it to disk and rename it onto `path`. On
-/// failure the temporary file is removed and `path` is left as it was.
-pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::new(crate::ErrorKind::Io, format!("folder '{}' does not exist", dir.display())));
-    }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let ending = [".nii.gz", ".nii", ".json"].into_iter().find(|e| name.ends_with(e)).unwrap_or("");
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!(".imhost-partial-{}-{n}{ending}", std::process::id()));
-    let result = (|| {
-        write(&temp)?;
-        File::open(&temp)?.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
-
-/// [`write_atomically`] for writers that stream into a buffered file.
-pub(crate) fn write_file_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    write_atomically(path, |temp| {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(temp)?);
-        write(&mut out)?;
-        out.flush()?;
-        Ok(())
-    })
 }
