@@ -49,17 +49,30 @@ pub struct RunControl<'a> {
     progress: Option<&'a ProgressFn<'a>>,
     cancel: Option<&'a CancelToken>,
     range: (f64, f64),
+    time_limit: Option<std::time::Duration>,
 }
 
 impl<'a> RunControl<'a> {
     /// No progress reporting and no cancellation.
     pub fn none() -> Self {
-        RunControl { progress: None, cancel: None, range: (0.0, 1.0) }
+        RunControl { progress: None, cancel: None, range: (0.0, 1.0), time_limit: None }
     }
 
     /// A control with an optional progress callback and an optional cancel token.
     pub fn new(progress: Option<&'a ProgressFn<'a>>, cancel: Option<&'a CancelToken>) -> Self {
-        RunControl { progress, cancel, range: (0.0, 1.0) }
+        RunControl { progress, cancel, range: (0.0, 1.0), time_limit: None }
+    }
+
+    /// The same control with a time limit for the run. Models that run in a worker process
+    /// (isolated plugins) stop it and fail with [`crate::ErrorKind::TimedOut`] once it passes;
+    /// without one they use their manifest's `limits.timeout_s`.
+    pub fn with_time_limit(self, limit: Option<std::time::Duration>) -> Self {
+        RunControl { time_limit: limit, ..self }
+    }
+
+    /// The run's time limit, if the caller set one.
+    pub fn time_limit(&self) -> Option<std::time::Duration> {
+        self.time_limit
     }
 
     /// A control for one stage of a pipeline that occupies `range` of the overall progress:

@@ -30,6 +30,11 @@ pub enum ErrorKind {
     Internal,
     /// The model runtime failed: LibTorch reported an error, or the requested device is missing.
     Model,
+    /// A run took longer than its time limit and was stopped (an isolated worker is killed).
+    TimedOut,
+    /// A file or folder fails the trust rules for code and weights (writable by others, owned
+    /// by another user, a link to such a file, under a folder others can swap).
+    Untrusted,
 }
 
 impl ErrorKind {
@@ -47,6 +52,8 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
             ErrorKind::Model => "model",
+            ErrorKind::TimedOut => "timed_out",
+            ErrorKind::Untrusted => "untrusted",
         }
     }
 }
@@ -135,6 +142,15 @@ impl Error {
     /// Shorthand for [`ErrorKind::Model`].
     pub fn model(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Model, message)
+    }
+
+    /// Shorthand for [`ErrorKind::TimedOut`].
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::TimedOut, message)
+    }
+    /// Shorthand for [`ErrorKind::Untrusted`].
+    pub fn untrusted(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Untrusted, message)
     }
 
     /// Shorthand for [`ErrorKind::Internal`].

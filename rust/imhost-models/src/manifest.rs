@@ -113,15 +113,13 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Read and check `dir/manifest.json` (not the weights).
+    /// Read and check `dir/manifest.json` (not the weights). The folder, every folder above it
+    /// and the file pass the trust rules (`imhost_plugin_host::trust`: not writable by others,
+    /// owned by you or root), checked on the descriptors that are read.
     pub fn read(dir: &Path) -> Result<Self> {
+        let (_, bytes) = read_trusted(dir, FILE_NAME, MAX_MANIFEST_BYTES)?;
         let path = dir.join(FILE_NAME);
-        let meta = std::fs::metadata(&path).map_err(|e| Error::from(e).in_file(&path))?;
-        if meta.len() > MAX_MANIFEST_BYTES {
-            return Err(Error::too_large(format!("{} is over 1 MiB", path.display())));
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::from(e).in_file(&path))?;
-        let m: Manifest = serde_json::from_str(&text)
+        let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::format(format!("{}: not a valid model manifest: {e}", path.display())))?;
         m.check().map_err(|e| e.context(path.display()))?;
         Ok(m)
@@ -173,10 +171,12 @@ impl Manifest {
         dir.join(&self.weights.file)
     }
 
-    /// Verify the weights file against the manifest's sha256.
-    pub fn verify_weights(&self, dir: &Path) -> Result<PathBuf> {
-        let path = self.weights_path(dir);
-        let found = sha256_file(&path)?;
+    /// Read the weights file (trusted, see [`Manifest::read`]) and verify it against the
+    /// manifest's sha256; the bytes returned are the ones verified, so nothing can change them
+    /// between the check and the load.
+    pub fn read_weights(&self, dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
+        let (path, bytes) = read_trusted(dir, &self.weights.file, imhost_core::memory::available_bytes_or(u64::MAX))?;
+        let found = sha256_hex(&bytes);
         if !found.eq_ignore_ascii_case(&self.weights.sha256) {
             return Err(Error::format(format!(
                 "{}: sha256 {found} does not match the manifest's {}: the weights are corrupt or were replaced",
@@ -184,8 +184,26 @@ impl Manifest {
                 self.weights.sha256
             )));
         }
-        Ok(path)
+        Ok((path, bytes))
     }
+}
+
+/// Read `name` in the folder `dir` after the trust checks (folder, folders above, file), at most
+/// `max` bytes. Refusals are [`imhost_core::ErrorKind::Untrusted`] errors naming the file.
+pub fn read_trusted(dir: &Path, name: &str, max: u64) -> Result<(PathBuf, Vec<u8>)> {
+    use imhost_plugin_host::trust::TrustedDir;
+    let refusal = |m: String| {
+        if m.starts_with("refused") { Error::untrusted(m) } else { Error::new(imhost_core::ErrorKind::Io, m) }
+    };
+    let folder = TrustedDir::open(dir).map_err(refusal)?;
+    let file = folder.open_file(name).map_err(refusal)?;
+    let bytes = file.read_all(max).map_err(Error::too_large)?;
+    Ok((file.path, bytes))
+}
+
+/// Lower-case hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lower-case hex sha256 of a file.

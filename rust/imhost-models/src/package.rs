@@ -65,8 +65,9 @@ impl std::fmt::Debug for PerfusionModel {
     }
 }
 
-/// Build the U-Net of `manifest` on `device` and load `weights` into it.
-fn load_unet(manifest: &Manifest, weights: &Path, device: Device, kind: Kind) -> Result<Net> {
+/// Build the U-Net of `manifest` on `device` and load `weights` (the verified bytes of its
+/// `.safetensors` file, read from `path`) into it.
+fn load_unet(manifest: &Manifest, path: &Path, weights: &[u8], device: Device, kind: Kind) -> Result<Net> {
     let config: Config = serde_json::from_value(manifest.architecture.config.clone().unwrap_or_default())
         .map_err(|e| Error::format(format!("architecture.config of {}: {e}", manifest.id)))?;
     if config.time_points != manifest.inputs.spec.time_points || config.outputs != manifest.outputs.len() {
@@ -80,9 +81,26 @@ fn load_unet(manifest: &Manifest, weights: &Path, device: Device, kind: Kind) ->
     }
     let mut vs = nn::VarStore::new(device);
     let net = PerfusionUNet::new(&vs.root(), &config)?;
-    vs.load(weights).model().map_err(|e| e.context(weights.display()))?;
+    load_safetensors(&vs, weights).map_err(|e| e.context(path.display()))?;
     vs.set_kind(kind);
     Ok(Net::UNet { net: Box::new(net), _vs: vs })
+}
+
+/// Copy the tensors of a `.safetensors` file (in memory) into every variable of `vs`; a missing
+/// or misshapen tensor is an error naming it.
+pub fn load_safetensors(vs: &nn::VarStore, bytes: &[u8]) -> Result<()> {
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::format(format!("not a valid .safetensors file: {e}")))?;
+    let tensors: std::collections::HashMap<String, Tensor> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| Tensor::try_from(view).model().map(|t| (name, t)))
+        .collect::<Result<_>>()?;
+    for (name, mut var) in vs.variables() {
+        let src = tensors.get(&name).ok_or_else(|| Error::format(format!("the weights have no tensor '{name}'")))?;
+        tch::no_grad(|| var.f_copy_(src)).model().map_err(|e| e.context(format!("tensor '{name}'")))?;
+    }
+    Ok(())
 }
 
 impl PerfusionModel {
@@ -96,17 +114,18 @@ impl PerfusionModel {
                 manifest.task
             )));
         }
-        let weights = manifest.verify_weights(dir)?;
+        let (weights_path, weights) = manifest.read_weights(dir)?;
         let device = runtime::choose_device(options.device.as_deref())?;
         if !options.allow_half_on_cpu {
             runtime::check_precision(device, options.precision)?;
         }
         let kind = options.precision.kind();
         let net = match manifest.architecture.name.as_str() {
-            "perfusion-unet" => load_unet(&manifest, &weights, device, kind)?,
+            "perfusion-unet" => load_unet(&manifest, &weights_path, &weights, device, kind)?,
             "torchscript" => {
-                let mut m =
-                    tch::CModule::load_on_device(&weights, device).model().map_err(|e| e.context(weights.display()))?;
+                let mut m = tch::CModule::load_data_on_device(&mut std::io::Cursor::new(&weights), device)
+                    .model()
+                    .map_err(|e| e.context(weights_path.display()))?;
                 m.f_set_eval().model()?;
                 m.to(device, kind, false);
                 Net::Script(m)

@@ -61,10 +61,8 @@ pub fn open(options: &RegistryOptions) -> Registry {
 /// A model folder: a TorchScript package (`imhost-manifest/1` + runtime) or a perfusion map
 /// model folder (`imhost-model/1`, registered as `perfusion-cnn`).
 fn open_package(dir: &Path, options: &RegistryOptions) -> Result<Arc<dyn Model>> {
-    imhost_plugin_host::discover::check_permissions(dir).map_err(Error::format)?;
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::from(e).in_file(&path))?;
-    let value: Value = serde_json::from_str(&text)
+    let (path, bytes) = crate::manifest::read_trusted(dir, "manifest.json", 1 << 20)?;
+    let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::format(format!("{}: invalid manifest JSON: {e}", path.display())))?;
     match value["format"].as_str() {
         Some(imhost_core::registry::MANIFEST_FORMAT) => {

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tch::{Device, Kind, Tensor};
 
-use crate::manifest::sha256_file;
+use crate::manifest::{read_trusted, sha256_hex};
 use crate::runtime::{self, OrModel};
 
 /// The `runtime` section of a package manifest.
@@ -118,8 +118,8 @@ impl TorchScriptPackage {
     /// Read and check `dir/manifest.json` (manifest, runtime section, postprocessing against
     /// the outputs); the weights are verified and loaded at the first run.
     pub fn open(dir: &Path, device: Option<String>) -> Result<Self> {
-        let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::from(e).in_file(&path))?;
+        let (path, bytes) = read_trusted(dir, "manifest.json", 1 << 20)?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::format("manifest.json is not UTF-8").in_file(&path))?;
         let mut manifest = Manifest::from_json(&text).map_err(|e| e.in_file(&path))?;
         let runtime =
             manifest.extra.get("runtime").cloned().ok_or_else(|| {
@@ -163,8 +163,9 @@ impl TorchScriptPackage {
     }
 
     fn load(&self) -> Result<(tch::CModule, Device)> {
-        let file = self.dir.join(&self.spec.file);
-        let actual = sha256_file(&file)?;
+        let (file, bytes) =
+            read_trusted(&self.dir, &self.spec.file, imhost_core::memory::available_bytes_or(u64::MAX))?;
+        let actual = sha256_hex(&bytes);
         if !actual.eq_ignore_ascii_case(&self.spec.sha256) {
             return Err(Error::format(format!(
                 "{}: sha256 {actual} differs from the manifest's {}; the file was changed or damaged",
@@ -173,7 +174,9 @@ impl TorchScriptPackage {
             )));
         }
         let device = runtime::choose_device(self.device.as_deref())?;
-        let mut m = tch::CModule::load_on_device(&file, device).model().map_err(|e| e.context(file.display()))?;
+        let mut m = tch::CModule::load_data_on_device(&mut std::io::Cursor::new(&bytes), device)
+            .model()
+            .map_err(|e| e.context(file.display()))?;
         m.f_set_eval().model()?;
         Ok((m, device))
     }

@@ -107,3 +107,60 @@ fn torchscript_package_with_changed_weights_is_refused() {
     assert!(r.get("test.no-runtime").is_none());
     assert!(r.problems()[0].message.contains("needs a \"runtime\" section"), "{:?}", r.problems());
 }
+
+#[test]
+fn package_files_writable_by_others_are_refused_each_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let src = root().join("tests/fixtures/packages/ts-lesion");
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("ts-lesion");
+    std::fs::create_dir(&pkg).unwrap();
+    mode(&pkg, 0o755);
+    for f in ["manifest.json", "model.pt"] {
+        std::fs::copy(src.join(f), pkg.join(f)).unwrap();
+        mode(&pkg.join(f), 0o644);
+    }
+    let x = block_image();
+    let run = |r: &imhost_core::registry::Registry| {
+        r.run("test.ts-lesion", &[x.view().into()], &Map::new(), &RunControl::none()).map(|_| ())
+    };
+    assert!(run(&open(&options(vec![pkg.clone()]))).is_ok(), "the package as shipped runs");
+    // Weights anyone may replace: the run is refused (the check is on the file read, at load).
+    mode(&pkg.join("model.pt"), 0o666);
+    let e = run(&open(&options(vec![pkg.clone()]))).unwrap_err();
+    assert_eq!(e.kind(), imhost_core::ErrorKind::Untrusted, "{e}");
+    assert!(e.message().contains("model.pt") && e.message().contains("writable by every user"), "{e}");
+    mode(&pkg.join("model.pt"), 0o644);
+    // A group-writable manifest: the package is not listed, with the reason.
+    mode(&pkg.join("manifest.json"), 0o664);
+    let r = open(&options(vec![pkg.clone()]));
+    assert!(r.get("test.ts-lesion").is_none());
+    assert!(
+        r.problems().iter().any(|p| p.message.contains("manifest.json") && p.message.contains("its group")),
+        "{:?}",
+        r.problems()
+    );
+    mode(&pkg.join("manifest.json"), 0o644);
+    // Weights that are a link to a writable file elsewhere: refused as well.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    mode(&elsewhere, 0o777);
+    std::fs::rename(pkg.join("model.pt"), elsewhere.join("model.pt")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("model.pt"), pkg.join("model.pt")).unwrap();
+    let e = run(&open(&options(vec![pkg.clone()]))).unwrap_err();
+    assert_eq!(e.kind(), imhost_core::ErrorKind::Untrusted, "{e}");
+    // The perfusion CNN folder follows the same rules.
+    let cnn = dir.path().join("cnn");
+    std::fs::create_dir(&cnn).unwrap();
+    mode(&cnn, 0o755);
+    for f in ["manifest.json", "model.safetensors"] {
+        std::fs::copy(root().join("models/perfusion-cnn").join(f), cnn.join(f)).unwrap();
+        mode(&cnn.join(f), 0o644);
+    }
+    assert!(imhost_models::Manifest::read(&cnn).is_ok());
+    mode(&cnn.join("model.safetensors"), 0o646);
+    let opts = imhost_models::LoadOptions::new(Some("cpu".into()), imhost_models::Precision::F32);
+    let e = imhost_models::PerfusionModel::load(&cnn, &opts).unwrap_err();
+    assert_eq!(e.kind(), imhost_core::ErrorKind::Untrusted, "{e}");
+}

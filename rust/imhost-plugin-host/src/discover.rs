@@ -6,9 +6,12 @@
 //! a model package folder (holding `manifest.json`), or a folder scanned one level deep for
 //! both. The same file reached twice is loaded once.
 //!
-//! Permissions: a plugin file, a package folder or the folder holding either must not be
-//! writable by group or others, and must belong to the current user or root — on a shared
-//! workstation nobody else may drop a library into a folder Slicer loads from.
+//! Permissions: [`crate::trust`] — a plugin file, a package folder or the folder holding either
+//! must not be writable by group or others and must belong to the current user or root, and no
+//! folder above them may let another user swap them (writable without the sticky bit) — on a
+//! shared workstation nobody else may drop a library into a folder Slicer loads from. Relative
+//! entries in `IMHOST_PLUGIN_PATH` are refused: they would load from whatever folder the host
+//! happens to run in.
 
 use std::path::{Path, PathBuf};
 
@@ -57,10 +60,23 @@ impl Discovery {
     /// The candidates found, and the paths that could not be used (with why).
     pub fn find(&self) -> (Vec<Candidate>, Vec<(PathBuf, String)>) {
         let mut sources: Vec<PathBuf> = self.paths.clone();
+        let (mut found, mut problems) = (Vec::new(), Vec::new());
         if self.use_env
             && let Some(list) = std::env::var_os("IMHOST_PLUGIN_PATH")
         {
-            sources.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
+            for entry in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {
+                if entry.is_absolute() {
+                    sources.push(entry);
+                } else {
+                    problems.push((
+                        entry.clone(),
+                        format!(
+                            "refused: IMHOST_PLUGIN_PATH entry {:?} is relative, so it would load plugins from whatever folder the host runs in; give an absolute path",
+                            entry.display().to_string()
+                        ),
+                    ));
+                }
+            }
         }
         if self.use_user_dir
             && let Some(dir) = user_plugin_dir()
@@ -68,7 +84,6 @@ impl Discovery {
         {
             sources.push(dir);
         }
-        let (mut found, mut problems) = (Vec::new(), Vec::new());
         for source in sources {
             if is_package(&source) || is_library(&source) {
                 push(&mut found, &source);
@@ -119,34 +134,17 @@ pub fn user_plugin_dir() -> Option<PathBuf> {
     Some(data.join("imhost/plugins"))
 }
 
-/// Refuse a plugin file or package folder that someone else could have changed: it, or the
-/// folder it lies in, is writable by group or others, or belongs to another user (root aside).
-pub fn check_permissions(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    for (what, p) in [("file", path), ("folder", parent)] {
-        let meta = std::fs::metadata(p).map_err(|e| format!("cannot check the permissions of {}: {e}", p.display()))?;
-        let mode = meta.mode();
-        if mode & 0o002 != 0 || mode & 0o020 != 0 {
-            return Err(format!(
-                "refused: the {what} {} is writable by {} (mode {:o}); anyone could replace the plugin. Fix with: chmod go-w {}",
-                p.display(),
-                if mode & 0o002 != 0 { "every user" } else { "its group" },
-                mode & 0o7777,
-                p.display()
-            ));
-        }
-        if meta.uid() != me && meta.uid() != 0 {
-            return Err(format!(
-                "refused: the {what} {} belongs to user {}, not to you ({me}) or root",
-                p.display(),
-                meta.uid()
-            ));
-        }
+pub use crate::trust::check_permissions;
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
-    Ok(())
 }
 
 /// Per-plugin settings (`$XDG_CONFIG_HOME/imhost/plugins.json`, else
@@ -173,9 +171,13 @@ pub struct PluginSettings {
     pub isolate: bool,
 }
 
+/// `plugins.json` is a few lines; a bigger file is refused rather than read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl PluginConfig {
-    /// Read the user's config file; a missing file is an empty config, an unreadable one an
-    /// error naming it.
+    /// Read the user's config file; a missing file is an empty config; one that is unreadable,
+    /// over [`MAX_CONFIG_BYTES`], writable by others (it decides isolation) or not a
+    /// `{"plugins": {…}}` object is an error naming it. Unknown keys are warned about.
     pub fn load_user() -> Result<PluginConfig, String> {
         let path = std::env::var_os("IMHOST_PLUGIN_CONFIG").map(PathBuf::from).or_else(|| {
             std::env::var_os("XDG_CONFIG_HOME")
@@ -185,12 +187,52 @@ impl PluginConfig {
                 .map(|c| c.join("imhost/plugins.json"))
         });
         match path {
-            Some(p) if p.is_file() => {
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                serde_json::from_str(&text).map_err(|e| format!("{}: invalid plugin config: {e}", p.display()))
-            }
+            Some(p) if p.exists() => Self::load(&p),
             _ => Ok(PluginConfig::default()),
         }
+    }
+
+    /// Read a config file (see [`load_user`](Self::load_user)).
+    pub fn load(path: &Path) -> Result<PluginConfig, String> {
+        use std::io::Read;
+        let (_, mut file) = crate::trust::open_file(path).map_err(|m| format!("plugin config: {m}"))?;
+        if file.meta.len() > MAX_CONFIG_BYTES {
+            return Err(format!("{}: the plugin config is over {} KiB", path.display(), MAX_CONFIG_BYTES >> 10));
+        }
+        let mut text = String::new();
+        (&mut file.file)
+            .take(MAX_CONFIG_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|m| format!("{}: {m}", path.display()))
+    }
+
+    /// Parse a config text: a JSON object whose `plugins` is an object of per-file settings.
+    pub fn parse(text: &str) -> Result<PluginConfig, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid plugin config: {e}"))?;
+        let Some(object) = value.as_object() else {
+            return Err(format!(
+                "the plugin config must be an object like {{\"plugins\": {{\"libx.so\": {{\"isolate\": true}}}}}}, not {}",
+                kind_of(&value)
+            ));
+        };
+        for key in object.keys().filter(|k| *k != "plugins") {
+            tracing::warn!("plugin config: unknown key {key:?} ignored (known: \"plugins\")");
+        }
+        if let Some(plugins) = object.get("plugins") {
+            let Some(plugins) = plugins.as_object() else {
+                return Err(format!("\"plugins\" must be an object of file name → settings, not {}", kind_of(plugins)));
+            };
+            for (name, settings) in plugins {
+                let Some(settings) = settings.as_object() else {
+                    return Err(format!("the settings of {name:?} must be an object, not {}", kind_of(settings)));
+                };
+                for key in settings.keys().filter(|k| *k != "isolate") {
+                    tracing::warn!("plugin config: unknown setting {key:?} of {name:?} ignored (known: \"isolate\")");
+                }
+            }
+        }
+        serde_json::from_value(value).map_err(|e| format!("invalid plugin config: {e}"))
     }
 
     /// Whether the library at `path` is to run isolated.

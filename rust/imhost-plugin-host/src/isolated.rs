@@ -1,55 +1,86 @@
-//! Plugins run in a child worker process (`imhost-plugin-worker PLUGIN`), so that a plugin that
-//! segfaults or aborts fails the job with an error instead of taking down Slicer or Orthanc.
+//! Plugins run in a child worker process (`imhost-plugin-worker`), so that a plugin that
+//! segfaults, aborts or hangs fails the job with an error instead of taking down Slicer or
+//! Orthanc — and so that a worker, which runs third-party code, gets nothing from the host that
+//! it could not get by itself.
 //!
-//! Protocol: one JSON object per line. The worker loads the plugin (never the host) and says
-//! `{"type":"hello", "plugin", "version", "manifests":[…]}` (or `{"type":"error"}`). The host
-//! sends `{"type":"run", "model", "options", "inputs":[{file, offset, dtype, shape, spacing,
-//! origin, direction, frame_times}], "out_dir"}`; inputs travel in one file in shared memory
-//! (`/dev/shm`, else the temp folder) that the worker maps read-only. The worker answers with
-//! `progress` and `log` lines and ends with `{"type":"done"}` (outputs as files it allocated
-//! there and mapped for the plugin, scores, report) or `{"type":"failed", kind, message}`.
+//! Trust boundary (see also ARCHITECTURE.md): the worker is treated as hostile. The host
+//! - opens and checks the plugin's folder and file itself ([`crate::trust`]) and hands the worker
+//!   the open folder (descriptor 4), never a path to look up again;
+//! - creates every piece of shared memory itself, as anonymous `memfd`s passed as descriptors
+//!   ([`crate::channel`]): nothing in `/dev/shm`, nothing with a name, nothing left after any
+//!   signal; the worker names no file the host would open, write or delete;
+//! - sizes every output from the manifest and the input grid before allocating
+//!   ([`crate::native::check_output_request`]), bounds every message the worker sends, and
+//!   stops a run that exceeds its time limit (`limits.timeout_s` of the manifest, or the run's
+//!   own [`RunControl::time_limit`]) by killing the worker;
+//! - starts the worker with `PR_SET_PDEATHSIG` from a thread that lives as long as the process,
+//!   and the worker also exits when its socket to the host closes or its parent changes, so a
+//!   worker never outlives its host (`kill -9` included).
+//!
+//! Protocol: the worker says `{"type":"hello", plugin, version, manifests}` (or
+//! `{"type":"error", message}`) on its protocol pipe. A run is one packet `{"type":"run"}` with
+//! two sealed memfds: the request (`{model, options, inputs:[{name, offset, dtype, shape,
+//! spacing, origin, direction, frame_times}]}`) and the input pixels. The worker answers with
+//! `progress` and `log` lines; for each output it asks `{"type":"alloc", name, dtype, shape}` and
+//! gets `{"type":"allocated"}` with a memfd of the right size, or `{"type":"refused", message}`;
+//! it ends with `{"type":"done", scores, report}` or `{"type":"failed", kind, message}`.
 //! Cancelling kills the worker; a dead worker is restarted on the next run.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufWriter, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use imhost_core::registry::{Manifest, Model, ModelOutput, Source};
-use imhost_core::{AnyVolume, AnyVolumeView, DType, Error, Result, RunControl, with_view};
+use imhost_core::{AnyVolume, AnyVolumeView, DType, Error, Geometry, Result, RunControl, with_view};
 use serde_json::{Map, Value, json};
 
+use crate::channel::{self, Line};
+use crate::trust::TrustedDir;
 use crate::{Grid, volume_ptr, zeroed_volume};
 
 /// How long a worker may take to load its plugin.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
+/// A run's time limit when neither the run nor the manifest sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How many worker lines may wait for the host's run loop (the worker blocks beyond).
+const LINE_QUEUE: usize = 256;
+/// The longest stderr line of a worker that is kept (quoted in crash messages).
+const STDERR_LINE: usize = 4096;
 
 /// The worker program: `IMHOST_PLUGIN_WORKER`, else `imhost-plugin-worker` next to the running
-/// program, its parent folder (cargo's `deps/`), or the library holding this code.
+/// program, its parent folder (cargo's `deps/`), or the library holding this code. It runs the
+/// plugins, so it must pass the same trust rules as they do.
 pub fn worker_program() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("IMHOST_PLUGIN_WORKER") {
-        return Ok(PathBuf::from(p));
-    }
-    let mut dirs = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        dirs.push(dir.to_path_buf());
-        dirs.extend(dir.parent().map(Path::to_path_buf));
-    }
-    if let Some(dir) = own_library_dir() {
-        dirs.push(dir.clone());
-        dirs.extend(dir.parent().map(|p| p.join("bin")));
-    }
-    dirs.iter().map(|d| d.join("imhost-plugin-worker")).find(|p| p.is_file()).ok_or_else(|| {
-        Error::unsupported(
-            "plugin isolation needs the imhost-plugin-worker program (installed next to imhost); set IMHOST_PLUGIN_WORKER to its path",
-        )
-    })
+    let program = match std::env::var_os("IMHOST_PLUGIN_WORKER") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let mut dirs = Vec::new();
+            if let Ok(exe) = std::env::current_exe()
+                && let Some(dir) = exe.parent()
+            {
+                dirs.push(dir.to_path_buf());
+                dirs.extend(dir.parent().map(Path::to_path_buf));
+            }
+            if let Some(dir) = own_library_dir() {
+                dirs.push(dir.clone());
+                dirs.extend(dir.parent().map(|p| p.join("bin")));
+            }
+            dirs.iter().map(|d| d.join("imhost-plugin-worker")).find(|p| p.is_file()).ok_or_else(|| {
+                Error::unsupported(
+                    "plugin isolation needs the imhost-plugin-worker program (installed next to imhost); set IMHOST_PLUGIN_WORKER to its path",
+                )
+            })?
+        }
+    };
+    let (_, file) = crate::trust::open_file(&program)
+        .map_err(|m| Error::untrusted(format!("the plugin worker {}: {m}", program.display())))?;
+    Ok(file.path)
 }
 
 /// The folder of the shared object (libimhost.so) or program that holds this function.
@@ -70,70 +101,155 @@ fn own_library_dir() -> Option<PathBuf> {
     Path::new(name).canonicalize().ok()?.parent().map(Path::to_path_buf)
 }
 
-/// Where input and output files go: shared memory when there is some.
-pub fn exchange_dir() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() && std::fs::metadata(shm).is_ok_and(|m| !m.permissions().readonly()) {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Start `command` from one thread that lives as long as the process: `PR_SET_PDEATHSIG` fires
+/// when the *thread* that forked the child exits, so a worker started from a host's short-lived
+/// job thread would otherwise be killed when that thread ends.
+fn spawn_from_keeper(mut command: Command) -> std::io::Result<Child> {
+    static KEEPER: OnceLock<Mutex<SyncSender<SpawnJob>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = sync_channel::<SpawnJob>(0);
+        let started = std::thread::Builder::new().name("imhost-worker-spawner".into()).spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        if let Err(e) = started {
+            tracing::warn!("cannot start the worker spawner thread: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (reply, answer) = sync_channel(1);
+    let job: SpawnJob = Box::new(move || {
+        let _ = reply.send(command.spawn());
+    });
+    keeper.lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|_| std::io::Error::other("no spawner"))?;
+    answer.recv().map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// Move `fd` to descriptor `to` in a child between fork and exec (not close-on-exec there).
+///
+/// # Safety
+/// Only async-signal-safe calls (fcntl, dup2), as `pre_exec` requires.
+unsafe fn place_fd(fd: i32, to: i32) -> std::io::Result<()> {
+    // SAFETY: caller contract. Every move goes through a copy at 16 or above first, so placing
+    // the socket on 3 cannot overwrite the folder's descriptor before it is placed on 4.
+    unsafe {
+        // Above every target, so moving one cannot overwrite another not yet moved.
+        let high = libc::fcntl(fd, libc::F_DUPFD, 16);
+        if high < 0 || libc::dup2(high, to) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(high);
     }
+    Ok(())
 }
 
 struct Worker {
     child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
+    socket: OwnedFd,
+    lines: Receiver<Line>,
     stderr: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Worker {
-    fn spawn(plugin: &Path) -> Result<(Worker, Value)> {
+    fn spawn(plugin: &IsolatedPlugin) -> Result<(Worker, Value)> {
         let program = worker_program()?;
-        let mut child = Command::new(&program)
-            .arg(plugin)
-            .stdin(Stdio::piped())
+        let (host_end, worker_end) =
+            channel::socket_pair().map_err(|e| Error::model(format!("worker channel: {e}")))?;
+        let (socket_fd, dir_fd) = (worker_end.as_raw_fd(), plugin.dir.as_file().as_raw_fd());
+        let host_pid = std::process::id();
+        let mut command = Command::new(&program);
+        command
+            .arg("--plugin-dir-fd=4")
+            .arg("--socket-fd=3")
+            .arg(format!("--plugin={}", plugin.name))
+            .arg(format!("--host-pid={host_pid}"))
+            .arg(format!("--plugin-path={}", plugin.path.display()))
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::model(format!("cannot start {}: {e}", program.display())))?;
-        let stdin = child.stdin.take().expect("piped");
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec only async-signal-safe calls: prctl, getppid, fcntl,
+        // dup2, _exit.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The host may have died before the line above: then nobody would kill us.
+                if libc::getppid() as u32 != host_pid {
+                    libc::_exit(70);
+                }
+                let (high_socket, high_dir) =
+                    (libc::fcntl(socket_fd, libc::F_DUPFD, 16), libc::fcntl(dir_fd, libc::F_DUPFD, 16));
+                if high_socket < 0 || high_dir < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                place_fd(high_socket, 3)?;
+                place_fd(high_dir, 4)?;
+                libc::close(high_socket);
+                libc::close(high_dir);
+                Ok(())
+            });
+        }
+        let mut child =
+            spawn_from_keeper(command).map_err(|e| Error::model(format!("cannot start {}: {e}", program.display())))?;
+        drop(worker_end);
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let (tx, lines) = channel();
+        let (tx, lines) = sync_channel(LINE_QUEUE);
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
+            channel::read_bounded_lines(stdout, channel::MAX_LINE, false, |line| tx.send(line).is_ok());
         });
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let sink = tail.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(std::io::Result::ok) {
-                tracing::debug!(target: "imhost::plugin_worker", "{line}");
-                let mut t = sink.lock().unwrap_or_else(|e| e.into_inner());
-                t.push_back(line);
-                if t.len() > 8 {
-                    t.pop_front();
+            channel::read_bounded_lines(stderr, STDERR_LINE, true, |line| {
+                if let Line::Text(line) = line {
+                    tracing::debug!(target: "imhost::plugin_worker", "{line}");
+                    let mut t = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    t.push_back(line);
+                    if t.len() > 8 {
+                        t.pop_front();
+                    }
                 }
-            }
+                true
+            });
         });
-        let mut worker = Worker { child, stdin, lines, stderr: tail };
+        let mut worker = Worker { child, socket: host_end, lines, stderr: tail };
         let hello = match worker.lines.recv_timeout(HELLO_TIMEOUT) {
-            Ok(line) => serde_json::from_str::<Value>(&line)
-                .map_err(|e| Error::model(format!("the plugin worker said something unreadable: {e}")))?,
-            Err(_) => return Err(worker.death(plugin, "while loading the plugin")),
+            Ok(Line::Text(line)) => serde_json::from_str::<Value>(&line).map_err(|e| {
+                worker.kill();
+                Error::model(format!("the plugin worker said something unreadable: {e}"))
+            })?,
+            Ok(Line::TooLong(max)) => {
+                worker.kill();
+                return Err(Error::model(format!("the plugin worker sent a line over {max} bytes; it was stopped")));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                worker.kill();
+                return Err(Error::timed_out(format!(
+                    "plugin {} did not load within {} s in its isolated worker; it was stopped",
+                    plugin.path.display(),
+                    HELLO_TIMEOUT.as_secs()
+                )));
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(worker.death(&plugin.path, "while loading the plugin")),
         };
         match hello["type"].as_str() {
             Some("hello") => Ok((worker, hello)),
             _ => {
-                let _ = worker.child.kill();
-                let _ = worker.child.wait();
-                Err(Error::format(hello["message"].as_str().unwrap_or("the plugin worker failed").to_string()))
+                worker.kill();
+                let message = hello["message"].as_str().unwrap_or("the plugin worker failed");
+                Err(if message.contains("refused:") { Error::untrusted(message) } else { Error::format(message) })
             }
         }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The error for a worker that stopped answering: how it died and its last stderr lines.
@@ -155,6 +271,8 @@ impl Worker {
             Some(s) => format!("exited with {s}"),
             None => "stopped answering".into(),
         };
+        // The stderr reader may still be taking the last lines.
+        std::thread::sleep(Duration::from_millis(20));
         let tail: Vec<String> = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         Error::model(format!(
             "plugin {} crashed in its isolated worker {doing}: the worker {how}; the host is unaffected{}",
@@ -179,35 +297,39 @@ fn signal_name(sig: i32) -> &'static str {
 /// A plugin library run by a worker process.
 pub struct IsolatedPlugin {
     path: PathBuf,
+    name: String,
+    dir: TrustedDir,
     worker: Mutex<Option<Worker>>,
 }
 
 impl Drop for IsolatedPlugin {
     fn drop(&mut self) {
         if let Some(mut w) = self.worker.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = w.child.kill();
-            let _ = w.child.wait();
+            w.kill();
         }
     }
 }
 
 impl IsolatedPlugin {
-    /// Start a worker for `path` and return its models. The permission check runs here too,
-    /// before the worker is started.
+    /// Check `path` and its folders ([`crate::trust`]), start a worker on the open folder and
+    /// return the plugin's models.
     pub fn start(path: &Path) -> Result<Vec<Arc<dyn Model>>> {
-        crate::discover::check_permissions(path)
-            .map_err(|m| Error::format(format!("plugin {}: {m}", path.display())))?;
-        let (worker, hello) = Worker::spawn(path)?;
-        let plugin = Arc::new(IsolatedPlugin { path: path.to_path_buf(), worker: Mutex::new(Some(worker)) });
+        let (dir, file) =
+            crate::trust::open_file(path).map_err(|m| Error::untrusted(format!("plugin {}: {m}", path.display())))?;
+        let plugin = IsolatedPlugin { path: file.path.clone(), name: file.name, dir, worker: Mutex::new(None) };
+        let (worker, hello) = Worker::spawn(&plugin)?;
+        *plugin.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker);
+        let plugin = Arc::new(plugin);
         let name = format!("{} {}", hello["plugin"].as_str().unwrap_or("?"), hello["version"].as_str().unwrap_or("?"));
         let manifests = hello["manifests"].as_array().cloned().unwrap_or_default();
         manifests
             .into_iter()
             .map(|m| {
                 let mut manifest: Manifest = serde_json::from_value(m).map_err(|e| Error::format(e.to_string()))?;
+                manifest.validate().map_err(|e| e.context(format!("plugin {}", plugin.path.display())))?;
                 manifest.source = Some(Source {
                     kind: "plugin".into(),
-                    path: Some(path.display().to_string()),
+                    path: Some(plugin.path.display().to_string()),
                     plugin: Some(name.clone()),
                     isolated: true,
                 });
@@ -223,21 +345,6 @@ pub struct IsolatedModel {
     manifest: Manifest,
 }
 
-static EXCHANGE: AtomicU64 = AtomicU64::new(0);
-
-/// A file in the exchange folder, removed when dropped.
-struct TempFile(PathBuf);
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn exchange_file(suffix: &str) -> TempFile {
-    let n = EXCHANGE.fetch_add(1, Ordering::Relaxed);
-    TempFile(exchange_dir().join(format!("imhost-{}-{n}.{suffix}", std::process::id())))
-}
-
 /// Write the pixels of `view` (i fastest) to `out`.
 fn write_pixels(view: &AnyVolumeView<'_>, out: &mut impl Write) -> std::io::Result<()> {
     with_view!(view, v => {
@@ -246,11 +353,114 @@ fn write_pixels(view: &AnyVolumeView<'_>, out: &mut impl Write) -> std::io::Resu
         match reversed.as_slice() {
             Some(slice) => out.write_all(imhost_core::dtype::as_bytes(slice)),
             None => {
-                let owned: Vec<_> = reversed.iter().copied().collect();
-                out.write_all(imhost_core::dtype::as_bytes(&owned))
+                for value in reversed.iter() {
+                    out.write_all(imhost_core::dtype::as_bytes(std::slice::from_ref(value)))?;
+                }
+                Ok(())
             }
         }
     })
+}
+
+/// An output the host allocated for the worker.
+struct Allocated {
+    name: String,
+    dtype: DType,
+    shape: [usize; 4],
+    geometry: Geometry,
+    memory: std::fs::File,
+}
+
+/// The sealed memfds of a run's request and inputs.
+fn run_memory(
+    manifest: &Manifest,
+    inputs: &[AnyVolumeView<'_>],
+    options: &Map<String, Value>,
+) -> Result<[std::fs::File; 2]> {
+    let io = |e: std::io::Error| Error::model(format!("shared memory for the worker: {e}"));
+    let pixels = channel::memfd("imhost-input").map_err(io)?;
+    let mut described = Vec::new();
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, &pixels);
+        let mut offset = 0usize;
+        for (spec, view) in manifest.inputs.iter().zip(inputs) {
+            write_pixels(view, &mut w).map_err(io)?;
+            let g = view.geometry();
+            described.push(json!({
+                "name": spec.name, "offset": offset, "dtype": view.dtype().code(), "shape": view.shape(),
+                "spacing": g.spacing, "origin": g.origin, "direction": g.direction,
+                "frame_times": with_view!(view, v => v.frame_times().map(<[f64]>::to_vec)),
+            }));
+            offset += view.shape().iter().product::<usize>() * view.dtype().size_of();
+        }
+        w.flush().map_err(io)?;
+    }
+    channel::seal(&pixels, channel::INPUT_SEALS).map_err(io)?;
+    let request = channel::memfd("imhost-request").map_err(io)?;
+    let text = json!({"model": manifest.id, "options": options, "inputs": described}).to_string();
+    (&request).write_all(text.as_bytes()).map_err(io)?;
+    channel::seal(&request, channel::INPUT_SEALS).map_err(io)?;
+    Ok([request, pixels])
+}
+
+impl IsolatedModel {
+    /// The run's time limit: the run's own, else the manifest's, else [`DEFAULT_TIMEOUT`].
+    fn time_limit(&self, control: &RunControl<'_>) -> Duration {
+        control
+            .time_limit()
+            .or_else(|| self.manifest.limits.timeout_s.map(Duration::from_secs_f64))
+            .unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// Answer an `alloc` request: check it against the manifest and grids, then create, size
+    /// and seal the memory and send it, or send the refusal.
+    fn allocate(&self, worker: &Worker, msg: &Value, grids: &[Grid], outputs: &mut Vec<Allocated>) -> Result<()> {
+        let name = msg["name"].as_str().unwrap_or_default().to_string();
+        let shape: Option<[usize; 4]> = serde_json::from_value(msg["shape"].clone()).ok();
+        let dtype = msg["dtype"].as_u64().and_then(|c| u32::try_from(c).ok()).unwrap_or(u32::MAX);
+        let grid_list: Vec<([usize; 4], Geometry)> = grids.iter().map(|g| (g.shape, g.geometry)).collect();
+        let allocated: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+        let checked = match shape {
+            None => Err(format!("output '{name}': the shape is not four sizes")),
+            Some(shape) => {
+                crate::native::check_output_request(&self.manifest, &grid_list, &allocated, &name, dtype, shape)
+                    .map(|(dtype, geometry)| (dtype, shape, geometry))
+            }
+        };
+        let send_error = |e: std::io::Error| Error::model(format!("worker channel: {e}"));
+        match checked.and_then(|(dtype, shape, geometry)| {
+            let bytes = shape.iter().product::<usize>() * dtype.size_of();
+            // The memfd and then the host's copy of it.
+            let budget = imhost_core::memory::available_bytes_or(u64::MAX);
+            if (bytes as u64).saturating_mul(2) > budget {
+                return Err(format!(
+                    "output '{name}' needs {} MiB twice; {} MiB are available",
+                    bytes >> 20,
+                    budget >> 20
+                ));
+            }
+            let memory = channel::memfd("imhost-output").and_then(|m| {
+                m.set_len(bytes as u64)?;
+                channel::seal(&m, channel::OUTPUT_SEALS)?;
+                Ok(m)
+            });
+            memory
+                .map(|memory| Allocated { name: name.clone(), dtype, shape, geometry, memory })
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(output) => {
+                channel::send(&worker.socket, &json!({"type": "allocated", "name": name}), &[output.memory.as_fd()])
+                    .map_err(send_error)?;
+                outputs.push(output);
+            }
+            Err(message) => {
+                tracing::warn!(plugin = %self.plugin.path.display(), "{message}");
+                channel::send(&worker.socket, &json!({"type": "refused", "message": message}), &[])
+                    .map_err(send_error)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Model for IsolatedModel {
@@ -265,93 +475,101 @@ impl Model for IsolatedModel {
         control: &RunControl<'_>,
     ) -> Result<ModelOutput> {
         let path = &self.plugin.path;
+        let id = &self.manifest.id;
         let mut guard = self.plugin.worker.lock().unwrap_or_else(|e| e.into_inner());
         if guard.as_mut().is_none_or(|w| w.child.try_wait().ok().flatten().is_some()) {
             tracing::info!("starting the isolated worker of {}", path.display());
-            *guard = Some(Worker::spawn(path)?.0);
+            *guard = Some(Worker::spawn(&self.plugin)?.0);
         }
         let worker = guard.as_mut().expect("started above");
         let grids: Vec<Grid> = inputs.iter().map(Grid::of).collect::<Result<_>>()?;
-        let file = exchange_file("in");
-        let mut described = Vec::new();
-        {
-            let f = std::fs::File::create(&file.0).map_err(|e| Error::from(e).in_file(&file.0))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let mut offset = 0usize;
-            for (spec, view) in self.manifest.inputs.iter().zip(inputs) {
-                write_pixels(view, &mut w).map_err(|e| Error::from(e).in_file(&file.0))?;
-                let g = view.geometry();
-                described.push(json!({
-                    "name": spec.name, "offset": offset, "dtype": view.dtype().code(), "shape": view.shape(),
-                    "spacing": g.spacing, "origin": g.origin, "direction": g.direction,
-                    "frame_times": with_view!(view, v => v.frame_times().map(<[f64]>::to_vec)),
-                }));
-                offset += view.shape().iter().product::<usize>() * view.dtype().size_of();
-            }
-            w.flush().map_err(|e| Error::from(e).in_file(&file.0))?;
-        }
-        let request = json!({"type": "run", "model": self.manifest.id, "options": options,
-                             "input_file": file.0, "inputs": described, "out_dir": exchange_dir()});
-        if writeln!(worker.stdin, "{request}").and_then(|_| worker.stdin.flush()).is_err() {
-            let e = worker.death(path, &format!("before running '{}'", self.manifest.id));
+        let [request, pixels] = run_memory(&self.manifest, inputs, options)?;
+        if channel::send(&worker.socket, &json!({"type": "run"}), &[request.as_fd(), pixels.as_fd()]).is_err() {
+            let e = worker.death(path, &format!("before running '{id}'"));
             *guard = None;
             return Err(e);
         }
+        drop((request, pixels));
+        let limit = self.time_limit(control);
         let started = Instant::now();
+        let mut outputs: Vec<Allocated> = Vec::new();
+        let stop = |guard: &mut Option<Worker>, error: Error| {
+            if let Some(mut w) = guard.take() {
+                w.kill();
+            }
+            Err(error)
+        };
         let done = loop {
+            if started.elapsed() > limit {
+                return stop(
+                    &mut guard,
+                    Error::timed_out(format!(
+                        "model '{id}' ({}) did not finish within its time limit of {} s; its worker was stopped (the manifest's limits.timeout_s, or the run's timeout, sets the limit)",
+                        path.display(),
+                        limit.as_secs_f64()
+                    )),
+                );
+            }
+            let worker = guard.as_mut().expect("present during the run");
             match worker.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
+                Ok(Line::Text(line)) => {
                     let msg: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                     match msg["type"].as_str() {
                         Some("progress") => {
-                            let f = msg["fraction"].as_f64().unwrap_or(0.0);
-                            if control.report(msg["stage"].as_str().unwrap_or("plugin"), f).is_err() {
-                                let _ = worker.child.kill();
-                                let _ = worker.child.wait();
-                                *guard = None;
-                                return Err(Error::cancelled());
+                            let f = msg["fraction"].as_f64().filter(|f| f.is_finite()).unwrap_or(0.0);
+                            let stage = msg["stage"].as_str().unwrap_or("plugin");
+                            if control.report(&stage.chars().take(200).collect::<String>(), f).is_err() {
+                                return stop(&mut guard, Error::cancelled());
                             }
                         }
                         Some("log") => crate::native::emit_log(
                             msg["plugin"].as_str().unwrap_or("plugin"),
-                            msg["level"].as_i64().unwrap_or(3) as i32,
+                            msg["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(3),
                             msg["message"].as_str().unwrap_or_default(),
                         ),
+                        Some("alloc") => {
+                            if let Err(e) = self.allocate(worker, &msg, &grids, &mut outputs) {
+                                return stop(&mut guard, e);
+                            }
+                        }
                         Some("done") | Some("failed") => break msg,
-                        _ => tracing::debug!("plugin worker: {line}"),
+                        _ => tracing::debug!("plugin worker: {}", line.chars().take(200).collect::<String>()),
                     }
+                }
+                Ok(Line::TooLong(max)) => {
+                    return stop(
+                        &mut guard,
+                        Error::model(format!(
+                            "the worker of {} sent a message over {max} bytes; it was stopped",
+                            path.display()
+                        )),
+                    );
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if control.check().is_err() {
-                        let _ = worker.child.kill();
-                        let _ = worker.child.wait();
-                        *guard = None;
-                        return Err(Error::cancelled());
+                        return stop(&mut guard, Error::cancelled());
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let e = worker.death(path, &format!("while running '{}'", self.manifest.id));
+                    let e = worker.death(path, &format!("while running '{id}'"));
                     *guard = None;
                     return Err(e);
                 }
             }
         };
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "isolated run finished");
-        let outputs: Vec<TempFile> = done["outputs"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|o| o["file"].as_str().map(|f| TempFile(PathBuf::from(f)))).collect())
-            .unwrap_or_default();
         if done["type"] == "failed" {
-            let message = done["message"].as_str().unwrap_or("failed").to_string();
+            let message = done["message"].as_str().unwrap_or("failed").chars().take(4000).collect::<String>();
             return Err(match done["kind"].as_str() {
                 Some("cancelled") => Error::cancelled(),
                 Some("invalid_argument") => Error::invalid_argument(message),
                 _ => Error::model(message),
             });
         }
+        // Only what the host allocated comes back; names of files in the reply mean nothing.
         let mut volumes = Vec::new();
-        for (o, file) in done["outputs"].as_array().into_iter().flatten().zip(&outputs) {
-            volumes.push(read_output(o, &file.0, &grids, &self.manifest)?);
+        for output in &outputs {
+            volumes.push(read_output(output, &grids, &self.manifest)?);
         }
         let scores = done["scores"]
             .as_object()
@@ -361,26 +579,23 @@ impl Model for IsolatedModel {
     }
 }
 
-/// Copy an output file the worker wrote into a host volume (one copy).
-fn read_output(o: &Value, file: &Path, grids: &[Grid], manifest: &Manifest) -> Result<(String, AnyVolume)> {
-    let name = o["name"].as_str().unwrap_or_default().to_string();
-    let dtype =
-        o["dtype"].as_u64().and_then(|c| DType::from_code(c as u32)).ok_or_else(|| Error::model("bad output dtype"))?;
-    let shape: [usize; 4] = serde_json::from_value(o["shape"].clone()).map_err(|e| Error::model(e.to_string()))?;
-    let spec = manifest.output(&name).ok_or_else(|| Error::model(format!("undeclared output '{name}'")))?;
-    let grid = &grids[spec.grid];
-    let mut volume = zeroed_volume(dtype, shape, &grid.geometry, grid.times_for(shape[3]))?;
-    let bytes = shape.iter().product::<usize>() * dtype.size_of();
-    let f = std::fs::File::open(file).map_err(|e| Error::from(e).in_file(file))?;
-    // SAFETY: a private file in the exchange folder that the worker finished writing (it said
-    // "done"); nobody else maps or truncates it.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::from(e).in_file(file))?;
-    if map.len() < bytes {
-        return Err(Error::model(format!("output '{name}' file is {} bytes, expected {bytes}", map.len())));
+/// Copy an output the worker wrote into a host volume (one copy).
+fn read_output(output: &Allocated, grids: &[Grid], manifest: &Manifest) -> Result<(String, AnyVolume)> {
+    use std::os::unix::fs::FileExt;
+    let spec = manifest.output(&output.name).ok_or_else(|| Error::internal("allocated an undeclared output"))?;
+    let times = grids.get(spec.grid).and_then(|g| g.times_for(output.shape[3]));
+    let mut volume = zeroed_volume(output.dtype, output.shape, &output.geometry, times)?;
+    let bytes = output.shape.iter().product::<usize>() * output.dtype.size_of();
+    if !channel::is_sealed(&output.memory, channel::OUTPUT_SEALS, bytes as u64) {
+        return Err(Error::internal(format!("output '{}' lost its seals", output.name)));
     }
     let ptr = volume_ptr(&mut volume);
-    // SAFETY: the volume owns `bytes` contiguous bytes (zeroed_volume, shape × dtype size); the
-    // map has at least as many; distinct allocations.
-    unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), ptr, bytes) };
-    Ok((name, volume))
+    // SAFETY: the volume owns `bytes` contiguous bytes (zeroed_volume: shape × dtype size), not
+    // aliased while this slice lives.
+    let target = unsafe { std::slice::from_raw_parts_mut(ptr, bytes) };
+    output
+        .memory
+        .read_exact_at(target, 0)
+        .map_err(|e| Error::model(format!("reading output '{}' from the worker: {e}", output.name)))?;
+    Ok((output.name.clone(), volume))
 }

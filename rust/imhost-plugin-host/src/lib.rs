@@ -2,18 +2,23 @@
 //!
 //! Loads model plugins — shared libraries that speak `include/imhost_plugin.h` — and makes each
 //! of their models an [`imhost_core::registry::Model`]:
-//! - [`discover`]: where plugins are looked for, which may be loaded (permissions), config;
+//! - [`discover`]: where plugins are looked for, config;
+//! - [`trust`]: which files may be loaded (owner and mode of the file and of every folder above
+//!   it), checked on the descriptors that are then used;
 //! - [`native`]: opening a library, the version check, reading the descriptor with the
 //!   plugin's struct sizes, one run through the host callback table;
 //! - [`PluginModel`]: a model run in this process (inputs are the caller's memory, no copy);
 //! - [`isolated`]: a model run in a child worker process (`imhost-plugin-worker`), so that a
-//!   plugin that crashes fails the job, not the host.
+//!   plugin that crashes or hangs fails the job, not the host; [`channel`] carries its messages
+//!   and its pixels (anonymous memory passed as descriptors).
 
+pub mod channel;
 pub mod discover;
 pub mod isolated;
 pub mod native;
 #[doc(hidden)]
 pub mod testing;
+pub mod trust;
 pub mod worker;
 
 use std::path::Path;
@@ -56,13 +61,26 @@ impl Grid {
     }
 }
 
-/// A zeroed volume of `dtype`, contiguous with i fastest.
+/// A zeroed volume of `dtype`, contiguous with i fastest; an error (not an abort) when its size
+/// overflows or exceeds what this process may allocate.
 pub fn zeroed_volume(
     dtype: DType,
     shape: [usize; 4],
     geometry: &Geometry,
     times: Option<FrameTimes>,
 ) -> Result<AnyVolume> {
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size_of() as u64, |a, &s| a.checked_mul(s as u64))
+        .ok_or_else(|| Error::too_large(format!("a {dtype} volume of {shape:?} voxels overflows")))?;
+    let budget = imhost_core::memory::available_bytes_or(u64::MAX);
+    if bytes > budget {
+        return Err(Error::too_large(format!(
+            "a {dtype} volume of {shape:?} voxels needs {} MiB; {} MiB may be allocated",
+            bytes >> 20,
+            budget >> 20
+        )));
+    }
     fn typed<T: imhost_core::Voxel>(shape: [usize; 4], g: &Geometry, times: Option<FrameTimes>) -> Result<Volume<T>> {
         Volume::from_parts(Array4::<T>::default(shape.f()), *g, times)
     }

@@ -121,6 +121,11 @@ unsafe extern "C" fn no_report(_: *mut c_void, _: *const c_char) -> imhp_status 
     IMHP_ERROR
 }
 
+/// The dynamic loader's message with the `/proc/self/fd/…` name replaced by the file's path.
+fn loader_error(e: &libloading::Error, loader_path: &Path, path: &Path) -> String {
+    e.to_string().replace(&loader_path.display().to_string(), &path.display().to_string())
+}
+
 /// # Safety
 /// `p` is NULL or NUL-terminated.
 unsafe fn c_str(p: *const c_char) -> String {
@@ -165,14 +170,30 @@ const PLUGIN_SIZE_1_0: usize = std::mem::offset_of!(imhp_plugin, unload);
 /// The size of `imhp_model` in ABI 1.0.
 const MODEL_SIZE_1_0: usize = size_of::<imhp_model>();
 
-/// Open `path` (after the permission check), call its entry and read its descriptor. Every
-/// failure is an error naming the file.
+/// Open `path` (after the checks of [`crate::trust`], on the descriptors then used), call its
+/// entry and read its descriptor. Every failure is an error naming the file.
 pub fn load(path: &Path) -> Result<LoadedPlugin> {
+    let fail = |m: String| Error::untrusted(format!("plugin {}: {m}", path.display()));
+    let (dir, file) = crate::trust::open_file(path).map_err(fail)?;
+    load_from(dir, &file.name)
+}
+
+/// Load the library `name` in the checked folder `dir` (through `/proc/self/fd/<dir>/<name>`,
+/// see [`crate::trust`]); the folder stays open for the life of the process.
+pub fn load_from(dir: crate::trust::TrustedDir, name: &str) -> Result<LoadedPlugin> {
+    let path = dir.path().join(name);
+    let path = path.as_path();
     let fail = |m: String| Error::format(format!("plugin {}: {m}", path.display()));
-    crate::discover::check_permissions(path).map_err(&fail)?;
-    // SAFETY: loading a library runs its initialisers; the file passed the permission check and
-    // the user put it where plugins are looked for. This is the one point of trust.
-    let library = unsafe { Library::new(path) }.map_err(|e| fail(format!("cannot be loaded: {e}")))?;
+    // The file as it is now, in the open folder (the caller may have checked it already).
+    dir.open_file(name).map_err(|m| Error::untrusted(format!("plugin {}: {m}", path.display())))?;
+    let loader_path = dir.proc_path(name);
+    // SAFETY: loading a library runs its initialisers; the file and every folder above it passed
+    // the trust rules, and the name is resolved in the very folder that was checked. This is the
+    // one point of trust.
+    let library = unsafe { Library::new(&loader_path) }
+        .map_err(|e| fail(format!("cannot be loaded: {}", loader_error(&e, &loader_path, path))))?;
+    // The library's name for the dynamic loader contains the folder's descriptor number: keep it.
+    let _ = dir.keep_open();
     // SAFETY: the symbol's type is the documented entry signature.
     let entry =
         match unsafe { library.get::<unsafe extern "C" fn(*const imhp_host) -> *const imhp_plugin>(IMHP_ENTRY_SYMBOL) }
@@ -180,7 +201,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin> {
             Ok(symbol) => *symbol,
             Err(_) => return Err(fail("exports no 'imhost_plugin_entry' symbol: not an imhost plugin".into())),
         };
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+    let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
     let header = CtxHeader { plugin: stem, error: Mutex::new(None) };
     let host = host_table((&raw const header).cast_mut().cast());
     // SAFETY: the plugin's entry with our host table (valid for the call).
@@ -420,30 +441,10 @@ unsafe extern "C" fn run_alloc(
         }
         // SAFETY: shape points to 4 sizes (ABI contract).
         let shape: [usize; 4] = unsafe { std::ptr::read_unaligned(shape.cast::<[usize; 4]>()) };
-        let Some(spec) = st.manifest.output(&name).filter(|s| s.kind != OutputKind::Score) else {
-            return refuse(st, format!("output '{name}' is not a volume output of the manifest"));
+        let (dtype, geometry) = match check_output_request(st.manifest, &st.grids, &st.allocated, &name, dtype, shape) {
+            Ok(ok) => ok,
+            Err(message) => return refuse(st, message),
         };
-        if st.allocated.contains(&name) {
-            return refuse(st, format!("output '{name}' was already allocated"));
-        }
-        let Some(dtype) = DType::from_code(dtype) else {
-            return refuse(st, format!("output '{name}': unknown dtype {dtype}"));
-        };
-        if spec.kind == OutputKind::Labelmap && dtype != DType::U8 {
-            return refuse(st, format!("label map '{name}' must be u8, not {dtype}"));
-        }
-        let (grid, geometry) = &st.grids[spec.grid];
-        let expected = [grid[0], grid[1], grid[2], if spec.frames == "input" { grid[3] } else { 1 }];
-        if shape != expected {
-            return refuse(
-                st,
-                format!(
-                    "output '{name}' asked for shape {shape:?}; the manifest puts it on input {}'s grid {expected:?}",
-                    spec.grid
-                ),
-            );
-        }
-        let geometry = *geometry;
         let data = match st.outputs.allocate(&name, dtype, shape, &geometry) {
             Ok(p) => p,
             Err(e) => return refuse(st, format!("output '{name}': {}", e.message())),
@@ -488,6 +489,43 @@ unsafe extern "C" fn run_report(ctx: *mut c_void, json: *const c_char) -> imhp_s
         }
     }))
     .unwrap_or(IMHP_ERROR)
+}
+
+/// Whether a plugin may have output `name` of pixel type code `dtype` and `shape`: a volume
+/// output of `manifest`, not allocated before, a known type (u8 for label maps), exactly on the
+/// grid the manifest puts it on (`grids`: shape and geometry of each input). Checked before any
+/// memory is set aside, in process and for isolated workers alike.
+pub fn check_output_request(
+    manifest: &Manifest,
+    grids: &[([usize; 4], Geometry)],
+    allocated: &[String],
+    name: &str,
+    dtype: imhp_dtype,
+    shape: [usize; 4],
+) -> std::result::Result<(DType, Geometry), String> {
+    let Some(spec) = manifest.output(name).filter(|s| s.kind != OutputKind::Score) else {
+        return Err(format!("output '{name}' is not a volume output of the manifest"));
+    };
+    if allocated.iter().any(|a| a == name) {
+        return Err(format!("output '{name}' was already allocated"));
+    }
+    let Some(dtype) = DType::from_code(dtype) else {
+        return Err(format!("output '{name}': unknown dtype {dtype}"));
+    };
+    if spec.kind == OutputKind::Labelmap && dtype != DType::U8 {
+        return Err(format!("label map '{name}' must be u8, not {dtype}"));
+    }
+    let Some((grid, geometry)) = grids.get(spec.grid) else {
+        return Err(format!("output '{name}' is on input {}, which this run does not have", spec.grid));
+    };
+    let expected = [grid[0], grid[1], grid[2], if spec.frames == "input" { grid[3] } else { 1 }];
+    if shape != expected {
+        return Err(format!(
+            "output '{name}' asked for shape {shape:?}; the manifest puts it on input {}'s grid {expected:?}",
+            spec.grid
+        ));
+    }
+    Ok((dtype, *geometry))
 }
 
 /// Strides (elements) of a contiguous array with i fastest.

@@ -1,18 +1,25 @@
-//! The worker side of isolation (`imhost-plugin-worker PLUGIN`): load one plugin, answer run
-//! requests on stdin with JSON lines on a private copy of stdout (the plugin's own prints go to
-//! stderr, so they cannot corrupt the protocol). See [`crate::isolated`] for the protocol.
+//! The worker side of isolation (`imhost-plugin-worker`, started by the host only): load one
+//! plugin from the folder descriptor the host checked, answer run requests from the host's
+//! socket, and speak JSON lines on a private copy of stdout (the plugin's own prints go to
+//! stderr, so they cannot corrupt the protocol). See [`crate::isolated`] for the protocol and the
+//! trust boundary.
+//!
+//! Arguments: `--socket-fd=3 --plugin-dir-fd=4 --plugin=NAME --host-pid=PID --plugin-path=PATH`.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, Write};
-use std::os::fd::FromRawFd;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use imhost_core::{DType, Error, ErrorKind, Geometry, Result};
 use serde_json::{Value, json};
 
+use crate::channel;
 use crate::native::{self, OutputSink, RunSink, TensorIn, contiguous_strides};
+use crate::trust::TrustedDir;
 
 /// Protocol output, shared by the progress sink and the main loop.
 type Out = Arc<Mutex<File>>;
@@ -23,32 +30,40 @@ fn say(out: &Out, message: &Value) {
     let _ = f.flush();
 }
 
-/// Outputs as files in the exchange folder, mapped for the plugin to write.
-struct FileOutputs {
-    dir: PathBuf,
-    stem: String,
-    files: Vec<(String, DType, [usize; 4], PathBuf, memmap2::MmapMut)>,
+/// Outputs in memory the host allocates on request.
+struct HostAllocated<'a> {
+    out: Out,
+    socket: BorrowedFd<'a>,
+    maps: Vec<memmap2::MmapMut>,
 }
 
-impl OutputSink for FileOutputs {
+impl OutputSink for HostAllocated<'_> {
     fn allocate(&mut self, name: &str, dtype: DType, shape: [usize; 4], _: &Geometry) -> Result<*mut u8> {
         let bytes = shape
             .iter()
             .try_fold(dtype.size_of(), |a, &s| a.checked_mul(s))
             .ok_or_else(|| Error::too_large("output size overflows"))?;
-        let path = self.dir.join(format!("{}-{}.out", self.stem, self.files.len()));
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::from(e).in_file(&path))?;
-        f.set_len(bytes as u64).map_err(|e| Error::from(e).in_file(&path))?;
-        // SAFETY: a file this process just created with create_new; only the plugin writes it,
-        // through the pointer returned here, until the run ends.
-        let mut map = unsafe { memmap2::MmapMut::map_mut(&f) }.map_err(|e| Error::from(e).in_file(&path))?;
+        say(&self.out, &json!({"type": "alloc", "name": name, "dtype": dtype.code(), "shape": shape}));
+        let (reply, fds) = channel::receive(self.socket)
+            .map_err(|e| Error::model(format!("the host's answer: {e}")))?
+            .ok_or_else(|| Error::model("the host closed the channel"))?;
+        match reply["type"].as_str() {
+            Some("allocated") => {}
+            _ => {
+                return Err(Error::invalid_argument(
+                    reply["message"].as_str().unwrap_or("refused by the host").to_string(),
+                ));
+            }
+        }
+        let memory = File::from(fds.into_iter().next().ok_or_else(|| Error::model("the host sent no memory"))?);
+        if memory.metadata().map(|m| m.len()).ok() != Some(bytes as u64) {
+            return Err(Error::model(format!("the host's memory for '{name}' is not {bytes} bytes")));
+        }
+        // SAFETY: a memfd the host sized and sealed against shrinking; only the plugin writes it
+        // (through the pointer returned here) until the run ends.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&memory) }.map_err(|e| Error::model(e.to_string()))?;
         let ptr = map.as_mut_ptr();
-        self.files.push((name.to_string(), dtype, shape, path, map));
+        self.maps.push(map);
         Ok(ptr)
     }
 }
@@ -65,46 +80,94 @@ impl RunSink for LineSink {
     }
 }
 
+fn argument(name: &str) -> Option<String> {
+    std::env::args().skip(1).find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_string))
+}
+
+/// Exit (without running the plugin's exit handlers) once the host is gone: its socket end
+/// closed, or this process was given to another parent. `PR_SET_PDEATHSIG` does the same when
+/// the host dies; this covers the rest (a host that died before that was set, a host that closed
+/// the channel).
+fn watch_host(socket: i32, host_pid: u32) {
+    let _ = std::thread::Builder::new().name("imhost-host-watch".into()).spawn(move || {
+        loop {
+            let mut fds = [libc::pollfd { fd: socket, events: libc::POLLRDHUP, revents: 0 }];
+            // SAFETY: one valid pollfd; a timeout in milliseconds.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 500) };
+            // SAFETY: getppid cannot fail.
+            let parent = unsafe { libc::getppid() } as u32;
+            let hung_up =
+                ready > 0 && fds[0].revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+            if hung_up || parent != host_pid {
+                // SAFETY: ends the process at once; nothing of ours needs cleaning up.
+                unsafe { libc::_exit(0) };
+            }
+            std::thread::sleep(Duration::from_millis(if ready > 0 { 500 } else { 0 }));
+        }
+    });
+}
+
 /// The worker's `main`: returns the process exit code.
 pub fn main() -> i32 {
     // The protocol gets a private copy of stdout; fd 1 then points at stderr.
     // SAFETY: dup/dup2 on the standard descriptors of this fresh process; the new fd is owned
     // by the File below and by nothing else.
     let out: Out = unsafe {
-        let fd = libc::dup(1);
+        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 5);
         if fd < 0 || libc::dup2(2, 1) < 0 {
             eprintln!("imhost-plugin-worker: cannot set up its output");
             return 2;
         }
         Arc::new(Mutex::new(File::from_raw_fd(fd)))
     };
-    let Some(path) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        say(&out, &json!({"type": "error", "message": "usage: imhost-plugin-worker PLUGIN.so"}));
-        return 2;
+    let fail = |message: &str| {
+        say(&out, &json!({"type": "error", "message": message}));
+        1
     };
-    let plugin = match native::load(&path) {
+    let (Some(name), Some(pid), Some(path)) = (argument("plugin"), argument("host-pid"), argument("plugin-path"))
+    else {
+        return fail("imhost-plugin-worker is started by imhost for isolated plugins, not by hand");
+    };
+    let Ok(host_pid) = pid.parse::<u32>() else { return fail("bad --host-pid") };
+    if argument("socket-fd").as_deref() != Some("3") || argument("plugin-dir-fd").as_deref() != Some("4") {
+        return fail("the host passes its socket as descriptor 3 and the plugin folder as 4");
+    }
+    // SAFETY: descriptors 3 and 4 were placed by the host for this process and are owned by
+    // nothing else here. Close-on-exec keeps them from programs a plugin might start.
+    let (socket, dir) = unsafe {
+        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
+        (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4))
+    };
+    watch_host(3, host_pid);
+    let plugin_path = PathBuf::from(path);
+    let folder = plugin_path.parent().map(PathBuf::from).unwrap_or_default();
+    let loaded = TrustedDir::from_fd(dir, folder)
+        .map_err(Error::untrusted)
+        .and_then(|dir| native::load_from(dir, &name))
+        .map_err(|e| e.message().to_string());
+    let plugin = match loaded {
         Ok(p) => Arc::new(p),
-        Err(e) => {
-            say(&out, &json!({"type": "error", "message": e.message()}));
-            return 1;
-        }
+        Err(message) => return fail(&message),
     };
     let manifests: Vec<&imhost_core::registry::Manifest> = plugin.models.iter().map(|m| &m.manifest).collect();
     say(&out, &json!({"type": "hello", "plugin": plugin.name, "version": plugin.version, "manifests": manifests}));
     let mut instances: HashMap<usize, native::Instance> = HashMap::new();
-    let stdin = std::io::stdin();
-    for (n, line) in stdin.lock().lines().enumerate() {
-        let Ok(line) = line else { break };
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(request) => match serve(&plugin, &mut instances, &request, &out, n) {
-                Ok(done) => done,
-                Err(e) => json!({"type": "failed", "kind": kind_name(e.kind()), "message": e.message()}),
-            },
-            Err(e) => json!({"type": "failed", "kind": "internal", "message": format!("bad request: {e}")}),
+    loop {
+        let (request, fds) = match channel::receive(&socket) {
+            Ok(Some(packet)) => packet,
+            Ok(None) => return 0,
+            Err(e) => {
+                say(&out, &json!({"type": "failed", "kind": "internal", "message": format!("bad request: {e}")}));
+                continue;
+            }
+        };
+        let reply = match serve(&plugin, &mut instances, &request, fds, &out, socket.as_fd()) {
+            Ok(done) => done,
+            Err(e) => json!({"type": "failed", "kind": kind_name(e.kind()), "message": e.message()}),
         };
         say(&out, &reply);
     }
-    0
 }
 
 fn kind_name(kind: ErrorKind) -> &'static str {
@@ -115,13 +178,32 @@ fn kind_name(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// Read a sealed memfd the host sent, by position (the descriptor shares the host's offset).
+fn read_request(file: &File) -> Result<Value> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    if len > 64 << 20 {
+        return Err(Error::internal("the run request is over 64 MiB"));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::internal(format!("bad run request: {e}")))
+}
+
 fn serve(
     plugin: &Arc<native::LoadedPlugin>,
     instances: &mut HashMap<usize, native::Instance>,
-    request: &Value,
+    packet: &Value,
+    fds: Vec<OwnedFd>,
     out: &Out,
-    n: usize,
+    socket: BorrowedFd<'_>,
 ) -> Result<Value> {
+    if packet["type"] != "run" || fds.len() != 2 {
+        return Err(Error::internal("expected a run request with its request and input memory"));
+    }
+    let mut fds = fds.into_iter();
+    let (request, input) = (File::from(fds.next().expect("two")), File::from(fds.next().expect("two")));
+    let request = read_request(&request)?;
     let id = request["model"].as_str().unwrap_or_default();
     let index = plugin
         .models
@@ -131,11 +213,13 @@ fn serve(
     if let std::collections::hash_map::Entry::Vacant(slot) = instances.entry(index) {
         slot.insert(native::create(plugin, index)?);
     }
-    let input_file = PathBuf::from(request["input_file"].as_str().unwrap_or_default());
-    let f = File::open(&input_file).map_err(|e| Error::from(e).in_file(&input_file))?;
-    // SAFETY: the host wrote the file completely before sending the request and does not
-    // change it until the reply.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::from(e).in_file(&input_file))?;
+    let map = if input.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        None
+    } else {
+        // SAFETY: a memfd the host wrote completely and sealed against writing and shrinking.
+        Some(unsafe { memmap2::Mmap::map(&input) }.map_err(|e| Error::internal(e.to_string()))?)
+    };
+    let bytes_of_map = map.as_ref().map_or(0, |m| m.len());
     let mut tensors = Vec::new();
     let mut grids = Vec::new();
     for d in request["inputs"].as_array().into_iter().flatten() {
@@ -143,9 +227,10 @@ fn serve(
         let shape: [usize; 4] = serde_json::from_value(d["shape"].clone()).map_err(|_| bad("shape"))?;
         let dtype = d["dtype"].as_u64().and_then(|c| DType::from_code(c as u32)).ok_or_else(|| bad("dtype"))?;
         let offset = d["offset"].as_u64().ok_or_else(|| bad("offset"))? as usize;
-        let bytes = shape.iter().product::<usize>() * dtype.size_of();
-        if offset.checked_add(bytes).is_none_or(|end| end > map.len()) {
-            return Err(bad("outside the input file"));
+        let bytes =
+            shape.iter().try_fold(dtype.size_of(), |a, &s| a.checked_mul(s)).ok_or_else(|| bad("size overflows"))?;
+        if offset.checked_add(bytes).is_none_or(|end| end > bytes_of_map) {
+            return Err(bad("outside the input memory"));
         }
         let geometry = Geometry {
             spacing: serde_json::from_value(d["spacing"].clone()).map_err(|_| bad("spacing"))?,
@@ -154,14 +239,14 @@ fn serve(
         };
         let times: Option<Vec<f64>> = serde_json::from_value(d["frame_times"].clone()).unwrap_or(None);
         let name = d["name"].as_str().unwrap_or_default();
+        let base = map.as_ref().map_or(std::ptr::null(), |m| m.as_ptr());
         // SAFETY: offset + bytes lies inside the map (checked above).
-        let data = unsafe { map.as_ptr().add(offset) };
+        let data = unsafe { base.add(offset) };
         tensors.push(TensorIn::new(name, dtype, data, shape, contiguous_strides(shape), &geometry, times.as_deref()));
         grids.push((shape, geometry));
     }
     let options = request["options"].as_object().cloned().unwrap_or_default();
-    let dir = PathBuf::from(request["out_dir"].as_str().unwrap_or("/tmp"));
-    let mut outputs = FileOutputs { dir, stem: format!("imhost-worker-{}-{n}", std::process::id()), files: Vec::new() };
+    let mut outputs = HostAllocated { out: out.clone(), socket, maps: Vec::new() };
     let instance = instances.get_mut(&index).expect("inserted above");
     let result = native::run(
         &plugin.name,
@@ -173,25 +258,10 @@ fn serve(
         &mut outputs,
         &LineSink(out.clone()),
     );
-    let described: Vec<Value> = outputs
-        .files
-        .iter()
-        .map(|(name, dtype, shape, path, map)| {
-            let _ = map.flush();
-            json!({"name": name, "dtype": dtype.code(), "shape": shape, "file": path})
-        })
-        .collect();
-    match result {
-        Ok(extras) => {
-            let scores: serde_json::Map<String, Value> =
-                extras.scores.into_iter().map(|(k, v)| (k, json!(v))).collect();
-            Ok(json!({"type": "done", "outputs": described, "scores": scores, "report": extras.report}))
-        }
-        Err(e) => {
-            for (_, _, _, path, _) in &outputs.files {
-                let _ = std::fs::remove_file(path);
-            }
-            Err(e)
-        }
+    for map in &outputs.maps {
+        let _ = map.flush();
     }
+    let extras = result?;
+    let scores: serde_json::Map<String, Value> = extras.scores.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    Ok(json!({"type": "done", "scores": scores, "report": extras.report}))
 }

@@ -40,6 +40,13 @@ pub enum imh_status {
     Internal = 11,
     /// The model runtime failed (a LibTorch error, a missing device).
     Model = 12,
+    /// A run exceeded its time limit (`imh_run_options.timeout_s`, else the model's manifest
+    /// `limits.timeout_s`) and was stopped; an isolated plugin's worker was killed.
+    TimedOut = 13,
+    /// A plugin, model package or configuration file fails the trust rules (writable by group
+    /// or others, owned by another user, a link to such a file, or under a folder another user
+    /// could swap). The message names the file and the fix.
+    Untrusted = 14,
 }
 
 impl imh_status {
@@ -56,6 +63,8 @@ impl imh_status {
             ErrorKind::TooLarge => imh_status::TooLarge,
             ErrorKind::Cancelled => imh_status::Cancelled,
             ErrorKind::Model => imh_status::Model,
+            ErrorKind::TimedOut => imh_status::TimedOut,
+            ErrorKind::Untrusted => imh_status::Untrusted,
             _ => imh_status::Internal,
         }
     }
@@ -76,6 +85,8 @@ impl imh_status {
             10 => c"IMH_STATUS_CANCELLED",
             11 => c"IMH_STATUS_INTERNAL",
             12 => c"IMH_STATUS_MODEL",
+            13 => c"IMH_STATUS_TIMED_OUT",
+            14 => c"IMH_STATUS_UNTRUSTED",
             _ => c"IMH_STATUS_UNKNOWN",
         }
     }
@@ -132,6 +143,8 @@ fn status_word(status: imh_status) -> &'static str {
         imh_status::Cancelled => "cancelled",
         imh_status::Internal => "internal error",
         imh_status::Model => "model",
+        imh_status::TimedOut => "timed out",
+        imh_status::Untrusted => "untrusted",
     }
 }
 
@@ -252,8 +265,21 @@ mod tests {
     #[test]
     fn every_kind_maps_to_a_distinct_named_status() {
         use ErrorKind::*;
-        let kinds =
-            [InvalidArgument, DataType, Shape, Geometry, Io, Format, Unsupported, TooLarge, Cancelled, Internal, Model];
+        let kinds = [
+            InvalidArgument,
+            DataType,
+            Shape,
+            Geometry,
+            Io,
+            Format,
+            Unsupported,
+            TooLarge,
+            Cancelled,
+            Internal,
+            Model,
+            TimedOut,
+            Untrusted,
+        ];
         let statuses: std::collections::HashSet<u32> = kinds.iter().map(|&k| imh_status::from_kind(k) as u32).collect();
         assert_eq!(statuses.len(), kinds.len());
         for s in statuses {

@@ -76,7 +76,7 @@ pub fn uniform_grid(times: &[f64]) -> Result<(f64, usize)> {
         .map(|w| w[1] - w[0])
         .enumerate()
         .fold((0, f64::INFINITY), |best, (n, d)| if d < best.1 { (n, d) } else { best });
-    if !(step >= MIN_RESAMPLE_STEP_S) {
+    if step.is_nan() || step < MIN_RESAMPLE_STEP_S {
         return Err(Error::invalid_argument(format!(
             "frames {at} and {} are {step:e} s apart (at {} s and {} s); frames closer than {MIN_RESAMPLE_STEP_S} s are not a CT perfusion series — check the frame times",
             at + 1,
@@ -86,7 +86,7 @@ pub fn uniform_grid(times: &[f64]) -> Result<(f64, usize)> {
     }
     let span = times[times.len() - 1] - times[0];
     let samples = (span / step + 1e-6).floor() + 1.0;
-    if !(samples <= MAX_RESAMPLED_FRAMES as f64) {
+    if samples.is_nan() || samples > MAX_RESAMPLED_FRAMES as f64 {
         return Err(Error::invalid_argument(format!(
             "frame times span {span:e} s with a smallest interval of {step} s: a uniform grid would need {samples:e} samples (at most {MAX_RESAMPLED_FRAMES}) — check the frame times"
         )));

@@ -62,6 +62,9 @@ pub struct Manifest {
     /// Device needs.
     #[serde(default)]
     pub device: DeviceSpec,
+    /// Limits the host enforces on a run.
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
     /// Where the model came from (`builtin`, `plugin`, `package`); set by the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
@@ -237,6 +240,23 @@ fn cpu() -> String {
     "cpu".into()
 }
 
+/// Limits the host enforces on a run (`"limits": {"timeout_s": 600}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// Longest a run may take, in seconds, before an isolated worker is stopped and the run fails
+    /// with a time-out. A run can set its own (`RunControl::with_time_limit`,
+    /// `imh_run_options.timeout_s`, `imhost run --timeout`); without either the host uses one
+    /// hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<f64>,
+}
+
+impl Limits {
+    fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
 impl Default for DeviceSpec {
     fn default() -> Self {
         DeviceSpec { requires: cpu(), memory_mib: None }
@@ -329,6 +349,11 @@ impl Manifest {
         }
         if !["cpu", "any", "cuda"].contains(&self.device.requires.as_str()) {
             return bad(format!("device.requires is '{}' (cpu, any or cuda)", self.device.requires));
+        }
+        if let Some(t) = self.limits.timeout_s
+            && !(t.is_finite() && t > 0.0 && t <= 7.0 * 86400.0)
+        {
+            return bad(format!("limits.timeout_s is {t} (seconds, more than 0 and at most a week)"));
         }
         Ok(())
     }
