@@ -125,6 +125,17 @@ enum imh_status
      * The model runtime failed (a LibTorch error, a missing device).
      */
     IMH_STATUS_MODEL = 12,
+    /**
+     * A run exceeded its time limit (`imh_run_options.timeout_s`, else the model's manifest
+     * `limits.timeout_s`) and was stopped; an isolated plugin's worker was killed.
+     */
+    IMH_STATUS_TIMED_OUT = 13,
+    /**
+     * A plugin, model package or configuration file fails the trust rules (writable by group
+     * or others, owned by another user, a link to such a file, or under a folder another user
+     * could swap). The message names the file and the fix.
+     */
+    IMH_STATUS_UNTRUSTED = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -340,6 +351,13 @@ typedef struct imh_run_options {
      * Cancellation flag to watch, or NULL.
      */
     const struct imh_cancel_token *cancel;
+    /**
+     * Time limit of the run in seconds, or 0 for the model's own (its manifest's
+     * `limits.timeout_s`, else one hour). A model run in an isolated worker that exceeds it is
+     * stopped and the call returns `IMH_STATUS_TIMED_OUT`. Negative, NaN or infinite values are
+     * refused with `IMH_STATUS_INVALID_ARGUMENT`.
+     */
+    double timeout_s;
 } imh_run_options;
 
 /**

@@ -11,8 +11,8 @@ scripts/setup.sh main
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON >/dev/null
 cmake --build build -j "$(nproc)"
 out="${IMHOST_OUT:-out/main-job}"
-target/release/imhost phantom ctp --kind anatomical --noise 5 --seed 1 --out "$out/phantom"
-target/release/imhost perfusion "$out/phantom/ctp.nii.gz" --out "$out/perfusion" --truth "$out/phantom/truth"
+target/release/imhost phantom ctp --kind anatomical --noise 5 --seed 1 --out "$out/phantom" --overwrite
+target/release/imhost perfusion "$out/phantom/ctp.nii.gz" --out "$out/perfusion" --truth "$out/phantom/truth" --overwrite
 # The same study through the perfusion CNN (committed phantom-trained weights; CUDA when present).
 exec target/release/imhost perfusion "$out/phantom/ctp.nii.gz" --method cnn --out "$out/perfusion-cnn" \
-  --truth "$out/phantom/truth"
+  --truth "$out/phantom/truth" --overwrite

@@ -347,6 +347,9 @@ struct RunOptions {
     std::function<bool(double fraction, std::string_view stage)> progress;
     /// Watched for cancellation (may be null).
     const CancelToken* cancel = nullptr;
+    /// Time limit in seconds (0: the model's own); an isolated plugin over it is stopped and the
+    /// call throws an Error with IMH_STATUS_TIMED_OUT.
+    double timeout_s = 0.0;
 };
 
 namespace detail {
@@ -374,6 +377,7 @@ void run_with_options(const RunOptions& options, Call&& call) {
     c_options.progress = options.progress ? &progress_trampoline : nullptr;
     c_options.progress_user_data = &state;
     c_options.cancel = options.cancel ? options.cancel->c() : nullptr;
+    c_options.timeout_s = options.timeout_s;
     imh_status status = call(&c_options);
     if (state.error) std::rethrow_exception(state.error);
     check(status);

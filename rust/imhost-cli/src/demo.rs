@@ -91,8 +91,7 @@ pub fn run(out: &Path, quiet: bool) -> Result<()> {
         "timings_s": { "generate_and_write": generate_s, "read": read_s, "mip": mip_s, "write": write_s },
     });
     let summary_path = out.join("summary.json");
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).unwrap_or_default())
-        .map_err(|e| Error::from(e).in_file(&summary_path))?;
+    imhost_core::io::output::write_json(&summary_path, &summary)?;
 
     println!("imhost demo: temporal MIP of a generated 4-D CT volume (research use only)");
     println!(

@@ -11,6 +11,10 @@ use crate::progress::with_bar;
 
 pub fn run(input: &Path, out: &Path, preview: Option<&Path>, quiet: bool) -> Result<()> {
     check_output_name(out)?;
+    imhost_core::io::output::refuse_overwriting_input(out, &[input])?;
+    if let Some(png) = preview {
+        imhost_core::io::output::refuse_overwriting_input(png, &[input, out])?;
+    }
     let started = Instant::now();
     let volume = read_volume(input)?;
     if !volume.is_4d() {

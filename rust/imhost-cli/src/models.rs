@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use imhost_core::io::output::{StagedDir, write_json};
 use imhost_core::io::{read_volume, write_volume};
 use imhost_core::registry::{OutputKind, Registry};
 use imhost_core::{AnyVolumeView, Error, Result};
@@ -105,6 +106,16 @@ pub struct RunArgs {
     /// Model option as key=value (repeatable; `imhost models info ID` lists them).
     #[arg(long = "option", short = 'o')]
     pub options: Vec<String>,
+    /// Replace the output folder if it holds an earlier imhost result.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Time limit in seconds (default: the model's manifest, else one hour); an isolated
+    /// plugin that runs longer is stopped.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// Record the input paths in result.json (off by default: paths often hold patient names).
+    #[arg(long)]
+    pub record_input_paths: bool,
     #[command(flatten)]
     pub sources: Sources,
 }
@@ -117,13 +128,19 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
         .ok_or_else(|| Error::invalid_argument(format!("no model '{}' (see `imhost models list`)", args.id)))?;
     let manifest = model.manifest().clone();
     let options = manifest.parse_options(&args.options)?;
+    let limit = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+        Some(t) => return Err(Error::invalid_argument(format!("--timeout {t}: give a number of seconds above 0"))),
+        None => None,
+    };
+    let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
+    let staged = StagedDir::create(&args.out, args.overwrite, &inputs)?;
     let volumes = args.inputs.iter().map(|p| read_volume(p).map_err(|e| e.in_file(p))).collect::<Result<Vec<_>>>()?;
     let views: Vec<AnyVolumeView<'_>> = volumes.iter().map(|v| v.view()).collect();
-    let output = with_bar(quiet, |control| registry.run(&args.id, &views, &options, control))?;
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::from(e).in_file(&args.out))?;
+    let output = with_bar(quiet, |control| registry.run(&args.id, &views, &options, &control.with_time_limit(limit)))?;
     let mut files = serde_json::Map::new();
     for (name, volume) in &output.volumes {
-        let path = args.out.join(format!("{name}.nii.gz"));
+        let path = staged.path().join(format!("{name}.nii.gz"));
         write_volume(volume, &path)?;
         files.insert(name.clone(), path.file_name().and_then(|f| f.to_str()).unwrap_or_default().into());
     }
@@ -137,13 +154,14 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
         "research_use_only": true,
         "disclaimer": "Research use only. Not for diagnostic use.",
         "model": {"id": manifest.id, "version": manifest.version, "source": manifest.source},
-        "inputs": args.inputs,
+        "inputs": describe_inputs(&args.inputs, &volumes, args.record_input_paths),
         "options": options,
         "outputs": outputs,
         "scores": output.summary_json()["scores"],
         "report": output.report,
     });
-    write_json(&args.out.join("result.json"), &result)?;
+    write_json(&staged.path().join("result.json"), &result)?;
+    staged.commit("run")?;
     if !quiet {
         println!("{} ({}): research use only", manifest.name, manifest.id);
         for (name, value) in &output.scores {
@@ -155,7 +173,20 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value).expect("JSON") + "\n")
-        .map_err(|e| Error::from(e).in_file(path))
+/// What result.json says of the inputs: shape, type and voxel size — and their paths only when
+/// asked, since file and folder names often hold patient names.
+fn describe_inputs(paths: &[PathBuf], volumes: &[imhost_core::AnyVolume], record_paths: bool) -> serde_json::Value {
+    paths
+        .iter()
+        .zip(volumes)
+        .map(|(path, volume)| {
+            let mut d = serde_json::json!({
+                "shape": volume.shape(), "dtype": volume.dtype().name(), "spacing_mm": volume.geometry().spacing,
+            });
+            if record_paths {
+                d["path"] = path.display().to_string().into();
+            }
+            d
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use imhost_core::io::output::{StagedDir, write_json};
 use imhost_core::io::{read_volume, write_volume};
 use imhost_core::perfusion::aif::VesselSelection;
 use imhost_core::perfusion::readout::Patient;
@@ -45,15 +46,13 @@ pub struct PhantomArgs {
     /// Seconds between frames (with --frames).
     #[arg(long, requires = "frames")]
     pub interval: Option<f64>,
+    /// Replace the output folder if it holds an earlier imhost result.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::from(e).in_file(dir))
-}
-
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
-    std::fs::write(path, text + "\n").map_err(|e| Error::from(e).in_file(path))
 }
 
 /// Generate a phantom and its truth into `args.out`.
@@ -73,12 +72,14 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
         }
         options.frame_times = Some((0..count).map(|n| n as f64 * interval).collect());
     }
+    let staged = StagedDir::create(&args.out, args.overwrite, &[])?;
     let phantom = ctp::generate(&options)?;
-    let truth_dir = args.out.join("truth");
+    let out = staged.path();
+    let truth_dir = out.join("truth");
     create_dir(&truth_dir)?;
-    write_volume(&AnyVolume::from(phantom.ctp.clone()), &args.out.join("ctp.nii.gz"))?;
+    write_volume(&AnyVolume::from(phantom.ctp.clone()), &out.join("ctp.nii.gz"))?;
     if args.dicom {
-        imhost_core::io::dicom::write_dicom_series(&phantom.ctp, &args.out.join("dicom"), "1.2.826.0.1.3680043.10.1")?;
+        imhost_core::io::dicom::write_dicom_series(&phantom.ctp, &out.join("dicom"), "1.2.826.0.1.3680043.10.1")?;
     }
     let t = &phantom.truth;
     for (name, map) in [("cbf", &t.cbf), ("cbv", &t.cbv), ("mtt", &t.mtt), ("delay", &t.delay), ("tmax", &t.tmax)] {
@@ -108,6 +109,7 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
             },
         }),
     )?;
+    staged.commit("phantom ctp")?;
     println!(
         "phantom ({:?}) written to {}: {:?} voxels, core {:.1} ml, hypoperfusion {:.1} ml",
         kind,
@@ -163,6 +165,10 @@ pub struct PerfusionArgs {
     /// Precision for --method cnn: f32, or f16/bf16 on CUDA.
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// Replace the output folder if it holds an earlier imhost result (without it, a folder
+    /// that holds files is refused before any work).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Where `--method cnn` finds its model without `--model`: `IMHOST_PERFUSION_CNN_MODEL`, then
@@ -267,13 +273,18 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     } else if args.model.is_some() {
         return Err(Error::invalid_argument("--model is for --method cnn"));
     }
+    // Refused now, before minutes of work, if the folder cannot take this run's result; the
+    // outputs go into a fresh folder beside it that replaces it once complete.
+    let mut inputs: Vec<&Path> = vec![&args.input];
+    inputs.extend(args.truth.as_deref());
+    inputs.extend(args.model.as_deref());
+    let staged = StagedDir::create(&args.out, args.overwrite, &inputs)?;
     let input = read_volume(&args.input)?;
-    create_dir(&args.out)?;
     let registration = crate::motion::ItkRigid;
     let registration: Option<&dyn imhost_core::perfusion::motion::RigidRegistration> =
         if args.no_motion_correction { None } else { Some(&registration) };
     let result = with_bar(quiet, |control| perfusion::run(&input.view(), &options, registration, control))?;
-    write_outputs(&result, &args.out)?;
+    write_outputs(&result, staged.path())?;
     if let Some(dir) = &args.truth {
         let truth = read_truth(dir)?;
         if truth.cbf.shape()[..3] != result.maps.cbf.shape()[..3] {
@@ -281,7 +292,7 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
         }
         let a = imhost_core::perfusion::validation::compare(&result, &truth, &|_| true);
         let value = serde_json::to_value(&a).map_err(|e| Error::internal(e.to_string()))?;
-        write_json(&args.out.join("truth_comparison.json"), &value)?;
+        write_json(&staged.path().join("truth_comparison.json"), &value)?;
         println!(
             "against the truth: core Dice {}, hypoperfusion Dice {}, CBF r {:.3}, CBV r {:.3}",
             a.core_dice.map_or("n/a".into(), |d| format!("{d:.3}")),
@@ -290,6 +301,7 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
             a.cbv.pearson_r
         );
     }
+    staged.commit("perfusion")?;
     let r = &result.report;
     match (&r.readout.volumes, r.qc_flags.is_empty()) {
         (Some(v), _) => println!(

@@ -8,7 +8,7 @@ use std::time::Instant;
 use imhost_core::perfusion::validation::{Agreement, compare};
 use imhost_core::perfusion::{self, Method, PerfusionOptions};
 use imhost_core::phantom::ctp::{self, PhantomKind, PhantomOptions};
-use imhost_core::{AnyVolume, Error, Result, RunControl};
+use imhost_core::{AnyVolume, Result, RunControl};
 
 const NOTES: &str = "## Reading the table
 
@@ -188,7 +188,7 @@ delay row δ (all MTT, CBV and IRF tiles).\n\n\
     if let Some(cnn) = crate::validate_cnn::existing_section(out) {
         doc = format!("{}\n\n{cnn}", doc.trim_end());
     }
-    std::fs::write(out, doc).map_err(|e| Error::from(e).in_file(out))?;
+    imhost_core::io::output::write_text(out, &doc)?;
     println!("validation table written to {}", out.display());
     Ok(())
 }

@@ -315,8 +315,7 @@ brain. **Half dose**: the same studies with every second frame dropped, both met
     write_section(&args.out, &doc)?;
     let json = serde_json::json!({"full": {"summary": s, "cases": full}, "half_dose": {"summary": h, "cases": half}});
     let json_path = args.out.with_file_name("validation-cnn.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json).map_err(|e| Error::internal(e.to_string()))? + "\n")
-        .map_err(|e| Error::from(e).in_file(&json_path))?;
+    imhost_core::io::output::write_json(&json_path, &json)?;
     println!(
         "CNN vs NLR: core Dice {:.3}, hypoperfusion Dice {:.3}, volume r {:.3}/{:.3}; half dose {:.3}/{:.3} — {}",
         s.core_dice[0].0,
@@ -335,7 +334,7 @@ pub fn write_section(path: &Path, section: &str) -> Result<()> {
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let head = existing.split(MARKER).next().unwrap_or("").trim_end();
     let doc = if head.is_empty() { section.to_string() } else { format!("{head}\n\n{section}") };
-    std::fs::write(path, doc).map_err(|e| Error::from(e).in_file(path))
+    imhost_core::io::output::write_text(path, &doc)
 }
 
 /// The CNN section of `path`, if any (so that `imhost validate` keeps it).

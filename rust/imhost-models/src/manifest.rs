@@ -129,7 +129,7 @@ impl Manifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(FILE_NAME);
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::internal(e.to_string()))?;
-        std::fs::write(&path, text + "\n").map_err(|e| Error::from(e).in_file(&path))
+        imhost_core::io::output::write_text(&path, &(text + "\n"))
     }
 
     /// Consistency checks that need no file.

@@ -344,7 +344,7 @@ pub fn train(
         state.epoch = epoch;
         vs.save(&ckpt_weights).model()?;
         let text = serde_json::to_string_pretty(&state).map_err(|e| Error::internal(e.to_string()))?;
-        std::fs::write(&ckpt_json, text).map_err(|e| Error::from(e).in_file(&ckpt_json))?;
+        imhost_core::io::output::write_text(&ckpt_json, &text)?;
     }
     if best_weights.exists() {
         vs.load(&best_weights).model()?;

@@ -38,6 +38,11 @@ pub struct imh_run_options {
     pub progress_user_data: *mut c_void,
     /// Cancellation flag to watch, or NULL.
     pub cancel: *const imh_cancel_token,
+    /// Time limit of the run in seconds, or 0 for the model's own (its manifest's
+    /// `limits.timeout_s`, else one hour). A model run in an isolated worker that exceeds it is
+    /// stopped and the call returns `IMH_STATUS_TIMED_OUT`. Negative, NaN or infinite values are
+    /// refused with `IMH_STATUS_INVALID_ARGUMENT`.
+    pub timeout_s: f64,
 }
 
 impl Default for imh_run_options {
@@ -47,7 +52,15 @@ impl Default for imh_run_options {
             progress: None,
             progress_user_data: std::ptr::null_mut(),
             cancel: std::ptr::null(),
+            timeout_s: 0.0,
         }
+    }
+}
+
+impl imh_run_options {
+    /// The run's time limit (`None`: the model's own).
+    pub(crate) fn time_limit(&self) -> Option<std::time::Duration> {
+        (self.timeout_s > 0.0).then(|| std::time::Duration::from_secs_f64(self.timeout_s))
     }
 }
 
@@ -92,6 +105,12 @@ pub(crate) unsafe fn read_run_options(ptr: *const imh_run_options) -> FfiResult<
     // SAFETY: forwarded contract; imh_run_options holds only integers and nullable pointers.
     let mut options = unsafe { read_size_prefixed(ptr, imh_run_options::default(), minimum, "imh_run_options") }?;
     options.struct_size = size_of::<imh_run_options>() as u32;
+    if !(options.timeout_s.is_finite() && options.timeout_s >= 0.0 && options.timeout_s <= 1e9) {
+        return Err(FfiError::new(
+            imh_status::InvalidArgument,
+            format!("imh_run_options.timeout_s is {}; give seconds (0 for the model's own limit)", options.timeout_s),
+        ));
+    }
     Ok(options)
 }
 
@@ -119,7 +138,7 @@ pub(crate) fn with_control<R>(options: &imh_run_options, f: impl FnOnce(&RunCont
     let cancel = unsafe { options.cancel.as_ref() }.map(|t| &t.token);
     let target = options.progress.map(|callback| ProgressTarget { callback, user_data: options.progress_user_data });
     let report = |fraction: f64, stage: &str| target.as_ref().is_none_or(|t| t.report(fraction, stage));
-    let control = RunControl::new(Some(&report), cancel);
+    let control = RunControl::new(Some(&report), cancel).with_time_limit(options.time_limit());
     Ok(f(&control))
 }
 
@@ -170,6 +189,7 @@ pub(crate) fn with_control_relayed<R: Send>(
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     // SAFETY: a non-NULL cancel token points to a live imh_cancel_token for the call (header).
     let cancel = unsafe { options.cancel.as_ref() }.map(|t| &t.token);
+    let time_limit = options.time_limit();
     let target = options.progress.map(|callback| ProgressTarget { callback, user_data: options.progress_user_data });
     let fraction = AtomicU64::new(0f64.to_bits());
     let stage = Mutex::new(String::from("starting"));
@@ -202,11 +222,11 @@ pub(crate) fn with_control_relayed<R: Send>(
     if let Some(t) = &target
         && !t.report(0.0, "starting")
     {
-        return Ok(f(&RunControl::new(Some(&|_: f64, _: &str| false), cancel)));
+        return Ok(f(&RunControl::new(Some(&|_: f64, _: &str| false), cancel).with_time_limit(time_limit)));
     }
     let outcome = std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
-            let control = RunControl::new(Some(&report), cancel);
+            let control = RunControl::new(Some(&report), cancel).with_time_limit(time_limit);
             f(&control)
         });
         while !worker.is_finished() {

@@ -168,6 +168,7 @@ fn options_are_read_up_to_the_callers_struct_size() {
         progress: Some(count_and_cancel_at_two),
         progress_user_data: (&raw mut calls).cast(),
         cancel: token,
+        timeout_s: 0.0,
     };
     let mut out = ptr::null_mut();
     // Full struct: the cancelled token stops the run at the first check.
