@@ -184,6 +184,23 @@ int main(int argc, char **argv) {
     imh_model_result_free(res);
     imh_registry_free(r);
 
+    /* ---- a plugin that never returns is stopped at the run's time limit ----------------- */
+    const char *hang[] = {join(0, dir, "libtest_hang.so")};
+    r = open_registry(ctx, hang, 1, true);
+    imh_run_options limited;
+    memset(&limited, 0, sizeof limited);
+    limited.struct_size = sizeof limited;
+    limited.timeout_s = 0.5;
+    res = NULL;
+    CHECK_STATUS(imh_registry_run(ctx, r, "test.hang", &in, 1, NULL, &limited, &res), IMH_STATUS_TIMED_OUT);
+    CHECK(res == NULL && strstr(imh_last_error_message(), "time limit of 0.5 s"), "%s", imh_last_error_message());
+    /* The worker was stopped and is restarted for the next run. */
+    CHECK_STATUS(imh_registry_run(ctx, r, "test.hang-ok", &in, 1, NULL, &limited, &res), IMH_STATUS_OK);
+    imh_model_result_free(res);
+    limited.timeout_s = -1.0;
+    CHECK_STATUS(imh_registry_run(ctx, r, "test.hang-ok", &in, 1, NULL, &limited, &res), IMH_STATUS_INVALID_ARGUMENT);
+    imh_registry_free(r);
+
     /* ---- a world-writable plugin file is refused ---------------------------------------- */
     const char *copy_path = join(0, argv[4], "libtest_world_writable.so");
     FILE *src = fopen(join(1, dir, "libtest_good.so"), "rb"), *dst = fopen(copy_path, "wb");
@@ -200,6 +217,8 @@ int main(int argc, char **argv) {
     r = open_registry(ctx, ww, 1, false);
     list = imh_registry_list_json(r);
     CHECK(list && strstr(list, "writable by every user") && !strstr(list, "\"test.echo\""), "world-writable refused: %s", list);
+    res = NULL;
+    CHECK_STATUS(run(ctx, r, "test.echo", &in, NULL, &res), IMH_STATUS_INVALID_ARGUMENT);
     imh_registry_free(r);
     remove(copy_path);
 

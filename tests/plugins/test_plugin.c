@@ -5,6 +5,7 @@
  *                   (output = input), test.fail (run returns an error), test.wrong-shape
  *                   (allocates an output of the wrong shape and ignores the refusal)
  *   TEST_CRASH      test.crash (segfaults in run) and test.crash-ok (works) — run isolated
+ *   TEST_HANG       test.hang (never returns, ignores cancellation) — run isolated with a time limit
  *   TEST_BAD_MAJOR  descriptor says ABI 2.0
  *   TEST_OLD_MINOR  an ABI 1.0 plugin: older minor, no unload field (loads)
  *   TEST_NEW_MINOR  an ABI 1.9 plugin with a longer descriptor and model struct (loads)
@@ -13,6 +14,7 @@
  *   TEST_BAD_MANIFEST manifest is not JSON
  *   TEST_DUPLICATE  declares the id of the C example (example.c-threshold)
  */
+#define _POSIX_C_SOURCE 200809L
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wunused-const-variable"
 
@@ -20,6 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "imhost_plugin.h"
 
@@ -80,6 +83,17 @@ static imhp_status crash(void *instance, const imhp_run_args *a) {
     return IMHP_OK;
 }
 
+static imhp_status hang(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    (void)a;
+    fprintf(stderr, "test.hang: looping forever\n");
+    for (;;) {
+        struct timespec t = {0, 50 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    return IMHP_OK;
+}
+
 static void unloaded(void) {}
 
 #define OUT_MAP "{\"name\": \"out\", \"kind\": \"map\"}"
@@ -89,6 +103,12 @@ static void unloaded(void) {}
 static const imhp_model MODELS[] = {
     {sizeof(imhp_model), 0, MANIFEST("test.crash", OUT_MAP), NULL, crash, NULL},
     {sizeof(imhp_model), 0, MANIFEST("test.crash-ok", OUT_MAP), NULL, copy, NULL},
+};
+#elif defined(TEST_HANG)
+#define NAME "test-hang"
+static const imhp_model MODELS[] = {
+    {sizeof(imhp_model), 0, MANIFEST("test.hang", OUT_MAP), NULL, hang, NULL},
+    {sizeof(imhp_model), 0, MANIFEST("test.hang-ok", OUT_MAP), NULL, copy, NULL},
 };
 #elif defined(TEST_BAD_MANIFEST)
 #define NAME "test-bad-manifest"

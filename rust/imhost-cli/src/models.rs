@@ -123,9 +123,14 @@ pub struct RunArgs {
 /// `imhost run ID --input … --out DIR [--option k=v]`.
 pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
     let registry = registry(&args.sources);
-    let model = registry
-        .get(&args.id)
-        .ok_or_else(|| Error::invalid_argument(format!("no model '{}' (see `imhost models list`)", args.id)))?;
+    let model = registry.get(&args.id).ok_or_else(|| {
+        let problems: Vec<&str> = registry.problems().iter().map(|p| p.message.as_str()).collect();
+        Error::invalid_argument(format!(
+            "no model '{}' (see `imhost models list`){}",
+            args.id,
+            if problems.is_empty() { String::new() } else { format!("; not loaded: {}", problems.join("; ")) }
+        ))
+    })?;
     let manifest = model.manifest().clone();
     let options = manifest.parse_options(&args.options)?;
     let limit = match args.timeout {

@@ -52,6 +52,7 @@ pub fn cargo_plugin(crate_name: &str) -> PathBuf {
 pub const TEST_VARIANTS: &[(&str, &str)] = &[
     ("test_good", ""),
     ("test_crash", "TEST_CRASH"),
+    ("test_hang", "TEST_HANG"),
     ("test_bad_major", "TEST_BAD_MAJOR"),
     ("test_old_minor", "TEST_OLD_MINOR"),
     ("test_new_minor", "TEST_NEW_MINOR"),

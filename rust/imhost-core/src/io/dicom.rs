@@ -141,10 +141,12 @@ pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVo
     paths.sort();
     let mut instances = Vec::new();
     for p in &paths {
+        tracing::trace!("reading the DICOM header of {}", p.display());
         if let Some(i) = read_header(p)? {
             instances.push(i);
         }
     }
+    tracing::debug!(files = paths.len(), images = instances.len(), "DICOM folder {}", dir.display());
     if instances.is_empty() {
         return Err(Error::format("no DICOM image with ImagePositionPatient in the folder").in_file(dir));
     }
@@ -287,6 +289,7 @@ pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVo
         pixel_spacing: spacing,
     };
     let geometry = Geometry::from_dicom_plane(&plane, step)?;
+    tracing::info!(columns, rows, slices = nk, frames = nt, "reading a DICOM series of {} images", instances.len());
     // Pixels.
     let mut data = Array4::<f32>::zeros((columns, rows, nk, nt).f());
     let mut exact_i16 = true;

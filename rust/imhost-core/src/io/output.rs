@@ -118,19 +118,19 @@ pub fn read_existing(path: &Path, max_bytes: u64) -> Result<Option<String>> {
     Ok(Some(text))
 }
 
-/// Whether `a` and `b` name the same existing file (same device and inode).
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
+/// The directory entry a write to `path` replaces: its folder resolved, its own name kept (the
+/// rename of [`write_atomically`] replaces a link there rather than what it points to).
+fn replaced_entry(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    Some(folder_of(path).canonicalize().ok()?.join(name))
 }
 
-/// Refuse an output file that is one of the inputs (writing it would replace the input).
+/// Refuse an output file whose write would replace one of the inputs (the same directory entry,
+/// also when the input was named through a link).
 pub fn refuse_overwriting_input(output: &Path, inputs: &[&Path]) -> Result<()> {
+    let Some(replaced) = replaced_entry(output) else { return Ok(()) };
     for input in inputs {
-        if same_file(output, input) {
+        if input.canonicalize().is_ok_and(|i| i == replaced) {
             return Err(Error::invalid_argument(format!(
                 "the output '{}' is the input '{}'; choose another output name",
                 output.display(),
@@ -227,8 +227,11 @@ impl StagedDir {
         let parent = folder_of(target);
         std::fs::create_dir_all(&parent).map_err(|e| Error::from(e).in_file(&parent))?;
         for _ in 0..16 {
+            use std::os::unix::fs::DirBuilderExt;
             let staging = parent.join(format!(".{name}.imhost-partial-{}", random_name()));
-            match std::fs::create_dir(&staging) {
+            // Private while it fills (nobody else can add or read files, whatever the umask);
+            // given the usual mode at commit.
+            match std::fs::DirBuilder::new().mode(0o700).create(&staging) {
                 Ok(()) => return Ok(StagedDir { target: target.to_path_buf(), staging, overwrite, committed: false }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::from(e).in_file(&parent)),
@@ -256,6 +259,12 @@ impl StagedDir {
             "research_use_only": true,
         });
         write_json(&self.staging.join(MARKER), &marker)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = 0o777 & !umask();
+            std::fs::set_permissions(&self.staging, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::from(e).in_file(&self.staging))?;
+        }
         let parent = folder_of(&self.target);
         let previous = match existing(&self.target, self.overwrite)? {
             Existing::Nothing => None,
@@ -287,6 +296,16 @@ impl StagedDir {
         }
         Ok(())
     }
+}
+
+/// This process's umask (from `/proc/self/status`; 022 where it cannot be read).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Umask:")).and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 impl Drop for StagedDir {
@@ -361,6 +380,11 @@ mod tests {
         assert!(!out.exists(), "nothing appears before commit");
         staged.commit("test").unwrap();
         assert_eq!(std::fs::read_to_string(out.join("ttp.nii.gz")).unwrap(), "run 1");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o777 & !umask(), "the usual folder mode once committed");
+        }
         // A second run is refused without overwrite, before any work.
         let e = StagedDir::create(&out, false, &[]).unwrap_err();
         assert!(e.message().contains("--overwrite"), "{e}");
@@ -405,12 +429,17 @@ mod tests {
     }
 
     #[test]
-    fn an_output_that_is_the_input_is_refused() {
+    fn an_output_that_would_replace_the_input_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.nii");
         std::fs::write(&a, "x").unwrap();
-        std::os::unix::fs::symlink(&a, dir.path().join("b.nii")).unwrap();
-        assert!(refuse_overwriting_input(&dir.path().join("b.nii"), &[&a]).is_err());
+        let link = dir.path().join("b.nii");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        assert!(refuse_overwriting_input(&a, &[&a]).is_err());
+        assert!(refuse_overwriting_input(&dir.path().join("./a.nii"), &[&a]).is_err());
+        assert!(refuse_overwriting_input(&a, &[&link]).is_err(), "the input named through a link");
+        // Writing to the link replaces the link, not the input.
+        assert!(refuse_overwriting_input(&link, &[&a]).is_ok());
         assert!(refuse_overwriting_input(&dir.path().join("c.nii"), &[&a]).is_ok());
     }
 }

@@ -355,7 +355,9 @@ fn fill_frame<T: Voxel>(view: &VolumeView<'_, T>, t: usize, out: &mut [f32]) {
 struct Stages(Vec<StageTiming>, Instant);
 impl Stages {
     fn done(&mut self, stage: &'static str) {
-        self.0.push(StageTiming { stage, seconds: self.1.elapsed().as_secs_f64() });
+        let seconds = self.1.elapsed().as_secs_f64();
+        tracing::debug!(stage, seconds, "perfusion stage done");
+        self.0.push(StageTiming { stage, seconds });
         self.1 = Instant::now();
     }
 }

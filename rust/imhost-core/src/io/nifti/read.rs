@@ -126,6 +126,7 @@ fn read_nifti_inner(path: &Path, options: &ReadOptions) -> Result<(AnyVolume, Ni
     if let Some(warning) = warning {
         tracing::warn!("'{}': {warning}", path.display());
     }
+    tracing::debug!(shape = ?layout.shape, stored = stored.name, compressed, "read {}", path.display());
     let info = NiftiInfo {
         version: header.version,
         endian: header.endian,
