@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets --release --quiet -- -D warnings
 step "cargo build (the workspace: plugin worker and Rust plugins the tests load)"
 cargo build --workspace --release --quiet
 
-step "cargo test (Rust units, nibabel oracle, must-fail inputs, C ABI from Rust, CLI, header drift)"
+step "cargo test (Rust units, nibabel oracle, must-fail inputs, C ABI from Rust, CLI, header drift, security attacks run as an unprivileged user)"
 cargo test --workspace --release --quiet
 
 step "ctest (header as C99/C++17, C ABI and C++ wrapper and static link under valgrind)"

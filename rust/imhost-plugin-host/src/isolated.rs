@@ -110,11 +110,15 @@ fn spawn_from_keeper(mut command: Command) -> std::io::Result<Child> {
     static KEEPER: OnceLock<Mutex<SyncSender<SpawnJob>>> = OnceLock::new();
     let keeper = KEEPER.get_or_init(|| {
         let (tx, rx) = sync_channel::<SpawnJob>(0);
-        let started = std::thread::Builder::new().name("imhost-worker-spawner".into()).spawn(move || {
-            for job in rx {
-                job();
-            }
-        });
+        // A small stack of its own: it only forks, and glibc then gives it a fresh stack instead
+        // of reusing one of an exited thread (which would credit its thread-local memory, still
+        // in use at exit, to that thread's creator in valgrind's report).
+        let started =
+            std::thread::Builder::new().name("imhost-worker-spawner".into()).stack_size(256 << 10).spawn(move || {
+                for job in rx {
+                    job();
+                }
+            });
         if let Err(e) = started {
             tracing::warn!("cannot start the worker spawner thread: {e}");
         }
