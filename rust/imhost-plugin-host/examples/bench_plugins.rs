@@ -75,7 +75,7 @@ fn main() {
     println!("volume: 512x512x16 float32 ({:.1} MiB)", bytes as f64 / 1048576.0);
     println!("in-process call overhead (test.echo):        {:8.1} us", echo * 1e6);
     println!("copy model in process:                       {:8.2} ms", copy_in * 1e3);
-    println!("copy model isolated (worker, /dev/shm):      {:8.2} ms", copy_iso * 1e3);
+    println!("copy model isolated (worker, memfds):        {:8.2} ms", copy_iso * 1e3);
     println!("one copy of input + one of output (memcpy):  {:8.2} ms", memcopies * 1e3);
     println!("isolated / (input + output copy):            {:8.2} x", copy_iso / memcopies);
 }
