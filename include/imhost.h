@@ -156,7 +156,8 @@ typedef uint32_t imh_status;
 typedef struct imh_cancel_token imh_cancel_token;
 
 /**
- * Per-caller state shared by operations: the log callback. Create with `imh_context_new`.
+ * Per-caller state shared by operations: the log callback, the worker threads, the memory
+ * limit. Create with `imh_context_new`.
  *
  * Thread safety: a context may be used by several threads at once, including while another
  * thread replaces its log callback.
@@ -209,8 +210,10 @@ typedef uint32_t imh_log_level;
  * `message` is one line of UTF-8 including any structured fields as `key=value`. Both strings
  * are valid only during the call.
  *
- * Called on the thread that made the imhost call, possibly concurrently from several threads
- * if the context is shared. Must return normally (no exception, no longjmp).
+ * Called on the thread that made the imhost call — also for records the library's own worker
+ * threads and isolated plugins emitted during the call, which are handed over to that thread
+ * while the call runs and before it returns — possibly concurrently from several threads if the
+ * context is shared. Must return normally (no exception, no longjmp).
  */
 typedef void (*imh_log_fn)(void *user_data,
                            imh_log_level level,
@@ -665,6 +668,31 @@ imh_status imh_context_set_log_callback(struct imh_context *context,
                                         imh_log_fn callback,
                                         void *user_data,
                                         imh_log_level max_level);
+
+/**
+ * Use `threads` worker threads for this context's operations (0: one per core, the default),
+ * LibTorch's CPU threads included: a host running several jobs at once gives each its own
+ * context and count, so that together they use the cores it means them to. Takes effect for
+ * operations that start afterwards.
+ *
+ * LibTorch's intra-op thread count is one setting per process: imhost sets it to the context's
+ * count when a learned model starts a run on the CPU, so concurrent learned-model runs of
+ * contexts with different counts share the count of whichever started last.
+ *
+ * Thread safety: may be called while other threads use the context.
+ */
+imh_status imh_context_set_threads(struct imh_context *context, uint32_t threads);
+
+/**
+ * Let operations of this context allocate at most `bytes` (0: no limit beyond what the system
+ * allows, the default). An input that would need more fails with `IMH_STATUS_TOO_LARGE` before
+ * the allocation. The system's own limits always apply as well: available memory, `ulimit -v`
+ * (`RLIMIT_AS`, `RLIMIT_DATA`) and the memory cgroup (a container's or a systemd unit's
+ * `MemoryMax=`).
+ *
+ * Thread safety: may be called while other threads use the context.
+ */
+imh_status imh_context_set_memory_limit(struct imh_context *context, uint64_t bytes);
 
 /**
  * Write the 4×4 IJK-to-RAS matrix of a geometry to `out` (16 doubles, row-major): 3D Slicer's

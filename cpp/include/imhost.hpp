@@ -1,7 +1,8 @@
 // imhost.hpp — header-only C++17 wrapper over the imhost C API (include/imhost.h).
 //
-// - Move-only RAII handles (Context, Volume, CancelToken) over the opaque C handles; moving
-//   leaves the source empty; destructors free.
+// - Move-only RAII handles (Context, Volume, CancelToken, Model, Registry, ModelResult,
+//   PerfusionResult) over the opaque C handles; moving leaves the source empty; destructors
+//   free; using an emptied (moved-from) handle throws an Error (IMH_STATUS_NULL_ARGUMENT).
 // - Every failing C status becomes an imhost::Error carrying the status and the library's
 //   message.
 // - Buffers are exposed as Span<T> (a pointer and a length; std::span is C++20).
@@ -48,6 +49,13 @@ inline void check(imh_status status) {
     if (status != IMH_STATUS_OK) {
         throw Error(status, imh_last_error_message());
     }
+}
+
+/// Throw for a handle that was moved from (or never held one).
+template <class T>
+inline T* require(T* ptr, const char* what) {
+    if (ptr == nullptr) throw Error(IMH_STATUS_NULL_ARGUMENT, std::string(what) + " on an empty (moved-from) object");
+    return ptr;
 }
 }  // namespace detail
 
@@ -241,6 +249,12 @@ public:
         if (holder) logs_.push_back(std::move(holder));
     }
 
+    /// Worker threads of this context's operations, LibTorch's included (0: one per core).
+    void set_threads(uint32_t threads) { detail::check(imh_context_set_threads(ptr_, threads)); }
+
+    /// The most an operation of this context may allocate, in bytes (0: the system's limits).
+    void set_memory_limit(uint64_t bytes) { detail::check(imh_context_set_memory_limit(ptr_, bytes)); }
+
     /// Read a NIfTI file (.nii, .nii.gz).
     Volume read(const std::string& path) const;
 
@@ -424,7 +438,7 @@ public:
     Model& operator=(const Model&) = delete;
 
     /// The manifest JSON (id, version, inputs, outputs with units, training data, sha256).
-    std::string manifest_json() const { return ptr_ ? imh_model_manifest_json(ptr_) : std::string(); }
+    std::string manifest_json() const { return imh_model_manifest_json(detail::require(ptr_, "Model::manifest_json")); }
     const imh_model* c() const noexcept { return ptr_; }
 
 private:
@@ -491,14 +505,16 @@ public:
     }
 
     /// report.json as text.
-    std::string report_json() const { return imh_perfusion_result_report_json(ptr_); }
+    std::string report_json() const {
+        return imh_perfusion_result_report_json(detail::require(ptr_, "PerfusionResult::report_json"));
+    }
 
     const imh_perfusion_result* c() const noexcept { return ptr_; }
 
 private:
     const imh_volume* borrow(imh_perfusion_output which) const {
         const imh_volume* v = nullptr;
-        detail::check(imh_perfusion_result_volume(ptr_, which, &v));
+        detail::check(imh_perfusion_result_volume(detail::require(ptr_, "PerfusionResult::view"), which, &v));
         return v;
     }
     imh_perfusion_result* ptr_ = nullptr;
@@ -514,6 +530,141 @@ inline PerfusionResult perfusion(const Context& context, const View& input, cons
     });
     return PerfusionResult(out);
 }
+
+/// Owns an imh_model_result: what one registry run produced — volumes (maps, label maps) by
+/// name, scores, and the JSON summary. Research use only.
+class ModelResult {
+public:
+    explicit ModelResult(imh_model_result* ptr) noexcept : ptr_(ptr) {}
+    ~ModelResult() { imh_model_result_free(ptr_); }
+    ModelResult(ModelResult&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    ModelResult& operator=(ModelResult&& other) noexcept {
+        if (this != &other) {
+            imh_model_result_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+        }
+        return *this;
+    }
+    ModelResult(const ModelResult&) = delete;
+    ModelResult& operator=(const ModelResult&) = delete;
+
+    /// Number of volumes.
+    std::size_t volume_count() const { return imh_model_result_volume_count(detail::require(ptr_, "ModelResult::volume_count")); }
+
+    /// Volume `index`: its output name and pixels (valid while this result lives).
+    std::pair<std::string, View> volume(std::size_t index) const {
+        const char* name = nullptr;
+        const imh_volume* v = nullptr;
+        detail::check(imh_model_result_volume(detail::require(ptr_, "ModelResult::volume"), index, &name, &v));
+        imh_view view{};
+        detail::check(imh_volume_get_view(v, &view));
+        return {name, View(view)};
+    }
+
+    /// The volume called `name`, if the model produced it.
+    std::optional<View> volume(std::string_view name) const {
+        for (std::size_t i = 0, n = volume_count(); i < n; ++i) {
+            auto [found, view] = volume(i);
+            if (found == name) return view;
+        }
+        return std::nullopt;
+    }
+
+    /// The score called `name`, if the model produced it (a withheld score is absent).
+    std::optional<double> score(const std::string& name) const {
+        double value = 0.0;
+        imh_status s = imh_model_result_score(detail::require(ptr_, "ModelResult::score"), name.c_str(), &value);
+        if (s == IMH_STATUS_INVALID_ARGUMENT) return std::nullopt;
+        detail::check(s);
+        return value;
+    }
+
+    /// `{"scores": {...}, "volumes": [...], "report": ...}`.
+    std::string json() const { return imh_model_result_json(detail::require(ptr_, "ModelResult::json")); }
+
+    const imh_model_result* c() const noexcept { return ptr_; }
+
+private:
+    imh_model_result* ptr_ = nullptr;
+};
+
+/// Where the registry looks for models besides the built-in ones (see imh_registry_options).
+struct RegistryOptions {
+    /// Plugin libraries, model package folders or folders of them.
+    std::vector<std::string> paths;
+    /// Also IMHOST_PLUGIN_PATH and ~/.local/share/imhost/plugins.
+    bool standard_locations = false;
+    /// Run every native plugin in a worker process.
+    bool isolate_all = false;
+    /// Device of learned models ("cpu", "cuda", …; empty: IMHOST_DEVICE, then auto).
+    std::string device;
+};
+
+/// Owns an imh_registry: every model a host can run — built in, learned, packaged, plugins —
+/// listed, described and run the same way.
+class Registry {
+public:
+    explicit Registry(const Context& context, const RegistryOptions& options = {}) {
+        std::vector<const char*> paths;
+        for (const auto& p : options.paths) paths.push_back(p.c_str());
+        imh_registry_options o{};
+        o.struct_size = sizeof o;
+        o.standard_locations = options.standard_locations;
+        o.isolate_all = options.isolate_all;
+        o.paths = paths.empty() ? nullptr : paths.data();
+        o.n_paths = paths.size();
+        o.device = options.device.empty() ? nullptr : options.device.c_str();
+        detail::check(imh_registry_open(context.c(), &o, &ptr_));
+    }
+    ~Registry() { imh_registry_free(ptr_); }
+    Registry(Registry&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    Registry& operator=(Registry&& other) noexcept {
+        if (this != &other) {
+            imh_registry_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+        }
+        return *this;
+    }
+    Registry(const Registry&) = delete;
+    Registry& operator=(const Registry&) = delete;
+
+    /// `{"models": [manifest, …], "problems": [{"path", "message"}, …]}`.
+    std::string list_json() const { return imh_registry_list_json(detail::require(ptr_, "Registry::list_json")); }
+
+    /// The manifest of model `id` (throws for an unknown id; the message lists the known ones).
+    std::string manifest_json(const std::string& id) const {
+        const char* out = nullptr;
+        detail::check(imh_registry_manifest_json(detail::require(ptr_, "Registry::manifest_json"), id.c_str(), &out));
+        return out;
+    }
+
+    /// Run model `id` on `inputs` (in the manifest's order, read in place) with `options_json`
+    /// (a JSON object; empty: defaults).
+    ModelResult run(const Context& context, const std::string& id, const std::vector<View>& inputs,
+                    const std::string& options_json = {}, const RunOptions& run = {}) const {
+        std::vector<imh_view> views;
+        views.reserve(inputs.size());
+        for (const auto& v : inputs) views.push_back(v.c());
+        imh_model_result* out = nullptr;
+        detail::run_with_options(run, [&](const imh_run_options* o) {
+            return imh_registry_run(context.c(), detail::require(ptr_, "Registry::run"), id.c_str(),
+                                    views.empty() ? nullptr : views.data(), views.size(),
+                                    options_json.empty() ? nullptr : options_json.c_str(), o, &out);
+        });
+        return ModelResult(out);
+    }
+
+    /// Run a model that takes one input.
+    ModelResult run(const Context& context, const std::string& id, const View& input, const std::string& options_json = {},
+                    const RunOptions& run = {}) const {
+        return this->run(context, id, std::vector<View>{input}, options_json, run);
+    }
+
+    const imh_registry* c() const noexcept { return ptr_; }
+
+private:
+    imh_registry* ptr_ = nullptr;
+};
 
 }  // namespace imhost
 

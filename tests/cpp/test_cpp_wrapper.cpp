@@ -5,6 +5,7 @@
 // Writes a 4-D float volume from a C++ buffer, reads it back, runs the MIP, checks values
 // against a maximum computed here and geometry against what was written; then RAII and move
 // semantics, status → exception mapping, exceptions thrown from callbacks, cancellation.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -313,6 +314,9 @@ void test_perfusion(const std::string& tmp) {
     imhost::PerfusionResult moved(std::move(result));
     CHECK(result.c() == nullptr && moved.c() != nullptr);  // NOLINT(bugprone-use-after-move)
     expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { moved.view(42); });
+    // A moved-from result throws instead of handing a NULL to std::string.
+    expect_error(IMH_STATUS_NULL_ARGUMENT, [&] { (void)result.report_json(); });  // NOLINT(bugprone-use-after-move)
+    expect_error(IMH_STATUS_NULL_ARGUMENT, [&] { (void)result.view(IMH_PERFUSION_CBF); });  // NOLINT(bugprone-use-after-move)
     imhost::PerfusionOptions outside;
     outside.aif_voxel = std::array<uint32_t, 3>{99, 0, 0};
     expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { imhost::perfusion(ctx, view, outside); });
@@ -330,6 +334,51 @@ void test_perfusion(const std::string& tmp) {
     imhost::Model moved_model(std::move(model));
     CHECK(model.c() == nullptr && moved_model.c() != nullptr);  // NOLINT(bugprone-use-after-move)
     expect_error(IMH_STATUS_IO, [&] { imhost::Model(ctx, IMHOST_FIXTURES "/no-such-model"); });
+    expect_error(IMH_STATUS_NULL_ARGUMENT, [&] { (void)model.manifest_json(); });  // NOLINT(bugprone-use-after-move)
+}
+
+// The registry through the wrapper: built-in models listed and run, results by name, threads
+// and memory limits of the context.
+void test_registry() {
+    imhost::Context ctx;
+    ctx.set_threads(2);
+    imhost::Registry registry(ctx);
+    CHECK(registry.list_json().find("\"perfusion-osvd\"") != std::string::npos);
+    CHECK(registry.manifest_json("mip").find("\"mip\"") != std::string::npos);
+    expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { (void)registry.manifest_json("no-such-model"); });
+    const int64_t ni = 5, nj = 4, nk = 3, nt = 6;
+    std::vector<float> data(static_cast<size_t>(ni * nj * nk * nt));
+    std::vector<double> times;
+    for (int64_t t = 0; t < nt; ++t) times.push_back(static_cast<double>(t));
+    for (size_t n = 0; n < data.size(); ++n) data[n] = static_cast<float>((n * 37) % 101);
+    const imhost::Shape shape{ni, nj, nk, nt};
+    const auto view = imhost::View::four_d(data.data(), shape, imhost::nifti_strides(shape), imhost::Geometry{},
+                                           imhost::Span<const double>(times.data(), times.size()));
+    imhost::ModelResult result = registry.run(ctx, "mip", view);
+    CHECK(result.volume_count() == 1);
+    auto found = result.volume("mip");
+    CHECK(found.has_value() && !result.volume("nothing").has_value());
+    if (found) {
+        // The maximum over time, computed here.
+        bool all = true;
+        for (int64_t v = 0; v < ni * nj * nk; ++v) {
+            float m = data[static_cast<size_t>(v)];
+            for (int64_t t = 1; t < nt; ++t) m = std::max(m, data[static_cast<size_t>(v + t * ni * nj * nk)]);
+            all = all && static_cast<const float*>(found->c().data)[v] == m;
+        }
+        CHECK(all);
+    }
+    CHECK(!result.score("anything").has_value());
+    CHECK(result.json().find("\"volumes\"") != std::string::npos);
+    expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { registry.run(ctx, "mip", std::vector<imhost::View>{}); });
+    ctx.set_memory_limit(64);
+    expect_error(IMH_STATUS_TOO_LARGE, [&] { registry.run(ctx, "mip", view); });
+    ctx.set_memory_limit(0);
+    imhost::ModelResult moved(std::move(result));
+    expect_error(IMH_STATUS_NULL_ARGUMENT, [&] { (void)result.json(); });  // NOLINT(bugprone-use-after-move)
+    imhost::Registry other(std::move(registry));
+    expect_error(IMH_STATUS_NULL_ARGUMENT, [&] { (void)registry.list_json(); });  // NOLINT(bugprone-use-after-move)
+    CHECK(other.list_json().find("\"mip\"") != std::string::npos);
 }
 
 int main(int argc, char** argv) {
@@ -343,6 +392,7 @@ int main(int argc, char** argv) {
         test_read_mip_write(argv[2]);
         test_move_semantics();
         test_errors(argv[1]);
+        test_registry();
         test_callbacks_and_cancellation();
         test_perfusion(argv[2]);
     } catch (const std::exception& e) {

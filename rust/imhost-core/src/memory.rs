@@ -10,17 +10,38 @@
 //!   up to the root; cgroup v1 `memory.limit_in_bytes` − `memory.usage_in_bytes`), which is what a
 //!   container or a systemd service (Orthanc's `MemoryMax=`) enforces.
 //!
+//! - a limit the caller set for the work running on this thread ([`with_limit`]: the C ABI sets
+//!   a context's `imh_context_set_memory_limit` there).
+//!
 //! Everything is read from `/proc` and `/sys`, so the core needs no `unsafe`; where none of them
 //! exists the budget is unknown and callers use their own default.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+
+thread_local! {
+    static CALLER_LIMIT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Run `f` with `limit` bytes as the most an allocation may take on this thread (`None`: only
+/// the system's limits), restoring the previous limit afterwards (also if `f` panics).
+pub fn with_limit<R>(limit: Option<u64>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<u64>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALLER_LIMIT.with(|l| l.set(self.0));
+        }
+    }
+    let _restore = Restore(CALLER_LIMIT.with(|l| l.replace(limit)));
+    f()
+}
 
 /// The budget and which limit set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     /// Bytes this process may still allocate.
     pub bytes: u64,
-    /// `"MemAvailable"`, `"RLIMIT_AS"`, `"RLIMIT_DATA"` or `"cgroup"`.
+    /// `"MemAvailable"`, `"RLIMIT_AS"`, `"RLIMIT_DATA"`, `"cgroup"` or `"caller"`.
     pub set_by: &'static str,
 }
 
@@ -44,7 +65,32 @@ pub fn budget() -> Option<Budget> {
     if let Some(bytes) = cgroup_headroom() {
         candidates.push(Budget { bytes, set_by: "cgroup" });
     }
+    if let Some(bytes) = CALLER_LIMIT.with(Cell::get) {
+        candidates.push(Budget { bytes, set_by: "caller" });
+    }
     candidates.into_iter().min_by_key(|b| b.bytes)
+}
+
+/// Refuse `bytes` (what `what` needs) with [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)
+/// when it exceeds the budget; `None` bytes means the size overflowed.
+pub fn check(bytes: Option<u64>, what: &str) -> crate::Result<()> {
+    let Some(bytes) = bytes else {
+        return Err(crate::Error::too_large(format!("{what}: the size overflows")));
+    };
+    match budget() {
+        Some(b) if bytes > b.bytes => Err(crate::Error::too_large(format!(
+            "{what} needs {} MiB; {} MiB may be allocated (limit: {})",
+            bytes >> 20,
+            b.bytes >> 20,
+            b.set_by
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `count` elements of `size` bytes, checked for overflow.
+pub fn bytes_of(count: &[usize], size: usize) -> Option<u64> {
+    count.iter().try_fold(size as u64, |a, &n| a.checked_mul(n as u64))
 }
 
 /// [`budget`] in bytes, or `default` when unknown.
@@ -127,5 +173,16 @@ mod tests {
         let b = budget().expect("Linux has /proc/meminfo");
         assert!(b.bytes > 0, "{b:?}");
         assert!(["MemAvailable", "RLIMIT_AS", "RLIMIT_DATA", "cgroup"].contains(&b.set_by));
+    }
+
+    #[test]
+    fn a_caller_limit_applies_on_its_thread_only_and_is_restored() {
+        let outside = budget().unwrap().bytes;
+        let inside = with_limit(Some(1 << 20), || {
+            std::thread::scope(|s| assert!(s.spawn(|| budget().unwrap().bytes).join().unwrap() > (1 << 20)));
+            budget().unwrap()
+        });
+        assert_eq!(inside, Budget { bytes: 1 << 20, set_by: "caller" });
+        assert!(budget().unwrap().bytes > (1 << 20) && outside > (1 << 20));
     }
 }

@@ -142,3 +142,26 @@ fn a_series_with_a_gap_is_refused() {
     let e = read_dicom_series(&pydicom_data().join("dicomdirtests/98892001/CT5N"), &small).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TooLarge);
 }
+
+#[test]
+fn a_corrupt_file_in_a_series_is_an_error_naming_it_not_a_missing_time_point() {
+    let mut options = PhantomOptions::new(PhantomKind::Anatomical);
+    options.shape = Some([32, 32, 2]);
+    options.frame_times = Some((0..6).map(f64::from).collect());
+    let study = ctp::generate(&options).unwrap().ctp;
+    let dir = tempfile::tempdir().unwrap();
+    write_dicom_series(&study, dir.path(), "1.2.826.0.1.3680043.10.1").unwrap();
+    // Files that are not DICOM at all are skipped (and the series still reads).
+    std::fs::write(dir.path().join("README.txt"), "exported by the PACS").unwrap();
+    assert_eq!(read_volume(dir.path()).unwrap().shape(), [32, 32, 2, 6]);
+    // A file with the DICM preamble that is cut short: an error naming it.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let victim = files.iter().find(|p| p.extension().is_none_or(|e| e != "txt")).unwrap();
+    let bytes = std::fs::read(victim).unwrap();
+    std::fs::write(victim, &bytes[..400]).unwrap();
+    let e = read_volume(dir.path()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Format);
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(e.message().contains("corrupt DICOM") && e.message().contains(&name), "{e}");
+}

@@ -192,6 +192,8 @@ impl PerfusionModel {
         let batch = self.batch_slices(h, w, n);
         let mut out = vec![0.0f32; n * outputs * h * w];
         let net = self.net.lock().map_err(|_| Error::internal("a previous inference panicked"))?;
+        let threads = if self.device == Device::Cpu { runtime::use_cpu_threads() } else { 0 };
+        tracing::debug!(model = %self.manifest.id, slices = n, batch, cpu_threads = threads, "CNN inference");
         let _no_grad = tch::no_grad_guard();
         let mut start = 0;
         while start < n {

@@ -90,12 +90,13 @@ pub struct RuntimeInfo {
 
 static RUNTIME: OnceLock<RuntimeInfo> = OnceLock::new();
 
-/// Load the CUDA back end if it is installed, set the CPU thread count (all cores), once.
+/// Load the CUDA back end if it is installed, once.
 pub fn init() -> &'static RuntimeInfo {
     RUNTIME.get_or_init(|| {
         let (loaded, error) = load_cuda_library();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-        tch::set_num_threads(threads);
+        // All cores to start with (the order LibTorch's MKL expects); each run then sets the
+        // count of its own pool (`use_cpu_threads`).
+        tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
         let info = RuntimeInfo {
             cuda_library_loaded: loaded,
             cuda_library_error: error,
@@ -120,6 +121,18 @@ fn load_cuda_library() -> (bool, Option<String>) {
         }
         Err(e) => (false, Some(e.to_string())),
     }
+}
+
+/// Give LibTorch as many CPU threads as the work running now may use: the size of the rayon pool
+/// this thread works in (the C ABI's context pool, `imh_context_set_threads`; all cores in the
+/// command line). LibTorch's setting is one per process, so it is set again at every run; returns
+/// the count set.
+pub fn use_cpu_threads() -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    if tch::get_num_threads() != threads as i32 {
+        tch::set_num_threads(threads as i32);
+    }
+    threads
 }
 
 /// Choose the device: `request` (`cpu`, `cuda`, `cuda:N`, `auto`), else `IMHOST_DEVICE`, else

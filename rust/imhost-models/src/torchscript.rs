@@ -222,6 +222,10 @@ impl Model for TorchScriptPackage {
             x = x.f_upsample_trilinear3d(out, false, None, None, None).model()?;
         }
         control.report("inference", 0.3)?;
+        if *device == Device::Cpu {
+            runtime::use_cpu_threads();
+        }
+        tracing::debug!(model = %self.manifest.id, "TorchScript inference");
         let y = module.forward_ts(&[x.f_to_device(*device).model()?]).model()?.f_to_device(Device::Cpu).model()?;
         let y = y.f_to_kind(Kind::Float).model()?;
         if y.dim() != 5 || y.size()[0] != 1 {

@@ -101,6 +101,19 @@ fn own_library_dir() -> Option<PathBuf> {
     Path::new(name).canonicalize().ok()?.parent().map(Path::to_path_buf)
 }
 
+/// The most detailed plugin log level anyone listens to now (`IMHP_LOG_*`), for the worker to
+/// forward.
+fn log_level() -> i32 {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => 1,
+        LevelFilter::WARN => 2,
+        LevelFilter::INFO => 3,
+        _ => 4,
+    }
+}
+
 type SpawnJob = Box<dyn FnOnce() + Send>;
 
 /// Start `command` from one thread that lives as long as the process: `PR_SET_PDEATHSIG` fires
@@ -155,6 +168,23 @@ struct Worker {
     socket: OwnedFd,
     lines: Receiver<Line>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    /// Kill the worker and wait (up to a second) for the threads reading its output to end: they
+    /// end when its pipes close, which a grandchild it started could delay.
+    fn drop(&mut self) {
+        self.kill();
+        self.lines = sync_channel(1).1;
+        let started = Instant::now();
+        while self.readers.iter().any(|r| !r.is_finished()) && started.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for reader in self.readers.drain(..).filter(|r| r.is_finished()) {
+            let _ = reader.join();
+        }
+    }
 }
 
 impl Worker {
@@ -171,6 +201,7 @@ impl Worker {
             .arg(format!("--plugin={}", plugin.name))
             .arg(format!("--host-pid={host_pid}"))
             .arg(format!("--plugin-path={}", plugin.path.display()))
+            .arg(format!("--log-level={}", log_level()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -203,12 +234,14 @@ impl Worker {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let (tx, lines) = sync_channel(LINE_QUEUE);
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             channel::read_bounded_lines(stdout, channel::MAX_LINE, false, |line| tx.send(line).is_ok());
         });
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let sink = tail.clone();
-        std::thread::spawn(move || {
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let stderr_reader = std::thread::spawn(move || {
+            let _log = tracing::dispatcher::set_default(&dispatch);
             channel::read_bounded_lines(stderr, STDERR_LINE, true, |line| {
                 if let Line::Text(line) = line {
                     tracing::debug!(target: "imhost::plugin_worker", "{line}");
@@ -221,25 +254,40 @@ impl Worker {
                 true
             });
         });
-        let mut worker = Worker { child, socket: host_end, lines, stderr: tail };
-        let hello = match worker.lines.recv_timeout(HELLO_TIMEOUT) {
-            Ok(Line::Text(line)) => serde_json::from_str::<Value>(&line).map_err(|e| {
-                worker.kill();
-                Error::model(format!("the plugin worker said something unreadable: {e}"))
-            })?,
-            Ok(Line::TooLong(max)) => {
-                worker.kill();
-                return Err(Error::model(format!("the plugin worker sent a line over {max} bytes; it was stopped")));
+        let mut worker =
+            Worker { child, socket: host_end, lines, stderr: tail, readers: vec![stdout_reader, stderr_reader] };
+        // Log lines may come before the hello (the plugin's own, while it loads).
+        let deadline = Instant::now() + HELLO_TIMEOUT;
+        let hello = loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let message = match worker.lines.recv_timeout(wait) {
+                Ok(Line::Text(line)) => serde_json::from_str::<Value>(&line).map_err(|e| {
+                    worker.kill();
+                    Error::model(format!("the plugin worker said something unreadable: {e}"))
+                })?,
+                Ok(Line::TooLong(max)) => {
+                    worker.kill();
+                    return Err(Error::model(format!(
+                        "the plugin worker sent a line over {max} bytes; it was stopped"
+                    )));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    worker.kill();
+                    return Err(Error::timed_out(format!(
+                        "plugin {} did not load within {} s in its isolated worker; it was stopped",
+                        plugin.path.display(),
+                        HELLO_TIMEOUT.as_secs()
+                    )));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(worker.death(&plugin.path, "while loading the plugin"));
+                }
+            };
+            if message["type"] == "log" {
+                forward_log(&message);
+            } else {
+                break message;
             }
-            Err(RecvTimeoutError::Timeout) => {
-                worker.kill();
-                return Err(Error::timed_out(format!(
-                    "plugin {} did not load within {} s in its isolated worker; it was stopped",
-                    plugin.path.display(),
-                    HELLO_TIMEOUT.as_secs()
-                )));
-            }
-            Err(RecvTimeoutError::Disconnected) => return Err(worker.death(&plugin.path, "while loading the plugin")),
         };
         match hello["type"].as_str() {
             Some("hello") => Ok((worker, hello)),
@@ -284,6 +332,15 @@ impl Worker {
             if tail.is_empty() { String::new() } else { format!(" (worker's last words: {})", tail.join(" | ")) }
         ))
     }
+}
+
+/// A worker's `{"type":"log"}` line as a record of this process (bounded).
+fn forward_log(msg: &Value) {
+    crate::native::emit_log(
+        &msg["plugin"].as_str().unwrap_or("plugin").chars().take(100).collect::<String>(),
+        msg["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(3),
+        &msg["message"].as_str().unwrap_or_default().chars().take(4000).collect::<String>(),
+    );
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -526,11 +583,7 @@ impl Model for IsolatedModel {
                                 return stop(&mut guard, Error::cancelled());
                             }
                         }
-                        Some("log") => crate::native::emit_log(
-                            msg["plugin"].as_str().unwrap_or("plugin"),
-                            msg["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(3),
-                            msg["message"].as_str().unwrap_or_default(),
-                        ),
+                        Some("log") => forward_log(&msg),
                         Some("alloc") => {
                             if let Err(e) = self.allocate(worker, &msg, &grids, &mut outputs) {
                                 return stop(&mut guard, e);

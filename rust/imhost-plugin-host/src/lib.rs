@@ -69,18 +69,10 @@ pub fn zeroed_volume(
     geometry: &Geometry,
     times: Option<FrameTimes>,
 ) -> Result<AnyVolume> {
-    let bytes = shape
-        .iter()
-        .try_fold(dtype.size_of() as u64, |a, &s| a.checked_mul(s as u64))
-        .ok_or_else(|| Error::too_large(format!("a {dtype} volume of {shape:?} voxels overflows")))?;
-    let budget = imhost_core::memory::available_bytes_or(u64::MAX);
-    if bytes > budget {
-        return Err(Error::too_large(format!(
-            "a {dtype} volume of {shape:?} voxels needs {} MiB; {} MiB may be allocated",
-            bytes >> 20,
-            budget >> 20
-        )));
-    }
+    imhost_core::memory::check(
+        imhost_core::memory::bytes_of(&shape, dtype.size_of()),
+        &format!("a {dtype} volume of {shape:?} voxels"),
+    )?;
     fn typed<T: imhost_core::Voxel>(shape: [usize; 4], g: &Geometry, times: Option<FrameTimes>) -> Result<Volume<T>> {
         Volume::from_parts(Array4::<T>::default(shape.f()), *g, times)
     }

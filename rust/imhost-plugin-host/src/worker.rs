@@ -68,6 +68,63 @@ impl OutputSink for HostAllocated<'_> {
     }
 }
 
+/// Forwards the worker's log records (the plugin's `host->log` lines, the host code's own) to
+/// the host as `{"type":"log"}` lines, where they reach the log callback of the call.
+struct ForwardLogs {
+    out: Out,
+    max: tracing::Level,
+}
+
+#[derive(Default)]
+struct LogFields {
+    plugin: Option<String>,
+    text: String,
+}
+
+impl tracing::field::Visit for LogFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let value = format!("{value:?}");
+        match field.name() {
+            "plugin" => self.plugin = Some(value.trim_matches('"').to_string()),
+            "message" => self.text.insert_str(0, &value),
+            other => self.text.push_str(&format!(" {other}={value}")),
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "plugin" => self.plugin = Some(value.to_string()),
+            "message" => self.text.insert_str(0, value),
+            other => self.text.push_str(&format!(" {other}={value}")),
+        }
+    }
+}
+
+impl tracing::Subscriber for ForwardLogs {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= self.max
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = LogFields::default();
+        event.record(&mut fields);
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => 1,
+            tracing::Level::WARN => 2,
+            tracing::Level::INFO => 3,
+            _ => 4,
+        };
+        let plugin = fields.plugin.unwrap_or_else(|| "plugin worker".into());
+        let text: String = fields.text.chars().take(4000).collect();
+        say(&self.out, &json!({"type": "log", "plugin": plugin, "level": level, "message": text}));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 struct LineSink(Out);
 
 impl RunSink for LineSink {
@@ -140,6 +197,16 @@ pub fn main() -> i32 {
         (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4))
     };
     watch_host(3, host_pid);
+    let max = match argument("log-level").and_then(|l| l.parse::<i32>().ok()).unwrap_or(2) {
+        l if l <= 0 => None,
+        1 => Some(tracing::Level::ERROR),
+        2 => Some(tracing::Level::WARN),
+        3 => Some(tracing::Level::INFO),
+        _ => Some(tracing::Level::DEBUG),
+    };
+    if let Some(max) = max {
+        let _ = tracing::subscriber::set_global_default(ForwardLogs { out: out.clone(), max });
+    }
     let plugin_path = PathBuf::from(path);
     let folder = plugin_path.parent().map(PathBuf::from).unwrap_or_default();
     let loaded = TrustedDir::from_fd(dir, folder)

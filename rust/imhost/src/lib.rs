@@ -35,6 +35,7 @@ pub use context::*;
 pub use geometry::*;
 pub use ops::*;
 pub use perfusion::*;
+pub use registry::*;
 pub use status::imh_status;
 pub use version::*;
 pub use view::*;

@@ -132,14 +132,19 @@ impl ProgressTarget {
     }
 }
 
-/// Run an operation with the options' progress and cancellation wired into a `RunControl`.
-pub(crate) fn with_control<R>(options: &imh_run_options, f: impl FnOnce(&RunControl<'_>) -> R) -> FfiResult<R> {
+/// Run an operation on the calling thread with the options' progress and cancellation wired into
+/// a `RunControl`, under the context's memory limit (for single-threaded operations).
+pub(crate) fn with_control<R>(
+    context: &imh_context,
+    options: &imh_run_options,
+    f: impl FnOnce(&RunControl<'_>) -> R,
+) -> FfiResult<R> {
     // SAFETY: a non-NULL cancel token points to a live imh_cancel_token for the call (header).
     let cancel = unsafe { options.cancel.as_ref() }.map(|t| &t.token);
     let target = options.progress.map(|callback| ProgressTarget { callback, user_data: options.progress_user_data });
     let report = |fraction: f64, stage: &str| target.as_ref().is_none_or(|t| t.report(fraction, stage));
     let control = RunControl::new(Some(&report), cancel).with_time_limit(options.time_limit());
-    Ok(f(&control))
+    Ok(imhost_core::memory::with_limit(context.memory_limit(), || f(&control)))
 }
 
 /// Temporal maximum intensity projection of a 4-D view: `out(i,j,k) = max_t in(i,j,k,t)` (Wang
@@ -165,7 +170,7 @@ pub unsafe extern "C" fn imh_mip(
             // SAFETY: the header's imh_view contract holds for the duration of this call.
             let view = unsafe { view_from_c(input) }?;
             let started = Instant::now();
-            let mip = with_control(&options, |control| {
+            let mip = with_control(context, &options, |control| {
                 with_view!(&view, v => imhost_core::ops::temporal_mip(v, control).map(AnyVolume::from))
             })??;
             tracing::info!(shape = ?view.shape(), dtype = %view.dtype(), ms = started.elapsed().as_secs_f64() * 1e3, "temporal MIP done");
@@ -176,12 +181,14 @@ pub unsafe extern "C" fn imh_mip(
     })
 }
 
-/// Like [`with_control`] for operations that work on many threads: the operation runs on a
-/// helper thread while the calling thread relays its progress to the caller's callback (about
-/// every 20 ms and at the end), so the callback is still only ever called on the thread that
-/// made the imhost call. A callback returning false cancels the operation (at its next check;
-/// the first report, at 0, comes before any work).
+/// Like [`with_control`] for operations that work on many threads: the operation runs in the
+/// context's worker pool while the calling thread relays its progress to the caller's callback
+/// and hands over the log records of the other threads (about every 20 ms and at the end), so
+/// both callbacks are only ever called on the thread that made the imhost call. A callback
+/// returning false cancels the operation (at its next check; the first report, at 0, comes
+/// before any work).
 pub(crate) fn with_control_relayed<R: Send>(
+    context: &imh_context,
     options: &imh_run_options,
     f: impl FnOnce(&RunControl<'_>) -> R + Send,
 ) -> FfiResult<R> {
@@ -224,18 +231,25 @@ pub(crate) fn with_control_relayed<R: Send>(
     {
         return Ok(f(&RunControl::new(Some(&|_: f64, _: &str| false), cancel).with_time_limit(time_limit)));
     }
+    let queued = context.queued_dispatch();
     let outcome = std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
-            let control = RunControl::new(Some(&report), cancel).with_time_limit(time_limit);
-            f(&control)
+            tracing::dispatcher::with_default(&queued, || {
+                context.in_pool(|| {
+                    let control = RunControl::new(Some(&report), cancel).with_time_limit(time_limit);
+                    f(&control)
+                })
+            })
         });
         while !worker.is_finished() {
             std::thread::sleep(std::time::Duration::from_millis(20));
             relay(&mut last_sent);
+            context.deliver_queued();
         }
         worker.join()
     });
     relay(&mut last_sent);
+    context.deliver_queued();
     outcome.map_err(|_| {
         FfiError::new(imh_status::Internal, "internal error: the operation panicked (a bug; please report it)")
     })

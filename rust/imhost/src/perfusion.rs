@@ -214,7 +214,9 @@ pub unsafe extern "C" fn imh_perfusion_run(
         let result = context.scope(|| -> FfiResult<imh_perfusion_result> {
             // SAFETY: the header's imh_view contract holds for the duration of this call.
             let view = unsafe { view_from_c(input) }?;
-            let r = with_control_relayed(&run_options, |control| perfusion::run(&view, &pipeline, None, control))??;
+            let r = with_control_relayed(context, &run_options, |control| {
+                perfusion::run(&view, &pipeline, None, control)
+            })??;
             let report = serde_json::to_string_pretty(&r.report)
                 .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
             tracing::info!(flags = r.report.qc_flags.len(), "perfusion done");

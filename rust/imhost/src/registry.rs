@@ -218,8 +218,9 @@ pub unsafe extern "C" fn imh_registry_run(
                 // SAFETY: `inputs` holds n_inputs views valid for the call (header contract).
                 .map(|i| unsafe { view_from_c(&*inputs.add(i)) })
                 .collect::<FfiResult<_>>()?;
-            let output =
-                with_control_relayed(&run_options, |control| registry.registry.run(&id, &views, &options, control))??;
+            let output = with_control_relayed(context, &run_options, |control| {
+                registry.registry.run(&id, &views, &options, control)
+            })??;
             let json = c_string(output.summary_json().to_string())?;
             let names = output.volumes.iter().map(|(n, _)| c_string(n.clone())).collect::<FfiResult<_>>()?;
             let scores = output.scores.clone();

@@ -305,3 +305,73 @@ fn files_through_the_abi_read_write_and_fail_clearly() {
         "{msg}"
     );
 }
+
+/// Oversized inputs fail with `IMH_STATUS_TOO_LARGE` instead of aborting the host, also under
+/// an address-space limit (`ulimit -v`, as a host's service limits set): each case runs in a
+/// child process (this test binary again, `oversized_input_case`) under `ulimit -v 3000000`.
+#[test]
+fn oversized_inputs_are_refused_under_an_address_space_limit() {
+    let exe = std::env::current_exe().unwrap();
+    for case in ["mip", "perfusion", "registry-mip", "registry-perfusion"] {
+        let script = format!("ulimit -v 3000000 && exec '{}' --exact oversized_input_case --nocapture", exe.display());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("IMHOST_OVERSIZED_CASE", case)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("case {case}: too large")),
+            "{case}: {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// One case of [`oversized_inputs_are_refused_under_an_address_space_limit`] (does nothing in a
+/// normal run).
+#[test]
+fn oversized_input_case() {
+    let Ok(case) = std::env::var("IMHOST_OVERSIZED_CASE") else { return };
+    let ctx = Ctx::new();
+    let cell = [0f32; 1];
+    let times: Vec<f64> = (0..40).map(f64::from).collect();
+    // Zero strides: every voxel is the one float above, so the view is valid and costs nothing.
+    let view = |shape: [i64; 4]| imh_view {
+        data: cell.as_ptr().cast(),
+        dtype: IMH_DTYPE_F32,
+        ndim: 4,
+        shape,
+        strides: [0; 4],
+        geometry: identity_geometry(),
+        frame_times: times.as_ptr(),
+    };
+    let status = match case.as_str() {
+        "mip" => {
+            let mut out = ptr::null_mut();
+            unsafe { imh_mip(ctx.0, &view([40000, 40000, 100, 2]), ptr::null(), &mut out) }
+        }
+        "perfusion" => {
+            let mut out = ptr::null_mut();
+            unsafe { imh_perfusion_run(ctx.0, &view([2000, 2000, 100, 40]), ptr::null(), ptr::null(), &mut out) }
+        }
+        registry => {
+            let mut r = ptr::null_mut();
+            assert_eq!(unsafe { imh_registry_open(ctx.0, ptr::null(), &mut r) }, imh_status::Ok);
+            let (id, shape) = if registry == "registry-mip" {
+                (c"mip", [40000, 40000, 100, 2])
+            } else {
+                (c"perfusion-osvd", [2000, 2000, 100, 40])
+            };
+            let mut out = ptr::null_mut();
+            let s =
+                unsafe { imh_registry_run(ctx.0, r, id.as_ptr(), &view(shape), 1, ptr::null(), ptr::null(), &mut out) };
+            unsafe { imh_registry_free(r) };
+            s
+        }
+    };
+    assert_eq!(status, imh_status::TooLarge, "{case}: {}", last_error());
+    println!("case {case}: too large ({})", last_error());
+}

@@ -66,11 +66,35 @@ fn dicom_err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::format(format!("DICOM: {what}")).in_file(path)
 }
 
+/// Whether `path` starts like a DICOM Part 10 file (128-byte preamble, then `DICM`).
+fn has_dicom_preamble(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..] == b"DICM"
+}
+
+/// The header of one file: `None` for files that are not DICOM images (no Part 10 preamble and
+/// unreadable as DICOM, or DICOM objects without an image position: a DICOMDIR, a report). A
+/// file that says it is DICOM but cannot be read is an error naming it: skipping it could drop
+/// a time point of the study without anyone noticing.
 fn read_header(path: &Path) -> Result<Option<Instance>> {
-    let Ok(obj) = OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) else {
-        return Ok(None); // not a DICOM file: skipped
+    let obj = match OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) {
+        Ok(obj) => obj,
+        Err(e) if has_dicom_preamble(path) => {
+            return Err(dicom_err(
+                path,
+                format!("a corrupt DICOM file (it has the DICM preamble but cannot be read: {e})"),
+            ));
+        }
+        Err(_) => {
+            tracing::debug!("{} is not a DICOM file; skipped", path.display());
+            return Ok(None);
+        }
     };
-    let Some(ipp) = obj.element_opt(tags::IMAGE_POSITION_PATIENT).ok().flatten() else { return Ok(None) };
+    let Some(ipp) = obj.element_opt(tags::IMAGE_POSITION_PATIENT).ok().flatten() else {
+        tracing::debug!("{} is not an image with a position; skipped", path.display());
+        return Ok(None);
+    };
     let floats = |tag, n: usize, name: &str| -> Result<Vec<f64>> {
         let v = obj
             .element(tag)
@@ -147,6 +171,14 @@ pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVo
         }
     }
     tracing::debug!(files = paths.len(), images = instances.len(), "DICOM folder {}", dir.display());
+    if instances.len() < paths.len() && !instances.is_empty() {
+        tracing::info!(
+            "{} of {} files in {} are not DICOM images and were skipped",
+            paths.len() - instances.len(),
+            paths.len(),
+            dir.display()
+        );
+    }
     if instances.is_empty() {
         return Err(Error::format("no DICOM image with ImagePositionPatient in the folder").in_file(dir));
     }

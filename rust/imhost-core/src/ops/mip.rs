@@ -30,6 +30,7 @@ pub fn temporal_mip<T: Voxel>(input: &VolumeView<'_, T>, control: &RunControl<'_
         return Err(Error::shape("the temporal MIP needs a 4-D volume (with a time axis); this one is 3-D"));
     }
     let [ni, nj, nk, nt] = input.shape();
+    crate::memory::check(crate::memory::bytes_of(&[ni, nj, nk], size_of::<T>()), "the temporal MIP's output")?;
     control.report(STAGE, 0.0)?;
     let mut out = Array3::from_elem((ni, nj, nk).f(), T::default());
     let data = input.data();

@@ -304,6 +304,9 @@ pub struct Report {
     pub model: Option<serde_json::Value>,
     /// Wall time per stage.
     pub timings: Vec<StageTiming>,
+    /// Worker threads the pipeline ran on (its rayon pool: all cores in the command line, the
+    /// context's count through the C ABI).
+    pub threads: usize,
 }
 
 /// The disclaimer every output carries.
@@ -385,7 +388,13 @@ fn run_typed<T: Voxel>(
         view.frame_times().ok_or_else(|| Error::invalid_argument("the study has no frame times"))?.to_vec();
     temporal::validate_frame_times(&times, nt)?;
     // Bounds the resampled grid before any work (see `uniform_grid`).
-    temporal::uniform_grid(&times)?;
+    let (_, samples) = temporal::uniform_grid(&times)?;
+    // The largest allocations, before any of them: time curves of every voxel twice (gathered
+    // and filtered or resampled, f32, at the larger of the frame and sample counts) and about a
+    // dozen f32/u8 images (maps, masks, frame buffers).
+    let peak = crate::memory::bytes_of(&[ni, nj, nk, nt.max(samples), 2], 4)
+        .and_then(|curves| crate::memory::bytes_of(&[ni, nj, nk], 48).and_then(|images| curves.checked_add(images)));
+    crate::memory::check(peak, &format!("perfusion of a {ni}×{nj}×{nk}×{nt} study"))?;
     let geometry = *view.geometry();
     let shape = [ni, nj, nk];
     let nvox = ni * nj * nk;
@@ -810,6 +819,7 @@ fn run_typed<T: Voxel>(
                     decon_control.check()?;
                     kernel.apply(c, n, dt, aif_area, aif_arrival, f, v, tm, d);
                     let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    tracing::trace!(chunk = k, of = total, voxels = f.len(), "deconvolved a chunk");
                     decon_control.report("deconvolution", k as f64 / total as f64)
                 })?;
         }
@@ -929,6 +939,7 @@ fn run_typed<T: Voxel>(
             withheld,
         },
         timings: stages.0,
+        threads: rayon::current_num_threads(),
         model: cnn.as_ref().map(|m| m.0.describe()),
     };
     control.report("done", 1.0)?;

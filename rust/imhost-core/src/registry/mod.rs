@@ -315,6 +315,10 @@ pub fn convert(input: &AnyVolumeView<'_>, to: DType) -> Result<AnyVolume> {
         };
         Volume::from_parts(data, *v.geometry(), times)
     }
+    crate::memory::check(
+        crate::memory::bytes_of(&input.shape(), to.size_of()),
+        &format!("converting an input to {to}"),
+    )?;
     crate::with_view!(input, v => Ok(match to {
         DType::U8 => AnyVolume::U8(typed(v)?),
         DType::I16 => AnyVolume::I16(typed(v)?),
