@@ -1,6 +1,6 @@
 //! The perfusion CNN from the command line: the training commands build a set and a loadable
-//! model folder, and the committed default weights reproduce docs/VALIDATION.md's figures on a
-//! held-out phantom within tolerance.
+//! model folder, and the committed default weights meet the lesion targets against the ground
+//! truth of phantoms held out from training (Dice computed here, from the written masks).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -89,17 +89,52 @@ fn training_commands_make_a_model_that_perfusion_loads() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("needs a CUDA device"));
 }
 
-/// Case 90000 of `scripts/validation-cnn.sh` (held out from training): the default weights
-/// must reproduce its row of docs/validation-cnn.json within ±0.03 Dice / ±10 % volume, and
-/// meet the Dice target against NLR.
+/// Dice of two 0/1 masks, computed here (not by the command that wrote them).
+fn dice(a: &imhost_core::AnyVolume, b: &imhost_core::AnyVolume) -> f64 {
+    let (imhost_core::AnyVolume::U8(a), imhost_core::AnyVolume::U8(b)) = (a, b) else { panic!("masks are u8") };
+    assert_eq!(a.shape(), b.shape());
+    let (mut both, mut total) = (0usize, 0usize);
+    for (x, y) in a.data().iter().zip(b.data().iter()) {
+        both += usize::from(*x == 1 && *y == 1);
+        total += usize::from(*x == 1) + usize::from(*y == 1);
+    }
+    2.0 * both as f64 / total.max(1) as f64
+}
+
+/// The committed default weights on phantoms held out from training (training used seeds from
+/// 1000 on; these are 90000 and the varied anatomy of `validate-cnn`'s first held-out case),
+/// scored against the phantoms' ground truth — not against figures an earlier run wrote.
 #[test]
-fn default_weights_reproduce_the_validation_figures_on_a_held_out_phantom() {
+fn default_weights_meet_the_lesion_targets_against_held_out_truth() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let recorded = json(&root.join("docs/validation-cnn.json"));
-    let case = recorded["full"]["cases"].as_array().unwrap().iter().find(|c| c["seed"] == 90000).unwrap().clone();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("v.md");
     let model = root.join("models/perfusion-cnn");
+    let dir = tempfile::tempdir().unwrap();
+    // 1. The standard anatomical phantom with held-out noise: Dice from the masks, here.
+    let (ph, out) = (dir.path().join("ph"), dir.path().join("cnn"));
+    ok(&imhost(&["phantom", "ctp", "--seed", "90000", "--out", ph.to_str().unwrap(), "-q"]), "phantom");
+    let study = ph.join("ctp.nii.gz");
+    ok(
+        &imhost(&[
+            "perfusion",
+            study.to_str().unwrap(),
+            "--method",
+            "cnn",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ]),
+        "perfusion --method cnn",
+    );
+    let read = |p: std::path::PathBuf| imhost_core::io::read_volume(&p).unwrap();
+    let core = dice(&read(out.join("core.nii.gz")), &read(ph.join("truth/core.nii.gz")));
+    let hyp = dice(&read(out.join("hypoperfusion.nii.gz")), &read(ph.join("truth/hypoperfusion.nii.gz")));
+    assert!(core >= 0.85, "core Dice against the truth {core:.3} (target 0.85)");
+    assert!(hyp >= 0.9, "hypoperfusion Dice against the truth {hyp:.3} (target 0.9)");
+    // 2. A varied anatomy (lesion side, size, head, AIF, noise) through validate-cnn: its figures
+    //    against the truth meet the same targets.
+    let md = dir.path().join("v.md");
     ok(
         &imhost(&[
             "validate-cnn",
@@ -110,22 +145,16 @@ fn default_weights_reproduce_the_validation_figures_on_a_held_out_phantom() {
             "--seed",
             "90000",
             "--out",
-            out.to_str().unwrap(),
+            md.to_str().unwrap(),
             "-q",
         ]),
         "validate-cnn",
     );
     let now = json(&dir.path().join("validation-cnn.json"));
     let c = &now["full"]["cases"][0];
-    for key in ["core_dice", "hyp_dice"] {
-        let (a, b) = (c[key][0].as_f64().unwrap(), case[key][0].as_f64().unwrap());
-        assert!((a - b).abs() < 0.03, "{key} CNN vs NLR: {a} now, {b} recorded");
-        assert!(a >= 0.85, "{key} CNN vs NLR {a} below the 0.85 target");
-    }
-    for key in ["core_ml", "hyp_ml"] {
-        let (a, b) = (c[key][0].as_f64().unwrap(), case[key][0].as_f64().unwrap());
-        assert!((a - b).abs() <= 0.1 * b.max(1.0), "{key} CNN: {a} now, {b} recorded");
-    }
-    let text = std::fs::read_to_string(&out).unwrap();
+    // Index 1: CNN against the truth.
+    let (core, hyp) = (c["core_dice"][1].as_f64().unwrap(), c["hyp_dice"][1].as_f64().unwrap());
+    assert!(core >= 0.85 && hyp >= 0.9, "varied anatomy against the truth: core {core:.3}, hypoperfusion {hyp:.3}");
+    let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("research use only") || text.contains("Research use only"));
 }

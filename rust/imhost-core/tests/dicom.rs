@@ -165,3 +165,53 @@ fn a_corrupt_file_in_a_series_is_an_error_naming_it_not_a_missing_time_point() {
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     assert!(e.message().contains("corrupt DICOM") && e.message().contains(&name), "{e}");
 }
+
+/// Our DICOM writer checked by an independent reader (pydicom), not by our own: positions,
+/// orientation, spacing, HU and acquisition times of every slice of an oblique 4-D study against
+/// the volume that was written.
+#[test]
+fn the_dicom_writer_is_read_by_pydicom_as_written() {
+    let (ni, nj, nk, nt) = (7usize, 5usize, 3usize, 4usize);
+    let data = ndarray::Array4::from_shape_fn((ni, nj, nk, nt), |(i, j, k, t)| {
+        (i as i16) * 10 - (j as i16) * 7 + (k as i16) * 100 + (t as i16) * 1000 - 500
+    });
+    let (c, s) = (0.4f64.cos(), 0.4f64.sin());
+    let geometry = Geometry {
+        spacing: [0.8, 0.9, 2.5],
+        origin: [-20.0, 31.5, 7.25],
+        direction: [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]],
+    };
+    let times = imhost_core::FrameTimes::new(vec![0.0, 1.5, 3.0, 7.25], imhost_core::TimeSource::Header).unwrap();
+    let study = Volume::from_parts(data.clone(), geometry, Some(times.clone())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_dicom_series(&study, dir.path(), "1.2.826.0.1.3680043.10.1").unwrap();
+    let truth = oracle(dir.path());
+    assert_eq!((truth["columns"].as_u64(), truth["rows"].as_u64()), (Some(ni as u64), Some(nj as u64)));
+    let positions: Vec<Vec<f64>> = serde_json::from_value(truth["positions"].clone()).unwrap();
+    let temporal: Vec<usize> = serde_json::from_value(truth["temporal_positions"].clone()).unwrap();
+    let seconds: Vec<f64> = serde_json::from_value(truth["times_s"].clone()).unwrap();
+    assert_eq!(positions.len(), nk * nt);
+    for (n, p) in positions.iter().enumerate() {
+        let (t, k) = (n / nk, n % nk);
+        assert_eq!(temporal[n], t + 1, "slice {n}");
+        let expected = geometry.index_to_lps([0.0, 0.0, k as f64]);
+        for a in 0..3 {
+            assert!((p[a] - expected[a]).abs() < 1e-5, "slice {n}: position {p:?} vs {expected:?}");
+        }
+        // Times relative to the first frame.
+        assert!(((seconds[n] - seconds[0]) - times.as_slice()[t]).abs() < 1e-5, "slice {n} time");
+    }
+    let spacing: Vec<f64> = serde_json::from_value(truth["pixel_spacing"].clone()).unwrap();
+    assert_eq!(spacing, [0.9, 0.8], "row spacing (j), then column spacing (i)");
+    let orientation: Vec<f64> = serde_json::from_value(truth["orientation"].clone()).unwrap();
+    for a in 0..3 {
+        assert!((orientation[a] - geometry.direction[a][0]).abs() < 1e-6);
+        assert!((orientation[3 + a] - geometry.direction[a][1]).abs() < 1e-6);
+    }
+    for sample in truth["samples"].as_array().unwrap() {
+        let n = sample["k"].as_u64().unwrap() as usize;
+        let (k, t) = (n % nk, n / nk);
+        let (r, col) = (sample["row"].as_u64().unwrap() as usize, sample["column"].as_u64().unwrap() as usize);
+        assert_eq!(sample["hu"].as_f64().unwrap(), f64::from(data[[col, r, k, t]]), "HU at slice {n} ({r}, {col})");
+    }
+}
