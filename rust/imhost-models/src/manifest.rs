@@ -166,11 +166,6 @@ impl Manifest {
         ModelOutputScale { cbv: s("cbv"), cbf: s("cbf"), ttp_s: s("ttp") }
     }
 
-    /// The weights' path in `dir`.
-    pub fn weights_path(&self, dir: &Path) -> PathBuf {
-        dir.join(&self.weights.file)
-    }
-
     /// Read the weights file (trusted, see [`Manifest::read`]) and verify it against the
     /// manifest's sha256; the bytes returned are the ones verified, so nothing can change them
     /// between the check and the load.

@@ -134,8 +134,6 @@ pub fn user_plugin_dir() -> Option<PathBuf> {
     Some(data.join("imhost/plugins"))
 }
 
-pub use crate::trust::check_permissions;
-
 fn kind_of(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",

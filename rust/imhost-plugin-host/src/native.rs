@@ -175,17 +175,16 @@ const MODEL_SIZE_1_0: usize = size_of::<imhp_model>();
 pub fn load(path: &Path) -> Result<LoadedPlugin> {
     let fail = |m: String| Error::untrusted(format!("plugin {}: {m}", path.display()));
     let (dir, file) = crate::trust::open_file(path).map_err(fail)?;
-    load_from(dir, &file.name)
+    load_from(dir, &file)
 }
 
-/// Load the library `name` in the checked folder `dir` (through `/proc/self/fd/<dir>/<name>`,
-/// see [`crate::trust`]); the folder stays open for the life of the process.
-pub fn load_from(dir: crate::trust::TrustedDir, name: &str) -> Result<LoadedPlugin> {
-    let path = dir.path().join(name);
-    let path = path.as_path();
+/// Load the library `file`, checked in the checked folder `dir` (through
+/// `/proc/self/fd/<dir>/<name>`, see [`crate::trust`]); the folder stays open for the life of
+/// the process.
+pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile) -> Result<LoadedPlugin> {
+    let name = file.name.as_str();
+    let path = file.path.as_path();
     let fail = |m: String| Error::format(format!("plugin {}: {m}", path.display()));
-    // The file as it is now, in the open folder (the caller may have checked it already).
-    dir.open_file(name).map_err(|m| Error::untrusted(format!("plugin {}: {m}", path.display())))?;
     let loader_path = dir.proc_path(name);
     // SAFETY: loading a library runs its initialisers; the file and every folder above it passed
     // the trust rules, and the name is resolved in the very folder that was checked. This is the

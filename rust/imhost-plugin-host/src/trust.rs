@@ -212,11 +212,6 @@ pub fn open_file(path: &Path) -> Result<(TrustedDir, TrustedFile), String> {
     Ok((dir, file))
 }
 
-/// The old name of the check: `Ok` when `path` (a file or folder) passes the rules.
-pub fn check_permissions(path: &Path) -> Result<(), String> {
-    if path.is_dir() { TrustedDir::open(path).map(|_| ()) } else { open_file(path).map(|_| ()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,7 +211,10 @@ pub fn main() -> i32 {
     let folder = plugin_path.parent().map(PathBuf::from).unwrap_or_default();
     let loaded = TrustedDir::from_fd(dir, folder)
         .map_err(Error::untrusted)
-        .and_then(|dir| native::load_from(dir, &name))
+        .and_then(|dir| {
+            let file = dir.open_file(&name).map_err(Error::untrusted)?;
+            native::load_from(dir, &file)
+        })
         .map_err(|e| e.message().to_string());
     let plugin = match loaded {
         Ok(p) => Arc::new(p),
