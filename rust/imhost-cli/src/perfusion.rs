@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use imhost_core::io::output::{StagedDir, write_json};
 use imhost_core::io::{read_volume, write_volume};
 use imhost_core::perfusion::aif::VesselSelection;
-use imhost_core::perfusion::readout::Patient;
-use imhost_core::perfusion::{self, Method, PerfusionOptions, PerfusionResult};
+use imhost_core::perfusion::{self, Method, PerfusionResult};
+use imhost_core::registry::builtin::Perfusion;
 use imhost_core::phantom::ctp::{self, PhantomKind, PhantomOptions};
 use imhost_core::{AnyVolume, Error, Result};
 use serde_json::json;
@@ -231,6 +231,15 @@ fn read_truth(dir: &Path) -> Result<ctp::Truth> {
     })
 }
 
+/// A model option's message in the command's terms (`--age` for `age_years`).
+fn cli_option_message(message: &str) -> String {
+    [("option age_years", "--age"), ("option nihss", "--nihss"), ("option filter_sigma_mm", "--filter-sigma-mm"),
+     ("option filter_range_hu", "--filter-range-hu"), ("option aif_i", "--aif i"), ("option aif_j", "--aif j"),
+     ("option aif_k", "--aif k")]
+        .iter()
+        .fold(message.to_string(), |m, (from, to)| m.replace(from, to))
+}
+
 /// Parse `auto` or `i,j,k`.
 pub fn parse_voxel(text: &str) -> Result<VesselSelection> {
     if text == "auto" {
@@ -248,31 +257,47 @@ pub fn parse_voxel(text: &str) -> Result<VesselSelection> {
     Ok(VesselSelection::Voxel(v))
 }
 
+/// The options of the perfusion models (their manifest's names) from the command's flags.
+pub fn model_options(args: &PerfusionArgs) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut o = serde_json::Map::new();
+    if let VesselSelection::Voxel([i, j, k]) = parse_voxel(&args.aif)? {
+        o.insert("aif_i".into(), json!(i));
+        o.insert("aif_j".into(), json!(j));
+        o.insert("aif_k".into(), json!(k));
+    }
+    if let Some(age) = args.age {
+        o.insert("age_years".into(), json!(age));
+    }
+    if let Some(nihss) = args.nihss {
+        o.insert("nihss".into(), json!(nihss));
+    }
+    o.insert("bilateral_filter".into(), json!(!args.no_filter));
+    if let Some(s) = args.filter_sigma_mm {
+        o.insert("filter_sigma_mm".into(), json!(s));
+    }
+    if let Some(r) = args.filter_range_hu {
+        o.insert("filter_range_hu".into(), json!(r));
+    }
+    o.insert("motion_correction".into(), json!(!args.no_motion_correction));
+    Ok(o)
+}
+
 /// Run the pipeline on `args.input` and write maps, masks, report and preview.
 pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
-    let mut options = PerfusionOptions::default();
-    options.method = Method::from_name(&args.method)?;
-    options.aif = parse_voxel(&args.aif)?;
-    options.patient = Patient::new(args.age, args.nihss);
-    if let Some(b) = options.bilateral.as_mut() {
-        b.sigma_spatial_mm = args.filter_sigma_mm.unwrap_or(b.sigma_spatial_mm);
-        b.sigma_range_hu = args.filter_range_hu.unwrap_or(b.sigma_range_hu);
-    }
-    if args.no_filter {
-        options.bilateral = None;
-    }
-    for (name, value, range) in [("--age", args.age, 0.0..=130.0), ("--nihss", args.nihss, 0.0..=42.0)] {
-        if let Some(v) = value
-            && !range.contains(&v)
-        {
-            return Err(Error::invalid_argument(format!("{name} {v} is out of range {range:?}")));
-        }
-    }
-    if options.method == Method::Cnn {
-        options.model = Some(load_model(args.model.as_deref(), args.device.clone(), &args.precision)?);
+    let method = Method::from_name(&args.method)?;
+    let model = if method == Method::Cnn {
+        let network = load_model(args.model.as_deref(), args.device.clone(), &args.precision)?;
+        let about = network.0.describe();
+        let version = about["version"].as_str().unwrap_or("unknown").to_string();
+        Perfusion::learned(network, &version, about)
     } else if args.model.is_some() {
         return Err(Error::invalid_argument("--model is for --method cnn"));
-    }
+    } else {
+        Perfusion::classical(method)
+    };
+    let options = model_options(args)?;
+    // Checked now (ranges, a complete manual AIF), before any file is touched.
+    model.pipeline_options(&options).map_err(|e| Error::invalid_argument(cli_option_message(e.message())))?;
     // Refused now, before minutes of work, if the folder cannot take this run's result; the
     // outputs go into a fresh folder beside it that replaces it once complete.
     let mut inputs: Vec<&Path> = vec![&args.input];
@@ -283,7 +308,7 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     let registration = crate::motion::ItkRigid;
     let registration: Option<&dyn imhost_core::perfusion::motion::RigidRegistration> =
         if args.no_motion_correction { None } else { Some(&registration) };
-    let result = with_bar(quiet, |control| perfusion::run(&input.view(), &options, registration, control))?;
+    let result = with_bar(quiet, |control| model.run_pipeline(&input.view(), &options, registration, control))?;
     write_outputs(&result, staged.path())?;
     if let Some(dir) = &args.truth {
         let truth = read_truth(dir)?;

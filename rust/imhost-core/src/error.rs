@@ -56,6 +56,28 @@ impl ErrorKind {
             ErrorKind::Untrusted => "untrusted",
         }
     }
+
+    /// The kind named by [`ErrorKind::as_str`] (`None` for any other text).
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            InvalidArgument,
+            DataType,
+            Shape,
+            Geometry,
+            Io,
+            Format,
+            Unsupported,
+            TooLarge,
+            Cancelled,
+            Internal,
+            Model,
+            TimedOut,
+            Untrusted,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
 }
 
 impl fmt::Display for ErrorKind {

@@ -37,6 +37,13 @@ impl TimeSource {
             TimeSource::Assumed => "assumed",
         }
     }
+
+    /// The source called `name` ([`TimeSource::name`]).
+    pub fn from_name(name: &str) -> Option<TimeSource> {
+        [TimeSource::Header, TimeSource::Sidecar, TimeSource::Caller, TimeSource::Assumed]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
 }
 
 /// Acquisition time of each frame of a 4-D volume, in seconds from an arbitrary zero.

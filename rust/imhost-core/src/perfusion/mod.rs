@@ -268,6 +268,9 @@ pub struct ReadoutReport {
 /// `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The report's format, [`REPORT_SCHEMA`]: a reader checks it before it trusts a field's
+    /// meaning (fields are only added within one version).
+    pub schema: &'static str,
     /// Always true.
     pub research_use_only: bool,
     /// The disclaimer.
@@ -308,6 +311,9 @@ pub struct Report {
     /// context's count through the C ABI).
     pub threads: usize,
 }
+
+/// The version of `report.json`'s layout ([`Report::schema`]).
+pub const REPORT_SCHEMA: &str = "imhost-perfusion-report/1";
 
 /// The disclaimer every output carries.
 pub const DISCLAIMER: &str = "RESEARCH USE ONLY - not for diagnosis or treatment decisions.";
@@ -903,6 +909,7 @@ fn run_typed<T: Voxel>(
         })
     };
     let report = Report {
+        schema: REPORT_SCHEMA,
         research_use_only: true,
         disclaimer: DISCLAIMER,
         software: format!("imhost {}", env!("CARGO_PKG_VERSION")),

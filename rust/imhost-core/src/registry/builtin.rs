@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use super::{Manifest, Model, ModelOutput, Source};
 use crate::perfusion::model::ModelHandle;
 use crate::perfusion::motion::RigidRegistration;
+use crate::perfusion::aif::VesselSelection;
 use crate::perfusion::{self, Method, PerfusionOptions};
 use crate::{AnyVolume, AnyVolumeView, Error, Result, RunControl, Volume, with_view};
 
@@ -103,6 +104,51 @@ impl Perfusion {
         manifest
     }
 
+    /// The pipeline's options from this model's options (a JSON object, checked against the
+    /// manifest and completed with its defaults): the one mapping that the registry, the
+    /// command's `perfusion` and `imh_perfusion_run` share.
+    pub fn pipeline_options(&self, options: &Map<String, Value>) -> Result<PerfusionOptions> {
+        let options = self.manifest.resolve_options(options)?;
+        let flag = |k: &str| options.get(k).and_then(Value::as_bool).unwrap_or(true);
+        let number = |k: &str| options.get(k).and_then(Value::as_f64);
+        let known = |k: &str| number(k).filter(|v| *v >= 0.0);
+        let mut pipeline = PerfusionOptions { method: self.method, model: self.network.clone(), ..Default::default() };
+        if flag("bilateral_filter") {
+            let b = pipeline.bilateral.get_or_insert_with(Default::default);
+            b.sigma_spatial_mm = number("filter_sigma_mm").unwrap_or(b.sigma_spatial_mm);
+            b.sigma_range_hu = number("filter_range_hu").unwrap_or(b.sigma_range_hu);
+        } else {
+            pipeline.bilateral = None;
+        }
+        pipeline.motion.correct = flag("motion_correction");
+        let aif: Vec<i64> = ["aif_i", "aif_j", "aif_k"].iter().map(|k| options[*k].as_i64().unwrap_or(-1)).collect();
+        match aif.iter().filter(|&&x| x >= 0).count() {
+            0 => {}
+            3 => pipeline.aif = VesselSelection::Voxel([aif[0] as usize, aif[1] as usize, aif[2] as usize]),
+            _ => {
+                return Err(Error::invalid_argument(
+                    "a manual AIF needs all of aif_i, aif_j and aif_k (or none, for the automatic AIF)",
+                ));
+            }
+        }
+        pipeline.patient = perfusion::readout::Patient { age: known("age_years"), nihss: known("nihss") };
+        Ok(pipeline)
+    }
+
+    /// Run the whole pipeline with this model's options ([`Perfusion::pipeline_options`]),
+    /// keeping everything it computed (for the command's outputs, previews and validation).
+    pub fn run_pipeline(
+        &self,
+        input: &AnyVolumeView<'_>,
+        options: &Map<String, Value>,
+        registration: Option<&dyn RigidRegistration>,
+        control: &RunControl<'_>,
+    ) -> Result<perfusion::PerfusionResult> {
+        let pipeline = self.pipeline_options(options)?;
+        let registration = registration.or(self.registration.as_deref().map(|r| r as &dyn RigidRegistration));
+        perfusion::run(input, &pipeline, registration, control)
+    }
+
     /// Correct motion with this registration back end (ITK in the command); without one the
     /// pipeline estimates motion and flags it, but does not correct it.
     pub fn with_registration(mut self, registration: Arc<dyn RigidRegistration + Send>) -> Self {
@@ -111,8 +157,24 @@ impl Perfusion {
     }
 }
 
+/// A SNOMED CT concept.
+fn sct(value: &str, meaning: &str) -> Value {
+    json!({"scheme": "SCT", "value": value, "meaning": meaning})
+}
+
+/// The oldest age the perfusion models accept (years; a plausibility bound).
+pub const MAX_AGE: f64 = 130.0;
+/// The largest voxel index an option can name.
+const MAX_INDEX: i64 = 1 << 20;
+
 fn perfusion_manifest(method: Method, version: Option<&str>) -> Manifest {
     let name = method.name();
+    let filter = crate::perfusion::filter::BilateralOptions::default();
+    let hypoperfusion = if method == Method::Cnn {
+        "hypoperfused tissue: relative TTP > 4.5 s (core included)"
+    } else {
+        "hypoperfused tissue: Tmax > 6 s (core included where it is hypoperfused)"
+    };
     let (label, about) = match method {
         Method::Ssvd => ("sSVD", "standard truncated SVD deconvolution (delay-sensitive)"),
         Method::Bsvd => ("bSVD", "block-circulant SVD deconvolution (delay-insensitive)"),
@@ -134,24 +196,36 @@ fn perfusion_manifest(method: Method, version: Option<&str>) -> Manifest {
         "inputs": [{"name": "ctp", "modality": "CT", "dims": 4, "min_frames": 2, "orientation": "any"}],
         "options": {
             "bilateral_filter": {"type": "boolean", "default": true, "description": "edge-preserving denoising before analysis"},
-            "motion_correction": {"type": "boolean", "default": true, "description": "register frames to the first when motion is found"},
-            "age_years": {"type": "number", "default": -1, "minimum": -1, "maximum": 120, "unit": "years", "description": "for the DAWN criteria; -1 = unknown"},
+            "filter_sigma_mm": {"type": "number", "default": filter.sigma_spatial_mm, "minimum": 0.1, "maximum": 20, "unit": "mm", "description": "bilateral filter: spatial σ"},
+            "filter_range_hu": {"type": "number", "default": filter.sigma_range_hu, "minimum": 0.1, "maximum": 1000, "unit": "HU", "description": "bilateral filter: range σ on the temporal mean"},
+            "motion_correction": {"type": "boolean", "default": true, "description": "register frames to the first when motion is found (where the host provides registration; otherwise motion is estimated and flagged)"},
+            "aif_i": {"type": "integer", "default": -1, "minimum": -1, "maximum": MAX_INDEX, "description": "manual AIF voxel, index i (with aif_j and aif_k; -1 = automatic AIF)"},
+            "aif_j": {"type": "integer", "default": -1, "minimum": -1, "maximum": MAX_INDEX, "description": "manual AIF voxel, index j"},
+            "aif_k": {"type": "integer", "default": -1, "minimum": -1, "maximum": MAX_INDEX, "description": "manual AIF voxel, index k"},
+            "age_years": {"type": "number", "default": -1, "minimum": -1, "maximum": MAX_AGE, "unit": "years", "description": "for the DAWN criteria; -1 = unknown"},
             "nihss": {"type": "number", "default": -1, "minimum": -1, "maximum": 42, "description": "NIH stroke scale for DAWN; -1 = unknown"}
         },
         "outputs": [
-            {"name": "cbf", "kind": "map", "unit": "ml/100g/min"},
-            {"name": "cbv", "kind": "map", "unit": "ml/100g"},
-            {"name": "mtt", "kind": "map", "unit": "s"},
-            {"name": "ttp", "kind": "map", "unit": "s"},
-            {"name": "tmax", "kind": "map", "unit": "s", "optional": true, "description": "absent for the CNN"},
+            {"name": "cbf", "kind": "map", "unit": "ml/100g/min", "unit_ucum": "mL/(100.g.min)", "description": "cerebral blood flow"},
+            {"name": "cbv", "kind": "map", "unit": "ml/100g", "unit_ucum": "mL/(100.g)", "description": "cerebral blood volume"},
+            {"name": "mtt", "kind": "map", "unit": "s", "unit_ucum": "s", "description": "mean transit time"},
+            {"name": "ttp", "kind": "map", "unit": "s", "unit_ucum": "s", "description": "time to peak from the first frame"},
+            {"name": "tmax", "kind": "map", "unit": "s", "unit_ucum": "s", "optional": true, "description": "time to the residue function's maximum; absent for the CNN"},
+            {"name": "delay", "kind": "map", "unit": "s", "unit_ucum": "s", "optional": true, "description": "bolus arrival delay relative to the AIF; absent for the CNN"},
             {"name": "lesions", "kind": "labelmap", "labels": [
-                {"value": LABEL_CORE, "name": "ischemic core", "color": [220, 40, 40]},
-                {"value": LABEL_PENUMBRA, "name": "penumbra", "color": [240, 200, 40]}]},
-            {"name": "brain", "kind": "labelmap", "labels": [{"value": 1, "name": "brain", "color": [120, 160, 220]}]},
-            {"name": "core_ml", "kind": "score", "unit": "ml", "optional": true, "description": "withheld under a QC flag"},
-            {"name": "hypoperfusion_ml", "kind": "score", "unit": "ml", "optional": true},
-            {"name": "mismatch_ml", "kind": "score", "unit": "ml", "optional": true},
-            {"name": "mismatch_ratio", "kind": "score", "unit": "1", "optional": true, "description": "absent when the core is empty"}
+                {"value": LABEL_CORE, "name": "ischemic core", "color": [220, 40, 40],
+                 "category": sct("49755003", "Morphologically Altered Structure"), "property": sct("55641003", "Infarct")},
+                {"value": LABEL_PENUMBRA, "name": "penumbra", "color": [240, 200, 40],
+                 "category": sct("49755003", "Morphologically Altered Structure"), "property": sct("52674009", "Ischemia")}]},
+            {"name": "hypoperfusion", "kind": "labelmap", "description": hypoperfusion, "labels": [
+                {"value": 1, "name": "hypoperfusion", "color": [250, 140, 30],
+                 "category": sct("49755003", "Morphologically Altered Structure"), "property": sct("52674009", "Ischemia")}]},
+            {"name": "brain", "kind": "labelmap", "labels": [{"value": 1, "name": "brain", "color": [120, 160, 220],
+                 "category": sct("85756007", "Tissue"), "property": sct("12738006", "Brain")}]},
+            {"name": "core_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "optional": true, "description": "withheld under a QC flag"},
+            {"name": "hypoperfusion_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "optional": true},
+            {"name": "mismatch_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "optional": true},
+            {"name": "mismatch_ratio", "kind": "score", "unit": "1", "unit_ucum": "1", "optional": true, "description": "absent when the core is empty"}
         ],
         "device": {"requires": if method == Method::Cnn { "any" } else { "cpu" }}
     }))
@@ -168,14 +242,7 @@ impl Model for Perfusion {
         options: &Map<String, Value>,
         control: &RunControl<'_>,
     ) -> Result<ModelOutput> {
-        let flag = |k: &str| options.get(k).and_then(Value::as_bool).unwrap_or(true);
-        let known = |k: &str| options.get(k).and_then(Value::as_f64).filter(|v| *v >= 0.0);
-        let mut pipeline = PerfusionOptions { method: self.method, model: self.network.clone(), ..Default::default() };
-        if !flag("bilateral_filter") {
-            pipeline.bilateral = None;
-        }
-        pipeline.motion.correct = flag("motion_correction");
-        pipeline.patient = perfusion::readout::Patient { age: known("age_years"), nihss: known("nihss") };
+        let pipeline = self.pipeline_options(options)?;
         let registration = self.registration.as_deref().map(|r| r as &dyn RigidRegistration);
         let result = perfusion::run(&inputs[0], &pipeline, registration, control)?;
         let lesions = lesion_labels(&result.core, &result.hypoperfusion)?;
@@ -188,8 +255,10 @@ impl Model for Perfusion {
         ];
         if self.method != Method::Cnn {
             volumes.push(("tmax".into(), AnyVolume::F32(maps.tmax)));
+            volumes.push(("delay".into(), AnyVolume::F32(maps.delay)));
         }
         volumes.push(("lesions".into(), AnyVolume::U8(lesions)));
+        volumes.push(("hypoperfusion".into(), AnyVolume::U8(result.hypoperfusion)));
         volumes.push(("brain".into(), AnyVolume::U8(result.brain)));
         let mut scores = Vec::new();
         if let Some(v) = &result.report.readout.volumes {

@@ -192,6 +192,12 @@ pub struct OutputSpec {
     /// Unit (`ml/100g/min`, `s`, `ml`, `1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The unit as a UCUM code (`mL/(100.g.min)`, `s`, `mL`, `1`), for DICOM and FHIR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_ucum: Option<String>,
+    /// What a map measures, as a coded concept (e.g. DCM 113055 "Regional Cerebral Blood Flow").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<Code>,
     /// Labels of a label map.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<Label>,
@@ -223,6 +229,24 @@ pub struct Label {
     pub name: String,
     /// Display colour, sRGB 0–255.
     pub color: [u8; 3],
+    /// The segment's category (SNOMED CT, DICOM SEG's Segmented Property Category).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Code>,
+    /// The segment's type (SNOMED CT, DICOM SEG's Segmented Property Type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<Code>,
+}
+
+/// A coded concept: `{"scheme": "SCT", "value": "12738006", "meaning": "Brain"}` (DICOM's
+/// coding scheme designators: `SCT` SNOMED CT, `DCM` DICOM, `UCUM`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Code {
+    /// Coding scheme designator.
+    pub scheme: String,
+    /// Code value.
+    pub value: String,
+    /// Code meaning.
+    pub meaning: String,
 }
 
 /// Device needs.
@@ -344,6 +368,12 @@ impl Manifest {
                 }
                 if output.labels.iter().any(|l| l.value == 0) {
                     return bad(format!("label map '{}' uses value 0 (background)", output.name));
+                }
+            }
+            let codes = output.quantity.iter().chain(output.labels.iter().flat_map(|l| l.category.iter().chain(&l.property)));
+            for code in codes {
+                if code.scheme.is_empty() || code.value.is_empty() || code.meaning.is_empty() || code.value.len() > 64 {
+                    return bad(format!("output '{}': a code needs a scheme, a value (≤ 64 characters) and a meaning", output.name));
                 }
             }
         }
