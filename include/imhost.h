@@ -717,7 +717,13 @@ imh_status imh_geometry_from_ijk_to_ras(const double *matrix, struct imh_geometr
  * onto a device. `options` may be NULL. On success `*out` receives the model.
  * Errors: `IMH_STATUS_IO` (no such folder), `IMH_STATUS_FORMAT` (invalid manifest, checksum
  * mismatch), `IMH_STATUS_MODEL` (LibTorch refused the weights, no CUDA device when one was
- * asked for), `IMH_STATUS_UNSUPPORTED` (half precision on the CPU, unknown architecture).
+ * asked for), `IMH_STATUS_UNSUPPORTED` (half precision on the CPU, unknown architecture, a
+ * folder that is not a perfusion map network, no `imhost-model-worker` installed),
+ * `IMH_STATUS_UNTRUSTED` (the folder or a file fails the trust rules).
+ *
+ * The network runs in a child process, `imhost-model-worker` (found next to the program, next to
+ * libimhost.so or in `../bin` from it, or at `IMHOST_MODEL_WORKER`), which links LibTorch: this
+ * process never loads LibTorch. The worker uses as many threads as the context.
  *
  * Thread safety: may be called from any thread.
  */

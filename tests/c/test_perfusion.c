@@ -6,7 +6,10 @@
  * Then: outputs and geometry, the report JSON, progress on the calling thread, cancellation
  * from the callback, and every bad argument. Then the CNN method with a model loaded once and
  * reused (the PyTorch-made fixture tests/fixtures/models/unet-tiny): deterministic maps in
- * range, no Tmax, and the model's own errors (missing folder, changed weights). */
+ * range, no Tmax, and the model's own errors (missing folder, changed weights). LibTorch is never
+ * mapped into this process: the network runs in imhost-model-worker. With the argument
+ * `no-worker` (and IMHOST_MODEL_WORKER naming a missing file) the classical pipeline still works
+ * and loading a model fails with IMH_STATUS_UNSUPPORTED. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -68,7 +71,20 @@ static bool on_progress(void *user, double fraction, const char *stage) {
     return !(p->cancel_at && p->calls >= p->cancel_at);
 }
 
-int main(void) {
+/* Whether a library whose name contains `name` is mapped into this process. */
+static int mapped(const char *name) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[4096];
+    int found = 0;
+    if (!maps) return -1;
+    while (fgets(line, sizeof line, maps))
+        if (strstr(line, name)) found = 1;
+    fclose(maps);
+    return found;
+}
+
+int main(int argc, char **argv) {
+    int no_worker = argc > 1 && strcmp(argv[1], "no-worker") == 0;
     imh_context *ctx = NULL;
     imh_perfusion_result *result = NULL;
     build();
@@ -167,6 +183,14 @@ int main(void) {
     memset(&mo, 0, sizeof mo);
     mo.struct_size = sizeof mo;
     mo.device = "cpu";
+    if (no_worker) {
+        CHECK_STATUS(imh_model_load(ctx, IMHOST_FIXTURES "/unet-tiny", &mo, &model), IMH_STATUS_UNSUPPORTED);
+        CHECK(strstr(imh_last_error_message(), "imhost-model-worker") != NULL, "%s", imh_last_error_message());
+        CHECK(model == NULL && mapped("libtorch") == 0, "no model, no LibTorch");
+        imh_context_free(ctx);
+        printf("C perfusion ABI without the model worker: %d checks, %d failed\n", checks, failures);
+        return failures != 0;
+    }
     CHECK_STATUS(imh_model_load(ctx, IMHOST_FIXTURES "/unet-tiny", &mo, &model), IMH_STATUS_OK);
     const char *manifest = imh_model_manifest_json(model);
     CHECK(manifest && strstr(manifest, "\"id\": \"unet-tiny\""), "manifest JSON");
@@ -196,6 +220,7 @@ int main(void) {
     }
     imh_perfusion_result_free(r1);
     imh_perfusion_result_free(r2);
+    CHECK(mapped("libtorch") == 0 && mapped("libc10") == 0, "LibTorch stays out of this process");
     imh_perfusion_options no_model = cnn;
     no_model.model = NULL;
     CHECK_STATUS(imh_perfusion_run(ctx, &view, &no_model, NULL, &result), IMH_STATUS_INVALID_ARGUMENT);

@@ -4,7 +4,7 @@
 
 #include "imhost.hpp"
 
-int main() {
+int main(int argc, char** argv) {
     imhost::Context ctx;
     imhost::Registry registry(ctx);
     std::vector<float> data{1, 5, 2, 4, 3, 6};
@@ -18,6 +18,15 @@ int main() {
     if (!m || m[0] != 4 || m[1] != 5 || m[2] != 6) {
         std::cerr << "consumer_cpp: wrong MIP\n";
         return 1;
+    }
+    // The installed default CNN through the installed model worker (bin/imhost-model-worker,
+    // which finds LibTorch through its rpath; this program never loads it).
+    if (argc > 1) {
+        imhost::Model cnn(ctx, argv[1], "cpu");
+        if (cnn.manifest_json().find("perfusion-cnn-phantom") == std::string::npos) {
+            std::cerr << "consumer_cpp: unexpected CNN manifest\n";
+            return 1;
+        }
     }
     std::cout << "consumer_cpp: imhost " << imhost::version() << " through imhost::cpp ok\n";
     return 0;

@@ -10,6 +10,6 @@ cmake --install "$build" --prefix "$work/prefix" >/dev/null
 cmake -S "$here" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/build" >/dev/null
 "$work/build/consumer_c" "$plugin"
-"$work/build/consumer_cpp"
-"$work/prefix/bin/imhost" --version
 test -f "$work/prefix/share/imhost/models/perfusion-cnn/manifest.json"
+"$work/build/consumer_cpp" "$work/prefix/share/imhost/models/perfusion-cnn"
+"$work/prefix/bin/imhost" --version

@@ -10,7 +10,7 @@ use imhost_core::io::output::{StagedDir, write_json};
 use imhost_core::io::{read_volume, write_volume};
 use imhost_core::registry::{OutputKind, Registry};
 use imhost_core::{AnyVolumeView, Error, Result};
-use imhost_models::registry::{RegistryOptions, open};
+use imhost_registry::{RegistryOptions, open};
 
 use crate::progress::with_bar;
 
@@ -43,6 +43,8 @@ pub fn registry(sources: &Sources) -> Registry {
         isolate_all: sources.isolate,
         device: sources.device.clone(),
         registration: Some(Arc::new(crate::motion::ItkRigid)),
+        // The command links LibTorch: learned models run in its own process.
+        in_process: Some(imhost_models::packages::open_in_process),
     })
 }
 

@@ -7,14 +7,15 @@
 //! (`PerfusionMapModel`), and every LibTorch error becomes an `imhost_core::Error` of kind
 //! `Model` through the fallible `f_*` ops — nothing on a library path panics on input.
 
-pub mod manifest;
 pub mod package;
-pub mod registry;
+pub mod packages;
 pub mod runtime;
 pub mod torchscript;
 pub mod train;
 pub mod unet;
 
+/// Model folders' manifests (`imhost-model/1`), read without LibTorch by `imhost-registry`.
+pub use imhost_registry::network as manifest;
 pub use manifest::Manifest;
 pub use package::{LoadOptions, PerfusionModel};
 pub use runtime::Precision;

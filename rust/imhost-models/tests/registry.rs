@@ -1,11 +1,13 @@
 //! The registry as hosts open it: built-ins, the perfusion CNN folder and a TorchScript
 //! package (made by PyTorch 2.11, tests/fixtures/packages/make_package.py) run with the
-//! pre/post-processing its manifest declares; expected values computed here by hand.
+//! pre/post-processing its manifest declares; expected values computed here by hand. Every test
+//! runs twice: with the models in this process (the command) and in `imhost-model-worker` (every
+//! host of libimhost.so, which does not load LibTorch).
 
 use std::path::{Path, PathBuf};
 
 use imhost_core::{AnyVolume, Geometry, RunControl, Volume};
-use imhost_models::registry::{RegistryOptions, open};
+use imhost_registry::{RegistryOptions, open};
 use ndarray::Array3;
 use serde_json::Map;
 
@@ -13,12 +15,37 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn options(paths: Vec<PathBuf>) -> RegistryOptions {
-    RegistryOptions { paths, device: Some("cpu".into()), ..Default::default() }
+thread_local! {
+    static IN_PROCESS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-#[test]
-fn builtins_cnn_folder_and_torchscript_package_are_listed() {
+fn options(paths: Vec<PathBuf>) -> RegistryOptions {
+    let in_process = IN_PROCESS.get().then_some(imhost_models::packages::open_in_process as imhost_registry::InProcessOpener);
+    RegistryOptions { paths, device: Some("cpu".into()), in_process, ..Default::default() }
+}
+
+/// `test` with the models in this process and then in their worker.
+macro_rules! both {
+    ($name:ident, $in_process:ident, $worker:ident) => {
+        #[test]
+        fn $in_process() {
+            IN_PROCESS.set(true);
+            $name();
+        }
+        #[test]
+        fn $worker() {
+            IN_PROCESS.set(false);
+            $name();
+        }
+    };
+}
+
+both!(listed, builtins_cnn_folder_and_torchscript_package_are_listed, listed_with_the_worker);
+both!(processing, torchscript_package_applies_its_declared_pre_and_post_processing, processing_in_the_worker);
+both!(changed_weights, torchscript_package_with_changed_weights_is_refused, changed_weights_refused_by_the_worker);
+both!(trust, package_files_writable_by_others_are_refused_each_one, trust_rules_in_the_worker);
+
+fn listed() {
     let r = open(&options(vec![root().join("tests/fixtures/packages/ts-lesion"), root().join("models/perfusion-cnn")]));
     assert!(r.problems().is_empty(), "{:?}", r.problems());
     let ids = r.ids();
@@ -48,9 +75,10 @@ fn block_image() -> Volume<f32> {
     Volume::new_3d(data, g).unwrap()
 }
 
-#[test]
-fn torchscript_package_applies_its_declared_pre_and_post_processing() {
+fn processing() {
     let r = open(&options(vec![root().join("tests/fixtures/packages/ts-lesion")]));
+    let source = r.get("test.ts-lesion").unwrap().manifest().source.clone().unwrap();
+    assert_eq!(source.isolated, !IN_PROCESS.get(), "where the package runs");
     let x = block_image();
     let out = r.run("test.ts-lesion", &[x.view().into()], &Map::new(), &RunControl::none()).unwrap();
     let AnyVolume::U8(lesion) = out.volume("lesion").unwrap() else { panic!("u8 label map") };
@@ -80,8 +108,7 @@ fn torchscript_package_applies_its_declared_pre_and_post_processing() {
     assert!((out.score("lesion_ml").unwrap() - n as f64 * 0.002).abs() < 1e-12);
 }
 
-#[test]
-fn torchscript_package_with_changed_weights_is_refused() {
+fn changed_weights() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("ts-lesion");
     std::fs::create_dir(&pkg).unwrap();
@@ -108,8 +135,7 @@ fn torchscript_package_with_changed_weights_is_refused() {
     assert!(r.problems()[0].message.contains("needs a \"runtime\" section"), "{:?}", r.problems());
 }
 
-#[test]
-fn package_files_writable_by_others_are_refused_each_one() {
+fn trust() {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     let src = root().join("tests/fixtures/packages/ts-lesion");

@@ -53,11 +53,53 @@ const LINE_QUEUE: usize = 256;
 /// The longest stderr line of a worker that is kept (quoted in crash messages).
 const STDERR_LINE: usize = 4096;
 
-/// The worker program: `IMHOST_PLUGIN_WORKER`, else `imhost-plugin-worker` next to the running
-/// program, its parent folder (cargo's `deps/`), or the library holding this code. It runs the
-/// plugins, so it must pass the same trust rules as they do.
+/// The plugin worker program: `IMHOST_PLUGIN_WORKER`, else `imhost-plugin-worker` next to the
+/// running program, its parent folder (cargo's `deps/`), or the library holding this code (and
+/// `../bin` from there). It runs the plugins, so it must pass the same trust rules as they do.
 pub fn worker_program() -> Result<PathBuf> {
-    let program = match std::env::var_os("IMHOST_PLUGIN_WORKER") {
+    find_program(WorkerKind::Plugin)
+}
+
+/// Which worker program runs a model out of process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerKind {
+    /// `imhost-plugin-worker`: a native plugin library.
+    Plugin,
+    /// `imhost-model-worker`: a model package on LibTorch (linked by that program only).
+    Package,
+}
+
+impl WorkerKind {
+    fn program(self) -> &'static str {
+        match self {
+            WorkerKind::Plugin => "imhost-plugin-worker",
+            WorkerKind::Package => "imhost-model-worker",
+        }
+    }
+    fn variable(self) -> &'static str {
+        match self {
+            WorkerKind::Plugin => "IMHOST_PLUGIN_WORKER",
+            WorkerKind::Package => "IMHOST_MODEL_WORKER",
+        }
+    }
+    fn what(self) -> &'static str {
+        match self {
+            WorkerKind::Plugin => "plugin",
+            WorkerKind::Package => "model package",
+        }
+    }
+}
+
+fn find_program(kind: WorkerKind) -> Result<PathBuf> {
+    let name = kind.program();
+    let program = match std::env::var_os(kind.variable()) {
+        Some(p) if !Path::new(&p).exists() => {
+            return Err(Error::unsupported(format!(
+                "{} names {}, which does not exist: {name} is needed to run this model",
+                kind.variable(),
+                Path::new(&p).display()
+            )));
+        }
         Some(p) => PathBuf::from(p),
         None => {
             let mut dirs = Vec::new();
@@ -71,15 +113,16 @@ pub fn worker_program() -> Result<PathBuf> {
                 dirs.push(dir.clone());
                 dirs.extend(dir.parent().map(|p| p.join("bin")));
             }
-            dirs.iter().map(|d| d.join("imhost-plugin-worker")).find(|p| p.is_file()).ok_or_else(|| {
-                Error::unsupported(
-                    "plugin isolation needs the imhost-plugin-worker program (installed next to imhost); set IMHOST_PLUGIN_WORKER to its path",
-                )
+            dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
+                Error::unsupported(match kind {
+                    WorkerKind::Plugin => "plugin isolation needs the imhost-plugin-worker program (installed next to imhost); set IMHOST_PLUGIN_WORKER to its path".to_string(),
+                    WorkerKind::Package => "learned models run in the imhost-model-worker program (installed next to imhost when imhost is built with LibTorch); set IMHOST_MODEL_WORKER to its path".to_string(),
+                })
             })?
         }
     };
     let (_, file) = crate::trust::open_file(&program)
-        .map_err(|m| Error::untrusted(format!("the plugin worker {}: {m}", program.display())))?;
+        .map_err(|m| Error::untrusted(format!("the worker program {}: {m}", program.display())))?;
     Ok(file.path)
 }
 
@@ -189,7 +232,7 @@ impl Drop for Worker {
 
 impl Worker {
     fn spawn(plugin: &IsolatedPlugin) -> Result<(Worker, Value)> {
-        let program = worker_program()?;
+        let program = find_program(plugin.kind)?;
         let (host_end, worker_end) =
             channel::socket_pair().map_err(|e| Error::model(format!("worker channel: {e}")))?;
         let (socket_fd, dir_fd) = (worker_end.as_raw_fd(), plugin.dir.as_file().as_raw_fd());
@@ -202,6 +245,8 @@ impl Worker {
             .arg(format!("--host-pid={host_pid}"))
             .arg(format!("--plugin-path={}", plugin.path.display()))
             .arg(format!("--log-level={}", log_level()))
+            .args(&plugin.extra_args)
+            .args(plugin.threads.map(|t| format!("--threads={}", if t > 0 { t } else { rayon::current_num_threads() })))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -274,13 +319,14 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {
                     worker.kill();
                     return Err(Error::timed_out(format!(
-                        "plugin {} did not load within {} s in its isolated worker; it was stopped",
+                        "{} {} did not load within {} s in its isolated worker; it was stopped",
+                        plugin.kind.what(),
                         plugin.path.display(),
                         HELLO_TIMEOUT.as_secs()
                     )));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(worker.death(&plugin.path, "while loading the plugin"));
+                    return Err(worker.death(plugin, "while loading"));
                 }
             };
             if message["type"] == "log" {
@@ -293,8 +339,13 @@ impl Worker {
             Some("hello") => Ok((worker, hello)),
             _ => {
                 worker.kill();
-                let message = hello["message"].as_str().unwrap_or("the plugin worker failed");
-                Err(if message.contains("refused:") { Error::untrusted(message) } else { Error::format(message) })
+                let message = hello["message"].as_str().unwrap_or("the worker failed").chars().take(4000).collect::<String>();
+                let kind = hello["kind"].as_str().and_then(imhost_core::ErrorKind::from_name);
+                Err(match kind {
+                    Some(kind) => Error::new(kind, message),
+                    None if message.contains("refused:") => Error::untrusted(message),
+                    None => Error::format(message),
+                })
             }
         }
     }
@@ -305,7 +356,7 @@ impl Worker {
     }
 
     /// The error for a worker that stopped answering: how it died and its last stderr lines.
-    fn death(&mut self, plugin: &Path, doing: &str) -> Error {
+    fn death(&mut self, plugin: &IsolatedPlugin, doing: &str) -> Error {
         let status = match self.child.try_wait() {
             Ok(Some(s)) => Some(s),
             _ => {
@@ -327,8 +378,9 @@ impl Worker {
         std::thread::sleep(Duration::from_millis(20));
         let tail: Vec<String> = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         Error::model(format!(
-            "plugin {} crashed in its isolated worker {doing}: the worker {how}; the host is unaffected{}",
-            plugin.display(),
+            "{} {} crashed in its isolated worker {doing}: the worker {how}; the host is unaffected{}",
+            plugin.kind.what(),
+            plugin.path.display(),
             if tail.is_empty() { String::new() } else { format!(" (worker's last words: {})", tail.join(" | ")) }
         ))
     }
@@ -355,11 +407,15 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// A plugin library run by a worker process.
+/// A plugin library or a model package run by a worker process.
 pub struct IsolatedPlugin {
     path: PathBuf,
     name: String,
     dir: TrustedDir,
+    kind: WorkerKind,
+    extra_args: Vec<String>,
+    /// Threads of a package worker (0: the size of the rayon pool that starts it).
+    threads: Option<usize>,
     worker: Mutex<Option<Worker>>,
 }
 
@@ -377,7 +433,15 @@ impl IsolatedPlugin {
     pub fn start(path: &Path) -> Result<Vec<Arc<dyn Model>>> {
         let (dir, file) =
             crate::trust::open_file(path).map_err(|m| Error::untrusted(format!("plugin {}: {m}", path.display())))?;
-        let plugin = IsolatedPlugin { path: file.path.clone(), name: file.name, dir, worker: Mutex::new(None) };
+        let plugin = IsolatedPlugin {
+            path: file.path.clone(),
+            name: file.name,
+            dir,
+            kind: WorkerKind::Plugin,
+            extra_args: Vec::new(),
+            threads: None,
+            worker: Mutex::new(None),
+        };
         let (worker, hello) = Worker::spawn(&plugin)?;
         *plugin.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(worker);
         let plugin = Arc::new(plugin);
@@ -400,6 +464,61 @@ impl IsolatedPlugin {
     }
 }
 
+/// How a model package's worker is started.
+#[derive(Debug, Clone, Default)]
+pub struct PackageWorker {
+    /// Given to the package's opener (device, precision), as JSON.
+    pub options: Map<String, Value>,
+    /// Threads of the worker (its rayon pool and LibTorch's CPU threads); 0: the size of the
+    /// rayon pool of the thread that starts it (the context's pool through the C ABI).
+    pub threads: usize,
+    /// Start the worker now (its errors — a bad checksum, a missing device — come back here)
+    /// instead of at the first run.
+    pub start_now: bool,
+}
+
+impl IsolatedPlugin {
+    /// The models of the package folder `dir`, run by `imhost-model-worker` — the program that
+    /// links LibTorch, so this process never loads it. `manifests` are the models' manifests as
+    /// this process read them (the worker serves the same ids). The worker starts at the first
+    /// run, or now with [`PackageWorker::start_now`].
+    pub fn package(dir: &Path, manifests: Vec<Manifest>, worker: &PackageWorker) -> Result<Vec<Arc<dyn Model>>> {
+        let folder = TrustedDir::open(dir).map_err(|m| {
+            if m.starts_with("refused") { Error::untrusted(m) } else { Error::new(imhost_core::ErrorKind::Io, m) }
+        })?;
+        let plugin = IsolatedPlugin {
+            path: folder.path().to_path_buf(),
+            name: folder.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            dir: folder,
+            kind: WorkerKind::Package,
+            extra_args: vec![
+                "--package".into(),
+                format!("--package-options={}", Value::Object(worker.options.clone())),
+            ],
+            threads: Some(worker.threads),
+            worker: Mutex::new(None),
+        };
+        if worker.start_now {
+            let (started, hello) = Worker::spawn(&plugin)?;
+            let served: Vec<&str> = hello["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_str())
+                .collect();
+            if let Some(m) = manifests.iter().find(|m| !served.contains(&m.id.as_str())) {
+                return Err(Error::format(format!("{}: the worker does not serve model '{}'", dir.display(), m.id)));
+            }
+            *plugin.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        }
+        let plugin = Arc::new(plugin);
+        Ok(manifests
+            .into_iter()
+            .map(|manifest| Arc::new(IsolatedModel { plugin: plugin.clone(), manifest }) as Arc<dyn Model>)
+            .collect())
+    }
+}
+
 /// A model of an isolated plugin.
 pub struct IsolatedModel {
     plugin: Arc<IsolatedPlugin>,
@@ -407,7 +526,7 @@ pub struct IsolatedModel {
 }
 
 /// Write the pixels of `view` (i fastest) to `out`.
-fn write_pixels(view: &AnyVolumeView<'_>, out: &mut impl Write) -> std::io::Result<()> {
+pub(crate) fn write_pixels(view: &AnyVolumeView<'_>, out: &mut impl Write) -> std::io::Result<()> {
     with_view!(view, v => {
         let data = v.data();
         let reversed = data.view().reversed_axes();
@@ -451,6 +570,7 @@ fn run_memory(
                 "name": spec.name, "offset": offset, "dtype": view.dtype().code(), "shape": view.shape(),
                 "spacing": g.spacing, "origin": g.origin, "direction": g.direction,
                 "frame_times": with_view!(view, v => v.frame_times().map(<[f64]>::to_vec)),
+                "time_source": with_view!(view, v => v.time_source().map(|s| s.name())),
             }));
             offset += view.shape().iter().product::<usize>() * view.dtype().size_of();
         }
@@ -546,7 +666,7 @@ impl Model for IsolatedModel {
         let grids: Vec<Grid> = inputs.iter().map(Grid::of).collect::<Result<_>>()?;
         let [request, pixels] = run_memory(&self.manifest, inputs, options)?;
         if channel::send(&worker.socket, &json!({"type": "run"}), &[request.as_fd(), pixels.as_fd()]).is_err() {
-            let e = worker.death(path, &format!("before running '{id}'"));
+            let e = worker.death(&self.plugin, &format!("before running '{id}'"));
             *guard = None;
             return Err(e);
         }
@@ -608,7 +728,7 @@ impl Model for IsolatedModel {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let e = worker.death(path, &format!("while running '{id}'"));
+                    let e = worker.death(&self.plugin, &format!("while running '{id}'"));
                     *guard = None;
                     return Err(e);
                 }
@@ -619,8 +739,8 @@ impl Model for IsolatedModel {
             let message = done["message"].as_str().unwrap_or("failed").chars().take(4000).collect::<String>();
             return Err(match done["kind"].as_str() {
                 Some("cancelled") => Error::cancelled(),
-                Some("invalid_argument") => Error::invalid_argument(message),
-                _ => Error::model(message),
+                Some(kind) => Error::new(imhost_core::ErrorKind::from_name(kind).unwrap_or(imhost_core::ErrorKind::Model), message),
+                None => Error::model(message),
             });
         }
         // Only what the host allocated comes back; names of files in the reply mean nothing.

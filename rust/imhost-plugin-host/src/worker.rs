@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use imhost_core::registry::Model;
 use imhost_core::{DType, Error, ErrorKind, Geometry, Result};
 use serde_json::{Value, json};
 
@@ -164,30 +165,47 @@ fn watch_host(socket: i32, host_pid: u32) {
     });
 }
 
-/// The worker's `main`: returns the process exit code.
+/// Opens the model package in the folder the host passed (as `/proc/self/fd/4/`), with the
+/// host's `--package-options` (device, precision): the models it serves. Given by the program
+/// that links a model runtime (`imhost-model-worker`).
+pub type PackageOpener = fn(&std::path::Path, &serde_json::Map<String, Value>) -> Result<Vec<Arc<dyn Model>>>;
+
+/// What a worker serves: one plugin library, or the models of a package.
+enum Served {
+    Plugin(Arc<native::LoadedPlugin>, HashMap<usize, native::Instance>),
+    Models(Vec<Arc<dyn Model>>),
+}
+
+/// The plugin worker's `main` (`imhost-plugin-worker`): returns the process exit code.
 pub fn main() -> i32 {
+    main_with(None)
+}
+
+/// A worker's `main`: with `packages`, a worker started with `--package` serves the model
+/// package in the folder it was given; else it loads a plugin library from it.
+pub fn main_with(packages: Option<PackageOpener>) -> i32 {
     // The protocol gets a private copy of stdout; fd 1 then points at stderr.
     // SAFETY: dup/dup2 on the standard descriptors of this fresh process; the new fd is owned
     // by the File below and by nothing else.
     let out: Out = unsafe {
         let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 5);
         if fd < 0 || libc::dup2(2, 1) < 0 {
-            eprintln!("imhost-plugin-worker: cannot set up its output");
+            eprintln!("imhost worker: cannot set up its output");
             return 2;
         }
         Arc::new(Mutex::new(File::from_raw_fd(fd)))
     };
-    let fail = |message: &str| {
-        say(&out, &json!({"type": "error", "message": message}));
+    let fail = |e: &Error| {
+        say(&out, &json!({"type": "error", "kind": e.kind().as_str(), "message": e.message()}));
         1
     };
     let (Some(name), Some(pid), Some(path)) = (argument("plugin"), argument("host-pid"), argument("plugin-path"))
     else {
-        return fail("imhost-plugin-worker is started by imhost for isolated plugins, not by hand");
+        return fail(&Error::invalid_argument("this program is started by imhost for isolated models, not by hand"));
     };
-    let Ok(host_pid) = pid.parse::<u32>() else { return fail("bad --host-pid") };
+    let Ok(host_pid) = pid.parse::<u32>() else { return fail(&Error::invalid_argument("bad --host-pid")) };
     if argument("socket-fd").as_deref() != Some("3") || argument("plugin-dir-fd").as_deref() != Some("4") {
-        return fail("the host passes its socket as descriptor 3 and the plugin folder as 4");
+        return fail(&Error::invalid_argument("the host passes its socket as descriptor 3 and the folder as 4"));
     }
     // SAFETY: descriptors 3 and 4 were placed by the host for this process and are owned by
     // nothing else here. Close-on-exec keeps them from programs a plugin might start.
@@ -207,22 +225,54 @@ pub fn main() -> i32 {
     if let Some(max) = max {
         let _ = tracing::subscriber::set_global_default(ForwardLogs { out: out.clone(), max });
     }
+    if let Some(threads) = argument("threads").and_then(|t| t.parse::<usize>().ok()).filter(|&t| t > 0) {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+    }
     let plugin_path = PathBuf::from(path);
-    let folder = plugin_path.parent().map(PathBuf::from).unwrap_or_default();
-    let loaded = TrustedDir::from_fd(dir, folder)
-        .map_err(Error::untrusted)
-        .and_then(|dir| {
-            let file = dir.open_file(&name).map_err(Error::untrusted)?;
-            native::load_from(dir, &file)
-        })
-        .map_err(|e| e.message().to_string());
-    let plugin = match loaded {
-        Ok(p) => Arc::new(p),
-        Err(message) => return fail(&message),
+    let package = std::env::args().skip(1).any(|a| a == "--package");
+    let loaded = match (package, packages) {
+        (true, None) => Err(Error::unsupported("this worker runs plugin libraries, not model packages")),
+        (true, Some(open)) => {
+            let options = argument("package-options")
+                .and_then(|o| serde_json::from_str::<Value>(&o).ok())
+                .and_then(|o| o.as_object().cloned())
+                .unwrap_or_default();
+            TrustedDir::from_fd(dir, plugin_path.clone())
+                .map_err(Error::untrusted)
+                .and_then(|dir| open(&dir.proc_path(""), &options).map(|models| (dir, models)))
+                .map(|(dir, models)| {
+                    // The models may read the folder again by this descriptor's path.
+                    let _ = dir.keep_open();
+                    Served::Models(models)
+                })
+        }
+        (false, _) => {
+            let folder = plugin_path.parent().map(PathBuf::from).unwrap_or_default();
+            TrustedDir::from_fd(dir, folder)
+                .map_err(Error::untrusted)
+                .and_then(|dir| {
+                    let file = dir.open_file(&name).map_err(Error::untrusted)?;
+                    native::load_from(dir, &file)
+                })
+                .map(|p| Served::Plugin(Arc::new(p), HashMap::new()))
+        }
     };
-    let manifests: Vec<&imhost_core::registry::Manifest> = plugin.models.iter().map(|m| &m.manifest).collect();
-    say(&out, &json!({"type": "hello", "plugin": plugin.name, "version": plugin.version, "manifests": manifests}));
-    let mut instances: HashMap<usize, native::Instance> = HashMap::new();
+    let mut served = match loaded {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let hello = match &served {
+        Served::Plugin(plugin, _) => {
+            let manifests: Vec<&imhost_core::registry::Manifest> =
+                plugin.models.iter().map(|m| &m.manifest).collect();
+            json!({"type": "hello", "plugin": plugin.name, "version": plugin.version, "manifests": manifests})
+        }
+        Served::Models(models) => {
+            let manifests: Vec<&imhost_core::registry::Manifest> = models.iter().map(|m| m.manifest()).collect();
+            json!({"type": "hello", "plugin": name, "version": env!("CARGO_PKG_VERSION"), "manifests": manifests})
+        }
+    };
+    say(&out, &hello);
     loop {
         let (request, fds) = match channel::receive(&socket) {
             Ok(Some(packet)) => packet,
@@ -232,7 +282,7 @@ pub fn main() -> i32 {
                 continue;
             }
         };
-        let reply = match serve(&plugin, &mut instances, &request, fds, &out, socket.as_fd()) {
+        let reply = match serve(&mut served, &request, fds, &out, socket.as_fd()) {
             Ok(done) => done,
             Err(e) => json!({"type": "failed", "kind": kind_name(e.kind()), "message": e.message()}),
         };
@@ -240,12 +290,9 @@ pub fn main() -> i32 {
     }
 }
 
+/// A run's failure keeps its kind across the channel (the host reads it as a status only).
 fn kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Cancelled => "cancelled",
-        ErrorKind::InvalidArgument => "invalid_argument",
-        _ => "model",
-    }
+    kind.as_str()
 }
 
 /// Read a sealed memfd the host sent, by position (the descriptor shares the host's offset).
@@ -260,38 +307,32 @@ fn read_request(file: &File) -> Result<Value> {
     serde_json::from_slice(&bytes).map_err(|e| Error::internal(format!("bad run request: {e}")))
 }
 
-fn serve(
-    plugin: &Arc<native::LoadedPlugin>,
-    instances: &mut HashMap<usize, native::Instance>,
-    packet: &Value,
-    fds: Vec<OwnedFd>,
-    out: &Out,
-    socket: BorrowedFd<'_>,
-) -> Result<Value> {
+fn serve(served: &mut Served, packet: &Value, fds: Vec<OwnedFd>, out: &Out, socket: BorrowedFd<'_>) -> Result<Value> {
     if packet["type"] != "run" || fds.len() != 2 {
         return Err(Error::internal("expected a run request with its request and input memory"));
     }
     let mut fds = fds.into_iter();
     let (request, input) = (File::from(fds.next().expect("two")), File::from(fds.next().expect("two")));
     let request = read_request(&request)?;
-    let id = request["model"].as_str().unwrap_or_default();
-    let index = plugin
-        .models
-        .iter()
-        .position(|m| m.manifest.id == id)
-        .ok_or_else(|| Error::invalid_argument(format!("the plugin has no model '{id}'")))?;
-    if let std::collections::hash_map::Entry::Vacant(slot) = instances.entry(index) {
-        slot.insert(native::create(plugin, index)?);
+    match served {
+        Served::Plugin(plugin, instances) => serve_plugin(plugin, instances, &request, input, out, socket),
+        Served::Models(models) => serve_model(models, &request, input, out, socket),
     }
-    let map = if input.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
-        None
-    } else {
-        // SAFETY: a memfd the host wrote completely and sealed against writing and shrinking.
-        Some(unsafe { memmap2::Mmap::map(&input) }.map_err(|e| Error::internal(e.to_string()))?)
-    };
-    let bytes_of_map = map.as_ref().map_or(0, |m| m.len());
-    let mut tensors = Vec::new();
-    let mut grids = Vec::new();
+}
+
+/// One input as the request describes it: its place in the input memory and its grid.
+struct Described {
+    name: String,
+    dtype: DType,
+    offset: usize,
+    shape: [usize; 4],
+    geometry: Geometry,
+    times: Option<Vec<f64>>,
+    time_source: imhost_core::TimeSource,
+}
+
+fn describe_inputs(request: &Value, bytes_of_map: usize) -> Result<Vec<Described>> {
+    let mut described = Vec::new();
     for d in request["inputs"].as_array().into_iter().flatten() {
         let bad = |m: &str| Error::internal(format!("bad input description: {m}"));
         let shape: [usize; 4] = serde_json::from_value(d["shape"].clone()).map_err(|_| bad("shape"))?;
@@ -308,12 +349,116 @@ fn serve(
             direction: serde_json::from_value(d["direction"].clone()).map_err(|_| bad("direction"))?,
         };
         let times: Option<Vec<f64>> = serde_json::from_value(d["frame_times"].clone()).unwrap_or(None);
-        let name = d["name"].as_str().unwrap_or_default();
+        let name = d["name"].as_str().unwrap_or_default().to_string();
+        let time_source = d["time_source"]
+            .as_str()
+            .and_then(imhost_core::TimeSource::from_name)
+            .unwrap_or(imhost_core::TimeSource::Caller);
+        described.push(Described { name, dtype, offset, shape, geometry, times, time_source });
+    }
+    Ok(described)
+}
+
+fn map_input(input: &File) -> Result<Option<memmap2::Mmap>> {
+    if input.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    // SAFETY: a memfd the host wrote completely and sealed against writing and shrinking.
+    Ok(Some(unsafe { memmap2::Mmap::map(input) }.map_err(|e| Error::internal(e.to_string()))?))
+}
+
+/// Run a model of a package: the inputs are copied out of the host's memory into volumes, the
+/// outputs copied into memory the host allocates for them.
+fn serve_model(
+    models: &[Arc<dyn Model>],
+    request: &Value,
+    input: File,
+    out: &Out,
+    socket: BorrowedFd<'_>,
+) -> Result<Value> {
+    let id = request["model"].as_str().unwrap_or_default();
+    let model = models
+        .iter()
+        .find(|m| m.manifest().id == id)
+        .ok_or_else(|| Error::invalid_argument(format!("the package has no model '{id}'")))?;
+    let map = map_input(&input)?;
+    let memory: &[u8] = map.as_deref().unwrap_or(&[]);
+    let mut volumes = Vec::new();
+    for d in describe_inputs(request, memory.len())? {
+        let times = match d.times {
+            Some(t) => Some(imhost_core::FrameTimes::new(t, d.time_source)?),
+            None => None,
+        };
+        let mut volume = crate::zeroed_volume(d.dtype, d.shape, &d.geometry, times)?;
+        let bytes = d.shape.iter().product::<usize>() * d.dtype.size_of();
+        let ptr = crate::volume_ptr(&mut volume);
+        // SAFETY: the volume owns `bytes` contiguous bytes (zeroed_volume: shape × dtype size).
+        let target = unsafe { std::slice::from_raw_parts_mut(ptr, bytes) };
+        target.copy_from_slice(&memory[d.offset..d.offset + bytes]);
+        tracing::debug!(input = d.name, "input received");
+        volumes.push(volume);
+    }
+    drop(map);
+    let views: Vec<imhost_core::AnyVolumeView<'_>> = volumes.iter().map(imhost_core::AnyVolume::view).collect();
+    let options = request["options"].as_object().cloned().unwrap_or_default();
+    let progress = |f: f64, stage: &str| {
+        say(out, &json!({"type": "progress", "fraction": f, "stage": stage}));
+        true
+    };
+    let control = imhost_core::RunControl::new(Some(&progress), None);
+    let output = model.run(&views, &options, &control)?;
+    let mut sink = HostAllocated { out: out.clone(), socket, maps: Vec::new() };
+    for (name, volume) in &output.volumes {
+        let view = volume.view();
+        let ptr = sink.allocate(name, view.dtype(), view.shape(), view.geometry())?;
+        let bytes = view.shape().iter().product::<usize>() * view.dtype().size_of();
+        // SAFETY: `allocate` mapped exactly `bytes` bytes for this output (checked against the
+        // memfd's size), written only here.
+        let target = unsafe { std::slice::from_raw_parts_mut(ptr, bytes) };
+        crate::isolated::write_pixels(&view, &mut std::io::Cursor::new(target))?;
+    }
+    for map in &sink.maps {
+        let _ = map.flush();
+    }
+    let scores: serde_json::Map<String, Value> = output.scores.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    Ok(json!({"type": "done", "scores": scores, "report": output.report}))
+}
+
+fn serve_plugin(
+    plugin: &Arc<native::LoadedPlugin>,
+    instances: &mut HashMap<usize, native::Instance>,
+    request: &Value,
+    input: File,
+    out: &Out,
+    socket: BorrowedFd<'_>,
+) -> Result<Value> {
+    let id = request["model"].as_str().unwrap_or_default();
+    let index = plugin
+        .models
+        .iter()
+        .position(|m| m.manifest.id == id)
+        .ok_or_else(|| Error::invalid_argument(format!("the plugin has no model '{id}'")))?;
+    if let std::collections::hash_map::Entry::Vacant(slot) = instances.entry(index) {
+        slot.insert(native::create(plugin, index)?);
+    }
+    let map = map_input(&input)?;
+    let bytes_of_map = map.as_ref().map_or(0, |m| m.len());
+    let mut tensors = Vec::new();
+    let mut grids = Vec::new();
+    for d in describe_inputs(request, bytes_of_map)? {
         let base = map.as_ref().map_or(std::ptr::null(), |m| m.as_ptr());
-        // SAFETY: offset + bytes lies inside the map (checked above).
-        let data = unsafe { base.add(offset) };
-        tensors.push(TensorIn::new(name, dtype, data, shape, contiguous_strides(shape), &geometry, times.as_deref()));
-        grids.push((shape, geometry));
+        // SAFETY: offset + bytes lies inside the map (checked by describe_inputs).
+        let data = unsafe { base.add(d.offset) };
+        tensors.push(TensorIn::new(
+            &d.name,
+            d.dtype,
+            data,
+            d.shape,
+            contiguous_strides(d.shape),
+            &d.geometry,
+            d.times.as_deref(),
+        ));
+        grids.push((d.shape, d.geometry));
     }
     let options = request["options"].as_object().cloned().unwrap_or_default();
     let mut outputs = HostAllocated { out: out.clone(), socket, maps: Vec::new() };

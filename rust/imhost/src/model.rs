@@ -1,10 +1,13 @@
 //! `imh_model`: a model folder (manifest + verified weights) loaded once onto a device and
-//! reused across calls (`imh_perfusion_options.model`).
+//! reused across calls (`imh_perfusion_options.model`). The network runs in the
+//! `imhost-model-worker` program (LibTorch is never loaded into the caller's process); the worker
+//! starts, loads and verifies the weights in `imh_model_load` and stays for the model's life.
 
 use std::ffi::{CStr, CString, c_char};
+use std::sync::Arc;
 
-use imhost_core::perfusion::model::ModelHandle;
-use imhost_models::{LoadOptions, PerfusionModel, Precision};
+use imhost_core::registry::Model;
+use imhost_registry::{PackageKind, network, package_kind};
 
 use crate::context::{context_arg, imh_context};
 use crate::ops::read_size_prefixed;
@@ -40,7 +43,8 @@ pub struct imh_model_options {
 /// Thread safety: may be shared by threads; runs on one model are serialised internally.
 #[allow(non_camel_case_types)]
 pub struct imh_model {
-    pub(crate) handle: ModelHandle,
+    /// `perfusion-cnn` with this network, run by its worker.
+    pub(crate) model: Arc<dyn Model>,
     manifest: CString,
 }
 
@@ -48,7 +52,13 @@ pub struct imh_model {
 /// onto a device. `options` may be NULL. On success `*out` receives the model.
 /// Errors: `IMH_STATUS_IO` (no such folder), `IMH_STATUS_FORMAT` (invalid manifest, checksum
 /// mismatch), `IMH_STATUS_MODEL` (LibTorch refused the weights, no CUDA device when one was
-/// asked for), `IMH_STATUS_UNSUPPORTED` (half precision on the CPU, unknown architecture).
+/// asked for), `IMH_STATUS_UNSUPPORTED` (half precision on the CPU, unknown architecture, a
+/// folder that is not a perfusion map network, no `imhost-model-worker` installed),
+/// `IMH_STATUS_UNTRUSTED` (the folder or a file fails the trust rules).
+///
+/// The network runs in a child process, `imhost-model-worker` (found next to the program, next to
+/// libimhost.so or in `../bin` from it, or at `IMHOST_MODEL_WORKER`), which links LibTorch: this
+/// process never loads LibTorch. The worker uses as many threads as the context.
 ///
 /// Thread safety: may be called from any thread.
 #[unsafe(no_mangle)]
@@ -78,9 +88,9 @@ pub unsafe extern "C" fn imh_model_load(
         // SAFETY: header contract; the struct holds integers and a borrowed pointer.
         let o = unsafe { read_size_prefixed(options, defaults, minimum, "imh_model_options") }?;
         let precision = match o.precision {
-            IMH_MODEL_PRECISION_F32 => Precision::F32,
-            IMH_MODEL_PRECISION_F16 => Precision::F16,
-            IMH_MODEL_PRECISION_BF16 => Precision::Bf16,
+            IMH_MODEL_PRECISION_F32 => "f32",
+            IMH_MODEL_PRECISION_F16 => "f16",
+            IMH_MODEL_PRECISION_BF16 => "bf16",
             p => return Err(FfiError::new(imh_status::InvalidArgument, format!("unknown precision {p}"))),
         };
         let device = if o.device.is_null() {
@@ -95,12 +105,21 @@ pub unsafe extern "C" fn imh_model_load(
             )
         };
         let model = context.scope(|| -> FfiResult<imh_model> {
-            let model = PerfusionModel::load(std::path::Path::new(&dir), &LoadOptions::new(device, precision))?;
-            let manifest = serde_json::to_string_pretty(model.manifest())
+            let dir = std::path::Path::new(&dir);
+            if package_kind(dir)? != PackageKind::PerfusionNetwork {
+                return Err(FfiError::new(
+                    imh_status::Unsupported,
+                    format!("{}: imh_model_load takes a perfusion map network folder (imhost-model/1); run other model packages through imh_registry", dir.display()),
+                ));
+            }
+            let network = network::Manifest::read(dir)?;
+            // In the context's pool, so that the worker gets the context's thread count.
+            let model = context.in_pool(|| imhost_registry::open_in_worker(dir, device.clone(), Some(precision), true))?;
+            let manifest = serde_json::to_string_pretty(&network)
                 .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
-            tracing::info!(dir, device = ?model.device(), "model loaded");
+            tracing::info!(dir = %dir.display(), ?device, "model loaded");
             Ok(imh_model {
-                handle: ModelHandle(std::sync::Arc::new(model)),
+                model,
                 manifest: CString::new(manifest).map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?,
             })
         })?;

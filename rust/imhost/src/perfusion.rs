@@ -1,11 +1,14 @@
-//! `imh_perfusion_*`: the classical CT-perfusion pipeline in one call.
+//! `imh_perfusion_*`: the CT-perfusion pipeline in one call — a convenience over the registry's
+//! `perfusion-*` models (the same model, options mapping and checks as `imh_registry_run`).
 
 use std::ffi::{CString, c_char};
+use std::sync::Arc;
 
-use imhost_core::AnyVolume;
-use imhost_core::perfusion::aif::VesselSelection;
-use imhost_core::perfusion::readout::Patient;
-use imhost_core::perfusion::{self, Method, PerfusionOptions};
+use imhost_core::perfusion::Method;
+use imhost_core::registry::builtin::{LABEL_CORE, Perfusion};
+use imhost_core::registry::{Model, run_checked};
+use imhost_core::{AnyVolume, Volume};
+use serde_json::{Map, Value, json};
 
 use crate::context::{context_arg, imh_context};
 use crate::model::imh_model;
@@ -99,7 +102,8 @@ pub const IMH_PERFUSION_BRAIN_MASK: imh_perfusion_output = 9;
 #[allow(non_camel_case_types)]
 pub struct imh_perfusion_result {
     method: Method,
-    volumes: Vec<imh_volume>,
+    /// By `IMH_PERFUSION_*` − 1; `None` where the method makes no such map.
+    volumes: Vec<Option<imh_volume>>,
     report: CString,
 }
 
@@ -121,69 +125,64 @@ unsafe fn read_options(ptr: *const imh_perfusion_options) -> FfiResult<imh_perfu
     unsafe { read_size_prefixed(ptr, defaults, minimum, "imh_perfusion_options") }
 }
 
-fn pipeline_options(o: &imh_perfusion_options) -> FfiResult<PerfusionOptions> {
-    let mut p = PerfusionOptions::default();
-    p.method = match o.method {
-        IMH_PERFUSION_METHOD_DEFAULT => p.method,
+/// The model and its options (the registry's names) for `o`.
+fn model_and_options(o: &imh_perfusion_options) -> FfiResult<(Arc<dyn Model>, Map<String, Value>)> {
+    let invalid = |m: String| FfiError::new(imh_status::InvalidArgument, m);
+    let method = match o.method {
+        IMH_PERFUSION_METHOD_DEFAULT => imhost_core::perfusion::PerfusionOptions::default().method,
         IMH_PERFUSION_METHOD_SSVD => Method::Ssvd,
         IMH_PERFUSION_METHOD_BSVD => Method::Bsvd,
         IMH_PERFUSION_METHOD_OSVD => Method::Osvd,
         IMH_PERFUSION_METHOD_TIKHONOV => Method::Tikhonov,
         IMH_PERFUSION_METHOD_NLR => Method::Nlr,
         IMH_PERFUSION_METHOD_CNN => Method::Cnn,
-        m => return Err(FfiError::new(imh_status::InvalidArgument, format!("unknown perfusion method {m}"))),
+        m => return Err(invalid(format!("unknown perfusion method {m}"))),
     };
     let known = IMH_PERFUSION_HAS_AGE | IMH_PERFUSION_HAS_NIHSS | IMH_PERFUSION_MANUAL_AIF | IMH_PERFUSION_NO_FILTER;
     if o.flags & !known != 0 {
-        return Err(FfiError::new(
-            imh_status::InvalidArgument,
-            format!("unknown perfusion flags {:#x}", o.flags & !known),
-        ));
+        return Err(invalid(format!("unknown perfusion flags {:#x}", o.flags & !known)));
     }
-    let age = (o.flags & IMH_PERFUSION_HAS_AGE != 0).then_some(o.age);
-    let nihss = (o.flags & IMH_PERFUSION_HAS_NIHSS != 0).then_some(o.nihss);
-    if age.is_some_and(|a| !(0.0..=130.0).contains(&a)) || nihss.is_some_and(|n| !(0.0..=42.0).contains(&n)) {
-        return Err(FfiError::new(imh_status::InvalidArgument, "age must be in [0, 130] and NIHSS in [0, 42]"));
+    let mut options = Map::new();
+    if o.flags & IMH_PERFUSION_HAS_AGE != 0 {
+        options.insert("age_years".into(), json!(o.age));
     }
-    p.patient = Patient::new(age, nihss);
+    if o.flags & IMH_PERFUSION_HAS_NIHSS != 0 {
+        options.insert("nihss".into(), json!(o.nihss));
+    }
     if o.flags & IMH_PERFUSION_MANUAL_AIF != 0 {
-        p.aif = VesselSelection::Voxel(o.aif_voxel.map(|x| x as usize));
+        for (name, x) in ["aif_i", "aif_j", "aif_k"].into_iter().zip(o.aif_voxel) {
+            options.insert(name.into(), json!(x));
+        }
     }
     for (name, v) in [("filter_sigma_mm", o.filter_sigma_mm), ("filter_range_hu", o.filter_range_hu)] {
         if !(v.is_finite() && v >= 0.0) {
-            return Err(FfiError::new(imh_status::InvalidArgument, format!("{name} must be ≥ 0 (0 = default)")));
+            return Err(invalid(format!("{name} must be ≥ 0 (0 = default)")));
+        }
+        if v > 0.0 {
+            options.insert(name.into(), json!(v));
         }
     }
-    if let Some(b) = p.bilateral.as_mut() {
-        if o.filter_sigma_mm > 0.0 {
-            b.sigma_spatial_mm = o.filter_sigma_mm;
-        }
-        if o.filter_range_hu > 0.0 {
-            b.sigma_range_hu = o.filter_range_hu;
-        }
-    }
-    if o.flags & IMH_PERFUSION_NO_FILTER != 0 {
-        p.bilateral = None;
-    }
+    options.insert("bilateral_filter".into(), json!(o.flags & IMH_PERFUSION_NO_FILTER == 0));
     // SAFETY: NULL or a live imh_model for the duration of the call (header contract).
     let model = unsafe { o.model.as_ref() };
-    match (p.method, model) {
+    let model: Arc<dyn Model> = match (method, model) {
         (Method::Cnn, None) => {
-            return Err(FfiError::new(
-                imh_status::InvalidArgument,
-                "IMH_PERFUSION_METHOD_CNN needs options.model (load one with imh_model_load)",
-            ));
+            return Err(invalid("IMH_PERFUSION_METHOD_CNN needs options.model (load one with imh_model_load)".into()));
         }
-        (Method::Cnn, Some(m)) => p.model = Some(m.handle.clone()),
-        (_, Some(_)) => {
-            return Err(FfiError::new(
-                imh_status::InvalidArgument,
-                "options.model is only for IMH_PERFUSION_METHOD_CNN",
-            ));
-        }
-        (_, None) => {}
-    }
-    Ok(p)
+        (Method::Cnn, Some(m)) => m.model.clone(),
+        (_, Some(_)) => return Err(invalid("options.model is only for IMH_PERFUSION_METHOD_CNN".into())),
+        (m, None) => Arc::new(Perfusion::classical(m)),
+    };
+    // The registry's checks, now: a wrong option fails before any work.
+    model.manifest().resolve_options(&options)?;
+    Ok((model, options))
+}
+
+/// Label `value` of a label map as a 0/1 mask (`value` 0: every non-zero voxel).
+fn mask_of(labels: &Volume<u8>, value: u8) -> Volume<u8> {
+    let mut out = labels.clone();
+    out.data_mut().mapv_inplace(|x| u8::from(if value == 0 { x != 0 } else { x == value }));
+    out
 }
 
 /// Run the classical perfusion pipeline (motion estimate, brain mask, bilateral filter, AIF/VOF,
@@ -210,32 +209,40 @@ pub unsafe extern "C" fn imh_perfusion_run(
         // SAFETY: header contract for both options structs.
         let run_options = unsafe { read_run_options(run_options) }?;
         // SAFETY: as above.
-        let pipeline = pipeline_options(&unsafe { read_options(options) }?)?;
+        let (model, options) = model_and_options(&unsafe { read_options(options) }?)?;
         let result = context.scope(|| -> FfiResult<imh_perfusion_result> {
             // SAFETY: the header's imh_view contract holds for the duration of this call.
             let view = unsafe { view_from_c(input) }?;
-            let r = with_control_relayed(context, &run_options, |control| {
-                perfusion::run(&view, &pipeline, None, control)
+            let mut r = with_control_relayed(context, &run_options, |control| {
+                run_checked(model.as_ref(), &[view.reborrow()], &options, control)
             })??;
+            let flags = r.report["qc_flags"].as_array().map_or(0, Vec::len);
+            tracing::info!(flags, "perfusion done");
+            let method = r.report["method"].as_str().and_then(|m| Method::from_name(m).ok()).unwrap_or(Method::Osvd);
             let report = serde_json::to_string_pretty(&r.report)
                 .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
-            tracing::info!(flags = r.report.qc_flags.len(), "perfusion done");
-            let method = r.report.method;
-            let m = r.maps;
-            let volumes = [
-                AnyVolume::from(m.cbf),
-                m.cbv.into(),
-                m.mtt.into(),
-                m.ttp.into(),
-                m.tmax.into(),
-                m.delay.into(),
-                r.core.into(),
-                r.hypoperfusion.into(),
-                r.brain.into(),
-            ]
-            .into_iter()
-            .map(|volume| imh_volume { volume })
-            .collect();
+            let mut take = |name: &str| {
+                r.volumes.iter().position(|(n, _)| n == name).map(|i| r.volumes.swap_remove(i).1)
+            };
+            let lesions = match take("lesions") {
+                Some(AnyVolume::U8(l)) => l,
+                _ => return Err(FfiError::new(imh_status::Internal, "the perfusion model gave no lesion map")),
+            };
+            let volumes = vec![
+                take("cbf"),
+                take("cbv"),
+                take("mtt"),
+                take("ttp"),
+                take("tmax"),
+                take("delay"),
+                Some(AnyVolume::U8(mask_of(&lesions, LABEL_CORE))),
+                take("hypoperfusion"),
+                take("brain"),
+            ];
+            if volumes.iter().enumerate().any(|(n, v)| v.is_none() && !matches!(n, 4 | 5)) {
+                return Err(FfiError::new(imh_status::Internal, "the perfusion model left out a map it declares"));
+            }
+            let volumes = volumes.into_iter().map(|v| v.map(|volume| imh_volume { volume })).collect();
             let report = CString::new(report).map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
             Ok(imh_perfusion_result { method, volumes, report })
         })?;
@@ -262,14 +269,17 @@ pub unsafe extern "C" fn imh_perfusion_result_volume(
         let index = (which as usize).checked_sub(1).filter(|&i| i < result.volumes.len()).ok_or_else(|| {
             FfiError::new(imh_status::InvalidArgument, format!("unknown perfusion output {which} (1 to 9)"))
         })?;
-        if result.method == Method::Cnn && matches!(which, IMH_PERFUSION_TMAX | IMH_PERFUSION_DELAY) {
+        let Some(volume) = result.volumes[index].as_ref() else {
             return Err(FfiError::new(
                 imh_status::Unsupported,
-                "the cnn method estimates no Tmax or delay (its hypoperfusion mask uses relative TTP)",
+                format!(
+                    "the {} method estimates no Tmax or delay (its hypoperfusion mask uses relative TTP)",
+                    result.method.name()
+                ),
             ));
-        }
+        };
         // SAFETY: checked by arg_out!; points to storage for one pointer.
-        unsafe { out.write(&raw const result.volumes[index]) };
+        unsafe { out.write(volume as *const imh_volume) };
         Ok(())
     })
 }

@@ -6,7 +6,7 @@ use std::ffi::{CStr, CString, c_char};
 
 use imhost_core::AnyVolumeView;
 use imhost_core::registry::Registry;
-use imhost_models::registry::{RegistryOptions, open};
+use imhost_registry::{RegistryOptions, open};
 
 use crate::context::{context_arg, imh_context};
 use crate::ops::{imh_run_options, read_run_options, read_size_prefixed, with_control_relayed};
@@ -121,6 +121,8 @@ pub unsafe extern "C" fn imh_registry_open(
                 isolate_all: o.isolate_all,
                 device,
                 registration: None,
+                // libimhost.so does not link LibTorch: learned models run in imhost-model-worker.
+                in_process: None,
             })
         });
         let list = c_string(serde_json::to_string_pretty(&registry.list_json()).expect("JSON"))?;

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use imhost_core::perfusion::model::{ModelInputSpec, ModelOutputScale};
 
-use crate::runtime::{Error, Result};
+use imhost_core::{Error, Result};
 
 /// The manifest format this version reads and writes.
 pub const FORMAT: &str = "imhost-model/1";

@@ -1,0 +1,85 @@
+//! Model packages on this runtime: in the calling process (the `imhost` command passes
+//! [`open_in_process`] as `imhost_registry::RegistryOptions::in_process`) or in the
+//! `imhost-model-worker` program ([`open_for_worker`]), which is how every host that loads only
+//! `libimhost.so` runs them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use imhost_core::perfusion::model::ModelHandle;
+use imhost_core::perfusion::motion::RigidRegistration;
+use imhost_core::registry::builtin::Perfusion;
+use imhost_core::registry::{Manifest, Model, ModelOutput};
+use imhost_core::{AnyVolumeView, Result, RunControl};
+use imhost_registry::{PackageKind, RegistryOptions, network_about, package_kind, package_manifest};
+use serde_json::{Map, Value};
+
+use crate::torchscript::TorchScriptPackage;
+use crate::{LoadOptions, PerfusionModel, Precision};
+
+/// A package folder as a model of this process (weights loaded at the first run).
+pub fn open_in_process(dir: &Path, options: &RegistryOptions) -> Result<Arc<dyn Model>> {
+    match package_kind(dir)? {
+        PackageKind::TorchScript => Ok(Arc::new(TorchScriptPackage::open(dir, options.device.clone())?)),
+        PackageKind::PerfusionNetwork => Ok(Arc::new(LazyCnn {
+            dir: dir.to_path_buf(),
+            manifest: package_manifest(dir)?,
+            device: options.device.clone(),
+            registration: options.registration.clone(),
+            loaded: OnceLock::new(),
+        })),
+    }
+}
+
+/// The models `imhost-model-worker` serves for the package in `dir` (the folder the host
+/// checked, as `/proc/self/fd/4/`): `options` holds the host's `device` and `precision`. The
+/// perfusion network is loaded and verified now, so that a bad checksum or a missing device
+/// reaches the host when the worker starts.
+pub fn open_for_worker(dir: &Path, options: &Map<String, Value>) -> Result<Vec<Arc<dyn Model>>> {
+    let device = options.get("device").and_then(Value::as_str).map(str::to_string);
+    let precision = Precision::from_name(options.get("precision").and_then(Value::as_str).unwrap_or("f32"))?;
+    let model: Arc<dyn Model> = match package_kind(dir)? {
+        PackageKind::TorchScript => Arc::new(TorchScriptPackage::open(dir, device)?),
+        PackageKind::PerfusionNetwork => {
+            let network = PerfusionModel::load(dir, &LoadOptions::new(device, precision))?;
+            let about = network_about(network.manifest(), dir);
+            let version = network.manifest().version.clone();
+            Arc::new(Perfusion::learned(ModelHandle(Arc::new(network)), &version, about))
+        }
+    };
+    Ok(vec![model])
+}
+
+/// `perfusion-cnn` in this process: the perfusion pipeline with a map model folder, loaded at
+/// its first run.
+struct LazyCnn {
+    dir: PathBuf,
+    manifest: Manifest,
+    device: Option<String>,
+    registration: Option<Arc<dyn RigidRegistration + Send>>,
+    loaded: OnceLock<Perfusion>,
+}
+
+impl Model for LazyCnn {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn run(
+        &self,
+        inputs: &[AnyVolumeView<'_>],
+        options: &Map<String, Value>,
+        control: &RunControl<'_>,
+    ) -> Result<ModelOutput> {
+        if self.loaded.get().is_none() {
+            let model = PerfusionModel::load(&self.dir, &LoadOptions::new(self.device.clone(), Precision::F32))?;
+            let about = self.manifest.extra.get("network").cloned().unwrap_or(Value::Null);
+            let mut p = Perfusion::learned(ModelHandle(Arc::new(model)), &self.manifest.version, about);
+            if let Some(r) = &self.registration {
+                p = p.with_registration(r.clone());
+            }
+            let _ = self.loaded.set(p);
+        }
+        self.loaded.get().expect("set above").run(inputs, options, control)
+    }
+}
