@@ -884,8 +884,11 @@ imh_status imh_model_result_score(const struct imh_model_result *result,
                                   double *out);
 
 /**
- * `{"scores": {...}, "volumes": [{name, dtype, shape}], "report": ...}` owned by `result`.
- * NULL when `result` is NULL.
+ * `{"schema": "imhost-model-result/1", "research_use_only", "model": {id, version},
+ * "scores": {...}, "volumes": [{name, dtype, shape}], "outputs": [{name, kind, unit, unit_ucum,
+ * quantity, labels: [{value, name, color, category, property}], description}], "report": ...}`
+ * owned by `result` (`outputs`: what the model's manifest declares of each output present;
+ * codes as `{scheme, value, meaning}`, SNOMED CT as scheme `SCT`). NULL when `result` is NULL.
  *
  * Thread safety: may be called from any thread.
  */

@@ -13,6 +13,8 @@ cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --release --quiet -- -D warnings
+# The command without LibTorch (feature `learned` off) compiles and is lint-clean too.
+cargo clippy -p imhost-cli --release --quiet --no-default-features -- -D warnings
 
 step "cargo build (the workspace: plugin worker and Rust plugins the tests load)"
 cargo build --workspace --release --quiet

@@ -1,6 +1,9 @@
-//! LibTorch's library folder on the `imhost` binary's rpath (see `rust/imhost-models/rpath.rs`).
+//! LibTorch's library folder on the `imhost` binary's rpath when it links LibTorch (feature
+//! `learned`; see `rust/imhost-models/rpath.rs`).
 include!("../imhost-models/rpath.rs");
 
 fn main() {
-    libtorch_rpath();
+    if std::env::var_os("CARGO_FEATURE_LEARNED").is_some() {
+        libtorch_rpath();
+    }
 }

@@ -1,4 +1,4 @@
-// Shared by the build scripts of imhost-models, imhost and imhost-cli (`include!`d).
+// Shared by the build scripts of imhost-models and imhost-cli (`include!`d).
 
 /// Emit `-rpath` link arguments for LibTorch: the folder torch-sys built against (from
 /// `DEP_TCH_LIBTORCH_LIB` or `DEP_IMHOST_MODELS_RPATH_LIBTORCH_LIB`), then the GPU machines'

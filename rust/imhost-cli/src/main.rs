@@ -11,8 +11,10 @@ mod models;
 mod motion;
 mod perfusion;
 mod progress;
+#[cfg(feature = "learned")]
 mod train;
 mod validate;
+#[cfg(feature = "learned")]
 mod validate_cnn;
 
 use std::path::PathBuf;
@@ -68,10 +70,9 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
-    /// temporal MIP on it, check the result against the known truth, and summarise.
     /// Validate the perfusion CNN on held-out phantoms against box NLR and the truth (the
     /// paper's protocol, and its half-dose claim); writes the CNN section of VALIDATION.md.
+    #[cfg(feature = "learned")]
     ValidateCnn {
         #[arg(long)]
         model: Option<PathBuf>,
@@ -89,6 +90,7 @@ enum Command {
         precision: String,
     },
     /// Build training sets and train models.
+    #[cfg(feature = "learned")]
     #[command(subcommand)]
     Train(TrainCommand),
     /// List and describe the models: built in, the perfusion CNN, model packages and plugins
@@ -97,6 +99,8 @@ enum Command {
     Models(ModelsCommand),
     /// Run a model on input images: `imhost run ID --input IMG --out DIR [--option k=v]`.
     Run(models::RunArgs),
+    /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
+    /// temporal MIP on it, check the result against the known truth, and summarise.
     Demo {
         /// Folder for the outputs (created if missing).
         #[arg(long, default_value = "out/demo")]
@@ -104,6 +108,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "learned")]
 #[derive(Subcommand)]
 enum TrainCommand {
     /// Build a training set: varied anatomical phantoms (anatomy, lesion size and side, noise,
@@ -163,12 +168,15 @@ fn main() -> ExitCode {
         Command::Perfusion(args) => perfusion::run(&args, cli.quiet),
         Command::Validate { out, quick } => validate::run(&out, quick),
         Command::Demo { out } => demo::run(&out, cli.quiet),
+        #[cfg(feature = "learned")]
         Command::ValidateCnn { model, cases, seed, size, out, precision } => {
             validate_cnn::run(&validate_cnn::Args { model, cases, seed, size, out, precision }, cli.quiet)
         }
+        #[cfg(feature = "learned")]
         Command::Train(TrainCommand::PerfusionSet { out, cases, seed, size }) => {
             train::build_set(&train::SetArgs { out, cases, seed, size }, cli.quiet)
         }
+        #[cfg(feature = "learned")]
         Command::Train(TrainCommand::PerfusionCnn(args)) => train::train_cnn(&args, cli.quiet),
         Command::Models(ModelsCommand::List { json, sources }) => models::list(&sources, json),
         Command::Models(ModelsCommand::Info { id, sources }) => models::info(&sources, &id),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use imhost_core::io::output::{StagedDir, write_json};
 use imhost_core::io::{read_volume, write_volume};
-use imhost_core::registry::{OutputKind, Registry};
+use imhost_core::registry::Registry;
 use imhost_core::{AnyVolumeView, Error, Result};
 use imhost_registry::{RegistryOptions, open};
 
@@ -43,8 +43,12 @@ pub fn registry(sources: &Sources) -> Registry {
         isolate_all: sources.isolate,
         device: sources.device.clone(),
         registration: Some(Arc::new(crate::motion::ItkRigid)),
-        // The command links LibTorch: learned models run in its own process.
+        // With LibTorch linked (feature `learned`), learned models run in this process; without
+        // it, in imhost-model-worker when one is installed.
+        #[cfg(feature = "learned")]
         in_process: Some(imhost_models::packages::open_in_process),
+        #[cfg(not(feature = "learned"))]
+        in_process: None,
     })
 }
 
@@ -151,20 +155,24 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
         write_volume(volume, &path)?;
         files.insert(name.clone(), path.file_name().and_then(|f| f.to_str()).unwrap_or_default().into());
     }
-    let outputs: Vec<serde_json::Value> = manifest
-        .outputs
-        .iter()
-        .filter(|o| o.kind != OutputKind::Score)
-        .map(|o| serde_json::json!({"name": o.name, "kind": o.kind, "unit": o.unit, "labels": o.labels, "file": files.get(&o.name)}))
-        .collect();
+    // What the manifest declares of each output present (units, UCUM, labels and their codes),
+    // with the file of each volume.
+    let summary = output.summary_json(&manifest);
+    let mut outputs: Vec<serde_json::Value> = summary["outputs"].as_array().cloned().unwrap_or_default();
+    for o in &mut outputs {
+        if let Some(file) = o["name"].as_str().and_then(|n| files.get(n)) {
+            o["file"] = file.clone();
+        }
+    }
     let result = serde_json::json!({
+        "schema": "imhost-run-result/1",
         "research_use_only": true,
         "disclaimer": "Research use only. Not for diagnostic use.",
         "model": {"id": manifest.id, "version": manifest.version, "source": manifest.source},
         "inputs": describe_inputs(&args.inputs, &volumes, args.record_input_paths),
         "options": options,
         "outputs": outputs,
-        "scores": output.summary_json()["scores"],
+        "scores": summary["scores"],
         "report": output.report,
     });
     write_json(&staged.path().join("result.json"), &result)?;

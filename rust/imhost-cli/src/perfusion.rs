@@ -6,8 +6,8 @@ use imhost_core::io::output::{StagedDir, write_json};
 use imhost_core::io::{read_volume, write_volume};
 use imhost_core::perfusion::aif::VesselSelection;
 use imhost_core::perfusion::{self, Method, PerfusionResult};
-use imhost_core::registry::builtin::Perfusion;
 use imhost_core::phantom::ctp::{self, PhantomKind, PhantomOptions};
+use imhost_core::registry::builtin::Perfusion;
 use imhost_core::{AnyVolume, Error, Result};
 use serde_json::json;
 
@@ -189,6 +189,7 @@ pub fn default_model_dir() -> std::path::PathBuf {
 }
 
 /// Load the perfusion CNN for `--method cnn`.
+#[cfg(feature = "learned")]
 pub fn load_model(
     dir: Option<&Path>,
     device: Option<String>,
@@ -198,6 +199,22 @@ pub fn load_model(
     let options = imhost_models::LoadOptions::new(device, imhost_models::Precision::from_name(precision)?);
     let model = imhost_models::PerfusionModel::load(&dir, &options)?;
     Ok(imhost_core::perfusion::model::ModelHandle(std::sync::Arc::new(model)))
+}
+
+/// The `perfusion-cnn` model of `--method cnn`.
+#[cfg(feature = "learned")]
+fn learned_model(args: &PerfusionArgs) -> Result<Perfusion> {
+    let network = load_model(args.model.as_deref(), args.device.clone(), &args.precision)?;
+    let about = network.0.describe();
+    let version = about["version"].as_str().unwrap_or("unknown").to_string();
+    Ok(Perfusion::learned(network, &version, about))
+}
+
+#[cfg(not(feature = "learned"))]
+fn learned_model(_: &PerfusionArgs) -> Result<Perfusion> {
+    Err(Error::unsupported(
+        "this imhost was built without LibTorch (cargo feature `learned`): --method cnn is not available; `imhost run perfusion-cnn` uses imhost-model-worker when it is installed",
+    ))
 }
 
 /// Read a phantom's truth folder (as `imhost phantom ctp` writes it).
@@ -233,11 +250,17 @@ fn read_truth(dir: &Path) -> Result<ctp::Truth> {
 
 /// A model option's message in the command's terms (`--age` for `age_years`).
 fn cli_option_message(message: &str) -> String {
-    [("option age_years", "--age"), ("option nihss", "--nihss"), ("option filter_sigma_mm", "--filter-sigma-mm"),
-     ("option filter_range_hu", "--filter-range-hu"), ("option aif_i", "--aif i"), ("option aif_j", "--aif j"),
-     ("option aif_k", "--aif k")]
-        .iter()
-        .fold(message.to_string(), |m, (from, to)| m.replace(from, to))
+    [
+        ("option age_years", "--age"),
+        ("option nihss", "--nihss"),
+        ("option filter_sigma_mm", "--filter-sigma-mm"),
+        ("option filter_range_hu", "--filter-range-hu"),
+        ("option aif_i", "--aif i"),
+        ("option aif_j", "--aif j"),
+        ("option aif_k", "--aif k"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (from, to)| m.replace(from, to))
 }
 
 /// Parse `auto` or `i,j,k`.
@@ -286,10 +309,7 @@ pub fn model_options(args: &PerfusionArgs) -> Result<serde_json::Map<String, ser
 pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     let method = Method::from_name(&args.method)?;
     let model = if method == Method::Cnn {
-        let network = load_model(args.model.as_deref(), args.device.clone(), &args.precision)?;
-        let about = network.0.describe();
-        let version = about["version"].as_str().unwrap_or("unknown").to_string();
-        Perfusion::learned(network, &version, about)
+        learned_model(args)?
     } else if args.model.is_some() {
         return Err(Error::invalid_argument("--model is for --method cnn"));
     } else {

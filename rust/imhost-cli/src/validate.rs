@@ -185,10 +185,19 @@ delay row δ (all MTT, CBV and IRF tiles).\n\n\
 ## Targets\n\n| target | goal | measured | verdict |\n|---|---|---|---|\n{targets}\n{NOTES}",
         started.elapsed().as_secs_f64()
     );
-    if let Some(cnn) = crate::validate_cnn::existing_section(out) {
+    if let Some(cnn) = existing_section(out) {
         doc = format!("{}\n\n{cnn}", doc.trim_end());
     }
     imhost_core::io::output::write_text(out, &doc)?;
     println!("validation table written to {}", out.display());
     Ok(())
+}
+
+/// Where the CNN section (written by `imhost validate-cnn`) starts in docs/VALIDATION.md.
+pub const MARKER: &str = "<!-- perfusion-cnn -->";
+
+/// The CNN section of `path`, if any (so that `imhost validate` keeps it).
+pub fn existing_section(path: &Path) -> Option<String> {
+    let existing = std::fs::read_to_string(path).ok()?;
+    existing.find(MARKER).map(|at| existing[at..].to_string())
 }

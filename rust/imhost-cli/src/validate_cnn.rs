@@ -16,8 +16,7 @@ use imhost_core::perfusion::{self, Method, PerfusionOptions, PerfusionResult};
 use imhost_core::volume::FrameTimes;
 use imhost_core::{AnyVolume, Error, Result, RunControl, Volume};
 
-/// Where the CNN section starts in docs/VALIDATION.md.
-pub const MARKER: &str = "<!-- perfusion-cnn -->";
+use crate::validate::MARKER;
 
 const NOTES: &str = "
 ### Reading the CNN table
@@ -335,10 +334,4 @@ pub fn write_section(path: &Path, section: &str) -> Result<()> {
     let head = existing.split(MARKER).next().unwrap_or("").trim_end();
     let doc = if head.is_empty() { section.to_string() } else { format!("{head}\n\n{section}") };
     imhost_core::io::output::write_text(path, &doc)
-}
-
-/// The CNN section of `path`, if any (so that `imhost validate` keeps it).
-pub fn existing_section(path: &Path) -> Option<String> {
-    let existing = std::fs::read_to_string(path).ok()?;
-    existing.find(MARKER).map(|at| existing[at..].to_string())
 }

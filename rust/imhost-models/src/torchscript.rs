@@ -33,8 +33,8 @@ use serde_json::{Map, Value};
 use tch::{Device, Kind, Tensor};
 
 use crate::manifest::{read_trusted, sha256_hex};
-pub use imhost_registry::torchscript::{Normalize, Post, Preprocessing, RuntimeSpec};
 use crate::runtime::{self, OrModel};
+pub use imhost_registry::torchscript::{Normalize, Post, Preprocessing, RuntimeSpec};
 
 /// A TorchScript package as a registry model (the module is loaded on first use).
 pub struct TorchScriptPackage {

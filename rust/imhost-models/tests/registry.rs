@@ -20,7 +20,8 @@ thread_local! {
 }
 
 fn options(paths: Vec<PathBuf>) -> RegistryOptions {
-    let in_process = IN_PROCESS.get().then_some(imhost_models::packages::open_in_process as imhost_registry::InProcessOpener);
+    let in_process =
+        IN_PROCESS.get().then_some(imhost_models::packages::open_in_process as imhost_registry::InProcessOpener);
     RegistryOptions { paths, device: Some("cpu".into()), in_process, ..Default::default() }
 }
 

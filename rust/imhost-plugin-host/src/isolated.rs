@@ -339,7 +339,8 @@ impl Worker {
             Some("hello") => Ok((worker, hello)),
             _ => {
                 worker.kill();
-                let message = hello["message"].as_str().unwrap_or("the worker failed").chars().take(4000).collect::<String>();
+                let message =
+                    hello["message"].as_str().unwrap_or("the worker failed").chars().take(4000).collect::<String>();
                 let kind = hello["kind"].as_str().and_then(imhost_core::ErrorKind::from_name);
                 Err(match kind {
                     Some(kind) => Error::new(kind, message),
@@ -500,12 +501,8 @@ impl IsolatedPlugin {
         };
         if worker.start_now {
             let (started, hello) = Worker::spawn(&plugin)?;
-            let served: Vec<&str> = hello["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["id"].as_str())
-                .collect();
+            let served: Vec<&str> =
+                hello["manifests"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
             if let Some(m) = manifests.iter().find(|m| !served.contains(&m.id.as_str())) {
                 return Err(Error::format(format!("{}: the worker does not serve model '{}'", dir.display(), m.id)));
             }
@@ -739,7 +736,10 @@ impl Model for IsolatedModel {
             let message = done["message"].as_str().unwrap_or("failed").chars().take(4000).collect::<String>();
             return Err(match done["kind"].as_str() {
                 Some("cancelled") => Error::cancelled(),
-                Some(kind) => Error::new(imhost_core::ErrorKind::from_name(kind).unwrap_or(imhost_core::ErrorKind::Model), message),
+                Some(kind) => Error::new(
+                    imhost_core::ErrorKind::from_name(kind).unwrap_or(imhost_core::ErrorKind::Model),
+                    message,
+                ),
                 None => Error::model(message),
             });
         }

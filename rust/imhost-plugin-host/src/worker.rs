@@ -263,8 +263,7 @@ pub fn main_with(packages: Option<PackageOpener>) -> i32 {
     };
     let hello = match &served {
         Served::Plugin(plugin, _) => {
-            let manifests: Vec<&imhost_core::registry::Manifest> =
-                plugin.models.iter().map(|m| &m.manifest).collect();
+            let manifests: Vec<&imhost_core::registry::Manifest> = plugin.models.iter().map(|m| &m.manifest).collect();
             json!({"type": "hello", "plugin": plugin.name, "version": plugin.version, "manifests": manifests})
         }
         Served::Models(models) => {
@@ -383,23 +382,33 @@ fn serve_model(
         .ok_or_else(|| Error::invalid_argument(format!("the package has no model '{id}'")))?;
     let map = map_input(&input)?;
     let memory: &[u8] = map.as_deref().unwrap_or(&[]);
-    let mut volumes = Vec::new();
-    for d in describe_inputs(request, memory.len())? {
-        let times = match d.times {
-            Some(t) => Some(imhost_core::FrameTimes::new(t, d.time_source)?),
-            None => None,
-        };
-        let mut volume = crate::zeroed_volume(d.dtype, d.shape, &d.geometry, times)?;
+    let described = describe_inputs(request, memory.len())?;
+    // Views straight over the host's sealed memory (no copy) where it is aligned for the pixel
+    // type — the first input always is —, else a copy.
+    let mut copies = Vec::new();
+    let mut direct = Vec::new();
+    for (n, d) in described.iter().enumerate() {
         let bytes = d.shape.iter().product::<usize>() * d.dtype.size_of();
-        let ptr = crate::volume_ptr(&mut volume);
-        // SAFETY: the volume owns `bytes` contiguous bytes (zeroed_volume: shape × dtype size).
-        let target = unsafe { std::slice::from_raw_parts_mut(ptr, bytes) };
-        target.copy_from_slice(&memory[d.offset..d.offset + bytes]);
+        let slice = &memory[d.offset..d.offset + bytes];
+        if (slice.as_ptr() as usize).is_multiple_of(d.dtype.size_of()) {
+            direct.push((n, view_over(slice, d)?));
+        } else {
+            let times = match &d.times {
+                Some(t) => Some(imhost_core::FrameTimes::new(t.clone(), d.time_source)?),
+                None => None,
+            };
+            let mut volume = crate::zeroed_volume(d.dtype, d.shape, &d.geometry, times)?;
+            let ptr = crate::volume_ptr(&mut volume);
+            // SAFETY: the volume owns `bytes` contiguous bytes (zeroed_volume: shape × dtype size).
+            unsafe { std::slice::from_raw_parts_mut(ptr, bytes) }.copy_from_slice(slice);
+            copies.push((n, volume));
+        }
         tracing::debug!(input = d.name, "input received");
-        volumes.push(volume);
     }
-    drop(map);
-    let views: Vec<imhost_core::AnyVolumeView<'_>> = volumes.iter().map(imhost_core::AnyVolume::view).collect();
+    let mut views: Vec<(usize, imhost_core::AnyVolumeView<'_>)> = direct;
+    views.extend(copies.iter().map(|(n, v)| (*n, v.view())));
+    views.sort_by_key(|(n, _)| *n);
+    let views: Vec<imhost_core::AnyVolumeView<'_>> = views.into_iter().map(|(_, v)| v).collect();
     let options = request["options"].as_object().cloned().unwrap_or_default();
     let progress = |f: f64, stage: &str| {
         say(out, &json!({"type": "progress", "fraction": f, "stage": stage}));
@@ -407,6 +416,8 @@ fn serve_model(
     };
     let control = imhost_core::RunControl::new(Some(&progress), None);
     let output = model.run(&views, &options, &control)?;
+    drop(views);
+    drop(map);
     let mut sink = HostAllocated { out: out.clone(), socket, maps: Vec::new() };
     for (name, volume) in &output.volumes {
         let view = volume.view();
@@ -422,6 +433,29 @@ fn serve_model(
     }
     let scores: serde_json::Map<String, Value> = output.scores.into_iter().map(|(k, v)| (k, json!(v))).collect();
     Ok(json!({"type": "done", "scores": scores, "report": output.report}))
+}
+
+/// A view of the pixels of `d` in `bytes` (aligned for its type; i fastest).
+fn view_over<'a>(bytes: &'a [u8], d: &'a Described) -> Result<imhost_core::AnyVolumeView<'a>> {
+    fn typed<'a, T: imhost_core::Voxel>(bytes: &'a [u8], d: &'a Described) -> Result<imhost_core::VolumeView<'a, T>> {
+        use ndarray::ShapeBuilder;
+        let n = bytes.len() / size_of::<T>();
+        // SAFETY: `bytes` is aligned for T (checked by the caller), holds n whole elements and
+        // lives for 'a; every bit pattern is a valid value of the pixel types.
+        let data = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), n) };
+        let array = ndarray::ArrayView4::from_shape(d.shape.f(), data)
+            .map_err(|e| Error::internal(format!("input '{}': {e}", d.name)))?;
+        let times = d.times.as_deref().map(|t| (std::borrow::Cow::Borrowed(t), d.time_source));
+        imhost_core::VolumeView::new(array, d.geometry, times)
+    }
+    Ok(match d.dtype {
+        DType::U8 => typed::<u8>(bytes, d)?.into(),
+        DType::I16 => typed::<i16>(bytes, d)?.into(),
+        DType::U16 => typed::<u16>(bytes, d)?.into(),
+        DType::I32 => typed::<i32>(bytes, d)?.into(),
+        DType::F32 => typed::<f32>(bytes, d)?.into(),
+        DType::F64 => typed::<f64>(bytes, d)?.into(),
+    })
 }
 
 fn serve_plugin(

@@ -85,10 +85,11 @@ pub fn read_package(dir: &Path) -> Result<(Manifest, RuntimeSpec)> {
     let (path, bytes) = read_trusted(dir, "manifest.json", 1 << 20)?;
     let text = String::from_utf8(bytes).map_err(|_| Error::format("manifest.json is not UTF-8").in_file(&path))?;
     let manifest = Manifest::from_json(&text).map_err(|e| e.in_file(&path))?;
-    let runtime =
-        manifest.extra.get("runtime").cloned().ok_or_else(|| {
-            Error::format(format!("{}: a model package needs a \"runtime\" section", path.display()))
-        })?;
+    let runtime = manifest
+        .extra
+        .get("runtime")
+        .cloned()
+        .ok_or_else(|| Error::format(format!("{}: a model package needs a \"runtime\" section", path.display())))?;
     let spec: RuntimeSpec =
         serde_json::from_value(runtime).map_err(|e| Error::format(format!("{}: runtime: {e}", path.display())))?;
     let bad = |m: String| Err(Error::format(format!("{}: {m}", path.display())));

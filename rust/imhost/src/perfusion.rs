@@ -221,9 +221,8 @@ pub unsafe extern "C" fn imh_perfusion_run(
             let method = r.report["method"].as_str().and_then(|m| Method::from_name(m).ok()).unwrap_or(Method::Osvd);
             let report = serde_json::to_string_pretty(&r.report)
                 .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
-            let mut take = |name: &str| {
-                r.volumes.iter().position(|(n, _)| n == name).map(|i| r.volumes.swap_remove(i).1)
-            };
+            let mut take =
+                |name: &str| r.volumes.iter().position(|(n, _)| n == name).map(|i| r.volumes.swap_remove(i).1);
             let lesions = match take("lesions") {
                 Some(AnyVolume::U8(l)) => l,
                 _ => return Err(FfiError::new(imh_status::Internal, "the perfusion model gave no lesion map")),

@@ -223,7 +223,8 @@ pub unsafe extern "C" fn imh_registry_run(
             let output = with_control_relayed(context, &run_options, |control| {
                 registry.registry.run(&id, &views, &options, control)
             })??;
-            let json = c_string(output.summary_json().to_string())?;
+            let manifest = registry.registry.get(&id).map(|m| m.manifest()).expect("it just ran");
+            let json = c_string(output.summary_json(manifest).to_string())?;
             let names = output.volumes.iter().map(|(n, _)| c_string(n.clone())).collect::<FfiResult<_>>()?;
             let scores = output.scores.clone();
             let volumes = output.volumes.into_iter().map(|(_, volume)| imh_volume { volume }).collect();
@@ -298,8 +299,11 @@ pub unsafe extern "C" fn imh_model_result_score(
     })
 }
 
-/// `{"scores": {...}, "volumes": [{name, dtype, shape}], "report": ...}` owned by `result`.
-/// NULL when `result` is NULL.
+/// `{"schema": "imhost-model-result/1", "research_use_only", "model": {id, version},
+/// "scores": {...}, "volumes": [{name, dtype, shape}], "outputs": [{name, kind, unit, unit_ucum,
+/// quantity, labels: [{value, name, color, category, property}], description}], "report": ...}`
+/// owned by `result` (`outputs`: what the model's manifest declares of each output present;
+/// codes as `{scheme, value, meaning}`, SNOMED CT as scheme `SCT`). NULL when `result` is NULL.
 ///
 /// Thread safety: may be called from any thread.
 #[unsafe(no_mangle)]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::{Manifest, Model, ModelOutput, Source};
+use crate::perfusion::aif::VesselSelection;
 use crate::perfusion::model::ModelHandle;
 use crate::perfusion::motion::RigidRegistration;
-use crate::perfusion::aif::VesselSelection;
 use crate::perfusion::{self, Method, PerfusionOptions};
 use crate::{AnyVolume, AnyVolumeView, Error, Result, RunControl, Volume, with_view};
 

@@ -370,10 +370,14 @@ impl Manifest {
                     return bad(format!("label map '{}' uses value 0 (background)", output.name));
                 }
             }
-            let codes = output.quantity.iter().chain(output.labels.iter().flat_map(|l| l.category.iter().chain(&l.property)));
+            let codes =
+                output.quantity.iter().chain(output.labels.iter().flat_map(|l| l.category.iter().chain(&l.property)));
             for code in codes {
                 if code.scheme.is_empty() || code.value.is_empty() || code.meaning.is_empty() || code.value.len() > 64 {
-                    return bad(format!("output '{}': a code needs a scheme, a value (≤ 64 characters) and a meaning", output.name));
+                    return bad(format!(
+                        "output '{}': a code needs a scheme, a value (≤ 64 characters) and a meaning",
+                        output.name
+                    ));
                 }
             }
         }

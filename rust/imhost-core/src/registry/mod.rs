@@ -44,17 +44,48 @@ impl ModelOutput {
         self.scores.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
-    /// Scores and report as one JSON object: `{"scores": {...}, "report": ..., "volumes": [...]}`.
-    pub fn summary_json(&self) -> Value {
+    /// The result as one JSON object ([`RESULT_SCHEMA`]): `{"schema", "research_use_only",
+    /// "model": {id, version}, "scores": {name: value}, "volumes": [{name, dtype, shape}],
+    /// "outputs": [...], "report"}` where `outputs` describes every output present with what the
+    /// manifest declares of it — kind, unit and its UCUM code, the coded quantity, label names,
+    /// colours and SNOMED CT category/type — so a host can display and export it (DICOM SEG,
+    /// Parametric Maps) without knowing the model.
+    pub fn summary_json(&self, manifest: &Manifest) -> Value {
         let scores: Map<String, Value> = self.scores.iter().map(|(n, v)| (n.clone(), Value::from(*v))).collect();
         let volumes: Vec<Value> = self
             .volumes
             .iter()
             .map(|(n, v)| serde_json::json!({"name": n, "dtype": v.dtype().name(), "shape": v.shape()}))
             .collect();
-        serde_json::json!({"scores": scores, "volumes": volumes, "report": self.report})
+        let present = |name: &str| self.volume(name).is_some() || self.score(name).is_some();
+        let outputs: Vec<Value> = manifest
+            .outputs
+            .iter()
+            .filter(|o| present(&o.name))
+            .map(|o| {
+                let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+                if let Some(m) = v.as_object_mut() {
+                    for internal in ["grid", "frames", "optional"] {
+                        m.remove(internal);
+                    }
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "schema": RESULT_SCHEMA,
+            "research_use_only": manifest.research_use_only,
+            "model": {"id": manifest.id, "version": manifest.version},
+            "scores": scores,
+            "volumes": volumes,
+            "outputs": outputs,
+            "report": self.report,
+        })
     }
 }
+
+/// The version of the layout of [`ModelOutput::summary_json`] (`imh_model_result_json`).
+pub const RESULT_SCHEMA: &str = "imhost-model-result/1";
 
 /// A model the registry can run.
 pub trait Model: Send + Sync {
