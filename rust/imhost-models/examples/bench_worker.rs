@@ -35,7 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let registry = open(&RegistryOptions {
             paths: vec![dir.clone()],
             device: Some(device.clone()),
-            in_process: in_process.then_some(imhost_models::packages::open_in_process as imhost_registry::InProcessOpener),
+            in_process: in_process
+                .then_some(imhost_models::packages::open_in_process as imhost_registry::InProcessOpener),
             ..Default::default()
         });
         let mut times = Vec::new();

@@ -390,7 +390,7 @@ fn serve_model(
     for (n, d) in described.iter().enumerate() {
         let bytes = d.shape.iter().product::<usize>() * d.dtype.size_of();
         let slice = &memory[d.offset..d.offset + bytes];
-        if (slice.as_ptr() as usize).is_multiple_of(d.dtype.size_of()) {
+        if (slice.as_ptr() as usize) % d.dtype.size_of() == 0 {
             direct.push((n, view_over(slice, d)?));
         } else {
             let times = match &d.times {
