@@ -73,12 +73,153 @@ fn has_dicom_preamble(path: &Path) -> bool {
     std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..] == b"DICM"
 }
 
+/// The longest DICOM file read into memory at once.
+const MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Read a DICOM file after checking that no element claims more bytes than the file holds
+/// ([`check_declared_lengths`]): dicom-rs sizes (and zero-fills) a value's buffer from its
+/// declared length before reading it, so a file of a few hundred bytes could make it touch up to
+/// 4 GiB per element. The checked bytes are what dicom-rs parses.
+fn open_checked(path: &Path, until_pixels: bool) -> std::result::Result<dicom_object::DefaultDicomObject, String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len > MAX_FILE_BYTES.min(crate::memory::available_bytes_or(MAX_FILE_BYTES)) {
+        return Err(format!("the file is {} MiB, more than may be read", len >> 20));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    check_declared_lengths(&bytes)?;
+    let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { &bytes[128..] } else { &bytes[..] };
+    let options = OpenFileOptions::new();
+    let options = if until_pixels { options.read_until(tags::PIXEL_DATA) } else { options };
+    options.from_reader(body).map_err(|e| e.to_string())
+}
+
+/// Walk the elements of a Part 10 file (meta group, then the data set in its transfer syntax,
+/// into sequences and items; encapsulated pixel fragments skipped by their lengths) the way
+/// dicom-rs reads them, and refuse one whose declared length runs past the end of the file (no
+/// valid file has one). A deflated data set is left to the parser.
+pub fn check_declared_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    use dicom_core::{Tag, VR};
+    #[derive(PartialEq)]
+    enum Open {
+        /// Items of a sequence; the encoding to restore at its end (explicit VR or not).
+        Sequence(bool),
+        Fragments,
+    }
+    let mut pos = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        132
+    } else if bytes.starts_with(b"DICM") {
+        4
+    } else {
+        0
+    };
+    let (mut explicit, mut little) = (true, true);
+    let mut in_meta = true;
+    let mut syntax = String::new();
+    let mut stack: Vec<Open> = Vec::new();
+    let u16_at = |p: usize, le: bool| {
+        let b = [bytes[p], bytes[p + 1]];
+        if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) }
+    };
+    let u32_at = |p: usize, le: bool| {
+        let b = [bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]];
+        if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }
+    };
+    // The VRs with a 16-bit length (PS3.5 7.1.2), as dicom-rs reads them; every other code,
+    // unknown ones included (read as UN), has a 32-bit length after two reserved bytes.
+    const SHORT: [&[u8; 2]; 21] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS",
+        b"ST", b"TM", b"UI", b"UL", b"US",
+    ];
+    while pos + 8 <= bytes.len() {
+        let group = u16_at(pos, little || in_meta);
+        if in_meta && group != 0x0002 {
+            in_meta = false;
+            match syntax.trim_end_matches(['\0', ' ']) {
+                uids::IMPLICIT_VR_LITTLE_ENDIAN => explicit = false,
+                "1.2.840.10008.1.2.2" => little = false,
+                "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated: nothing to follow
+                _ => {}                                    // explicit VR little endian, and the encapsulated syntaxes
+            }
+            continue;
+        }
+        let le = little || in_meta;
+        let element = u16_at(pos + 2, le);
+        if group == 0xFFFE {
+            let length = u32_at(pos + 4, le);
+            pos += 8;
+            let left = bytes.len() - pos;
+            match element {
+                0xE000 if stack.last() == Some(&Open::Fragments) && length != u32::MAX => {
+                    if length as usize > left {
+                        return Err(format!("a pixel data fragment claims {length} bytes; the file has {left} left"));
+                    }
+                    pos += length as usize;
+                }
+                0xE000 if length != u32::MAX && length as usize > left => {
+                    return Err(format!("a sequence item claims {length} bytes; the file has {left} left"));
+                }
+                0xE0DD => {
+                    if let Some(Open::Sequence(was_explicit)) = stack.pop() {
+                        explicit = was_explicit;
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let (vr, length, header): (Option<[u8; 2]>, u32, usize) = if explicit || in_meta {
+            let vr = [bytes[pos + 4], bytes[pos + 5]];
+            if SHORT.iter().any(|s| **s == vr) {
+                (Some(vr), u32::from(u16_at(pos + 6, le)), 8)
+            } else if pos + 12 > bytes.len() {
+                return Err(format!("the file ends inside the header of element ({group:04X},{element:04X})"));
+            } else {
+                (Some(vr), u32_at(pos + 8, le), 12)
+            }
+        } else {
+            (None, u32_at(pos + 4, le), 8)
+        };
+        let tag = Tag(group, element);
+        let is_sequence = match vr {
+            Some(vr) => &vr == b"SQ",
+            None => dicom_dictionary_std::StandardDataDictionary
+                .by_tag(tag)
+                .is_some_and(|e| matches!(e.vr(), VirtualVr::Exact(VR::SQ))),
+        };
+        if length == u32::MAX {
+            pos += header;
+            if tag == tags::PIXEL_DATA && !is_sequence {
+                stack.push(Open::Fragments);
+            } else {
+                // An unknown-VR value of undefined length is a sequence in implicit VR.
+                let implicit_inside = vr.is_some_and(|v| &v != b"SQ");
+                stack.push(Open::Sequence(explicit));
+                if implicit_inside {
+                    explicit = false;
+                }
+            }
+            continue;
+        }
+        let left = (bytes.len() - pos).saturating_sub(header);
+        if length as usize > left {
+            return Err(format!("element ({group:04X},{element:04X}) claims {length} bytes; the file has {left} left"));
+        }
+        if in_meta && tag == tags::TRANSFER_SYNTAX_UID {
+            syntax = String::from_utf8_lossy(&bytes[pos + header..pos + header + length as usize]).into_owned();
+        }
+        // A sequence of defined length: walk into its items; any other value: skip it.
+        pos += header + if is_sequence { 0 } else { length as usize };
+    }
+    Ok(())
+}
+
 /// The header of one file: `None` for files that are not DICOM images (no Part 10 preamble and
 /// unreadable as DICOM, or DICOM objects without an image position: a DICOMDIR, a report). A
 /// file that says it is DICOM but cannot be read is an error naming it: skipping it could drop
 /// a time point of the study without anyone noticing.
 fn read_header(path: &Path) -> Result<Option<Instance>> {
-    let obj = match OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) {
+    let obj = match open_checked(path, true) {
         Ok(obj) => obj,
         Err(e) if has_dicom_preamble(path) => {
             return Err(dicom_err(
@@ -329,7 +470,7 @@ pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVo
         for &n in list {
             let k = slot(&instances[n]);
             let path = &instances[n].path;
-            let obj = OpenFileOptions::new().open_file(path).map_err(|e| dicom_err(path, e))?;
+            let obj = open_checked(path, false).map_err(|e| dicom_err(path, e))?;
             let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
             if ts != uids::IMPLICIT_VR_LITTLE_ENDIAN && ts != uids::EXPLICIT_VR_LITTLE_ENDIAN {
                 return Err(Error::unsupported(format!("DICOM transfer syntax {ts} (compressed or big-endian) is not supported; decompress the series first")).in_file(path));
@@ -483,5 +624,38 @@ mod tests {
         assert_eq!(parse_tm("10:15:30"), Some(36930.0));
         assert_eq!(parse_tm("1015"), Some(36900.0));
         assert_eq!(parse_tm(""), None);
+    }
+
+    /// A CT series of 2×2 slices written by us (explicit VR little endian), one file.
+    fn one_file() -> Vec<u8> {
+        use ndarray::ShapeBuilder;
+        let dir = std::env::temp_dir().join(format!("imhost-dicom-lengths-{}", std::process::id()));
+        let data = ndarray::Array4::from_shape_fn((2, 2, 2, 1).f(), |(i, j, k, _)| (i + j + k) as i16);
+        let volume = Volume::from_parts(data, Geometry::identity(), None).unwrap();
+        write_dicom_series(&volume, &dir, "1.2.826.0.1.3680043.10.1").unwrap();
+        let first = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let bytes = std::fs::read(first).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn declared_lengths_past_the_end_are_refused_before_parsing() {
+        let bytes = one_file();
+        assert_eq!(check_declared_lengths(&bytes), Ok(()));
+        // Pixel data (7FE0,0010) OW: its 32-bit length follows the tag, the VR and 2 reserved bytes.
+        let at = bytes.windows(6).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W']).unwrap();
+        let mut forged = bytes.clone();
+        forged[at + 8..at + 12].copy_from_slice(&0x7000_0000u32.to_le_bytes());
+        let e = check_declared_lengths(&forged).unwrap_err();
+        assert!(e.contains("(7FE0,0010) claims 1879048192 bytes"), "{e}");
+        // An unknown VR code is read as UN (32-bit length), as dicom-rs does: a forged one too.
+        let uid = bytes.windows(4).position(|w| w == [0x08, 0x00, 0x16, 0x00]).unwrap();
+        let mut unknown = bytes.clone();
+        unknown[uid + 4..uid + 6].copy_from_slice(b"ZZ");
+        unknown[uid + 8..uid + 12].copy_from_slice(&u32::MAX.wrapping_sub(5).to_le_bytes());
+        assert!(check_declared_lengths(&unknown).unwrap_err().contains("(0008,0016)"));
+        // A truncated file: the last element's value runs past the end.
+        assert!(check_declared_lengths(&bytes[..bytes.len() - 3]).is_err());
     }
 }
