@@ -212,15 +212,56 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
             said.map(|m| format!(": {m}")).unwrap_or_default()
         )));
     }
+    // SAFETY: a non-NULL descriptor the plugin's entry returned (ABI contract).
+    let Descriptor { name, version, abi: (major, minor), models, unload } =
+        unsafe { read_descriptor(raw, path) }.map_err(fail)?;
+    tracing::info!(plugin = %name, version = %version, abi = %format!("{major}.{minor}"), models = models.len(), "loaded {}", path.display());
+    Ok(LoadedPlugin {
+        name,
+        version,
+        abi: (major, minor),
+        path: path.to_path_buf(),
+        models,
+        unload,
+        _library: std::mem::ManuallyDrop::new(library),
+    })
+}
+
+/// What a plugin's descriptor says, read and checked.
+pub struct Descriptor {
+    /// The plugin's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The ABI version it was built for.
+    pub abi: (u32, u32),
+    /// Its models (manifests validated).
+    pub models: Vec<ModelDesc>,
+    /// Its `unload` hook (ABI 1.1 and later).
+    pub unload: Option<unsafe extern "C" fn()>,
+}
+
+/// The most models one plugin may list.
+pub const MAX_MODELS: u32 = 1024;
+
+/// Read and check the descriptor at `raw` by the sizes it declares (its own and its models'):
+/// ABI version, sizes, names, every manifest, the functions each model needs. Errors are one
+/// line (without the path, which the caller adds).
+///
+/// # Safety
+/// `raw` is non-NULL and points to a descriptor laid out as `imhost_plugin.h` says: at least
+/// `struct_size` readable bytes, `n_models` readable model structs of `model_struct_size` bytes
+/// at `models`, and NUL-terminated strings (or NULL) at every string pointer.
+pub unsafe fn read_descriptor(raw: *const imhp_plugin, path: &Path) -> std::result::Result<Descriptor, String> {
     // SAFETY: a non-NULL descriptor starts with its u32 struct_size, then the versions.
     let (declared, major, minor) = unsafe { ((*raw).struct_size as usize, (*raw).abi_major, (*raw).abi_minor) };
     if major != IMHP_ABI_MAJOR {
-        return Err(fail(format!(
+        return Err(format!(
             "built for plugin ABI {major}.{minor}; this host speaks {IMHP_ABI_MAJOR}.{IMHP_ABI_MINOR} and loads only {IMHP_ABI_MAJOR}.x plugins (rebuild it against this imhost_plugin.h)"
-        )));
+        ));
     }
     if declared < PLUGIN_SIZE_1_0 {
-        return Err(fail(format!("descriptor struct_size {declared} is smaller than ABI 1.0's {PLUGIN_SIZE_1_0}")));
+        return Err(format!("descriptor struct_size {declared} is smaller than ABI 1.0's {PLUGIN_SIZE_1_0}"));
     }
     let defaults = imhp_plugin {
         struct_size: 0,
@@ -239,14 +280,17 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
     // SAFETY: NUL-terminated strings owned by the plugin (ABI contract).
     let (name, version) = unsafe { (c_str(plugin.name), c_str(plugin.version)) };
     if name.is_empty() {
-        return Err(fail("its descriptor has no name".into()));
+        return Err("its descriptor has no name".into());
     }
     let stride = plugin.model_struct_size as usize;
+    if plugin.n_models > MAX_MODELS {
+        return Err(format!("its descriptor lists {} models (at most {MAX_MODELS})", plugin.n_models));
+    }
     if plugin.n_models > 0 && (plugin.models.is_null() || stride < MODEL_SIZE_1_0) {
-        return Err(fail(format!(
+        return Err(format!(
             "its descriptor lists {} models but models is NULL or model_struct_size {stride} < {MODEL_SIZE_1_0}",
             plugin.n_models
-        )));
+        ));
     }
     let mut models = Vec::new();
     for n in 0..plugin.n_models as usize {
@@ -256,9 +300,9 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
         let m = unsafe { read_prefix(ptr, stride, std::ptr::read_unaligned(ptr)) };
         // SAFETY: NUL-terminated manifest (ABI contract).
         let text = unsafe { c_str(m.manifest_json) };
-        let mut manifest = Manifest::from_json(&text).map_err(|e| fail(format!("model {n}: {}", e.message())))?;
+        let mut manifest = Manifest::from_json(&text).map_err(|e| format!("model {n}: {}", e.message()))?;
         if m.run.is_none() {
-            return Err(fail(format!("model '{}' has no run function", manifest.id)));
+            return Err(format!("model '{}' has no run function", manifest.id));
         }
         manifest.source = Some(imhost_core::registry::Source {
             kind: "plugin".into(),
@@ -268,16 +312,14 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
         });
         models.push(ModelDesc { manifest, flags: m.flags, create: m.create, run: m.run, destroy: m.destroy });
     }
-    tracing::info!(plugin = %name, version = %version, abi = %format!("{major}.{minor}"), models = models.len(), "loaded {}", path.display());
-    Ok(LoadedPlugin {
-        name,
-        version,
-        abi: (major, minor),
-        path: path.to_path_buf(),
-        models,
-        unload: if minor >= 1 { plugin.unload } else { None },
-        _library: std::mem::ManuallyDrop::new(library),
-    })
+    if let Some(dup) = models
+        .iter()
+        .enumerate()
+        .find_map(|(n, m)| models[..n].iter().any(|o| o.manifest.id == m.manifest.id).then(|| m.manifest.id.clone()))
+    {
+        return Err(format!("it lists model '{dup}' twice"));
+    }
+    Ok(Descriptor { name, version, abi: (major, minor), models, unload: if minor >= 1 { plugin.unload } else { None } })
 }
 
 /// A model instance made by the plugin's `create` (NULL when it has none). Destroyed with the
