@@ -1,0 +1,3 @@
+//! libFuzzer target: `imhost_fuzz::dicom` (see fuzz/src/lib.rs).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| imhost_fuzz::dicom(data));
