@@ -15,6 +15,10 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Held by every test of this file: one of them points `IMHOST_MODEL_WORKER` elsewhere for a
+/// moment, and no other thread may read the environment meanwhile.
+static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 thread_local! {
     static IN_PROCESS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -30,11 +34,13 @@ macro_rules! both {
     ($name:ident, $in_process:ident, $worker:ident) => {
         #[test]
         fn $in_process() {
+            let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
             IN_PROCESS.set(true);
             $name();
         }
         #[test]
         fn $worker() {
+            let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
             IN_PROCESS.set(false);
             $name();
         }
@@ -190,4 +196,32 @@ fn trust() {
     let opts = imhost_models::LoadOptions::new(Some("cpu".into()), imhost_models::Precision::F32);
     let e = imhost_models::PerfusionModel::load(&cnn, &opts).unwrap_err();
     assert_eq!(e.kind(), imhost_core::ErrorKind::Untrusted, "{e}");
+}
+
+/// The model worker runs the weights' code path with the host's rights: a copy of it that other
+/// users may change is refused, as a plugin would be; the real one starts, loads and verifies.
+#[test]
+fn the_model_worker_program_follows_the_trust_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let cnn = root().join("models/perfusion-cnn");
+    let real = PathBuf::from(env!("CARGO_BIN_EXE_imhost-model-worker"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("imhost-model-worker");
+    std::fs::copy(&real, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |program: &Path| {
+        // SAFETY: every other test of this binary holds ENV while it runs, so no other thread
+        // reads the environment while it changes.
+        unsafe { std::env::set_var("IMHOST_MODEL_WORKER", program) };
+        let r = imhost_registry::open_in_worker(&cnn, Some("cpu".into()), None, true).map(|_| ());
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("IMHOST_MODEL_WORKER") };
+        r
+    };
+    let e = run(&copy).unwrap_err();
+    assert_eq!(e.kind(), imhost_core::ErrorKind::Untrusted, "{e}");
+    assert!(e.message().contains("writable by every user"), "{e}");
+    run(&real).unwrap();
 }
