@@ -452,6 +452,20 @@ typedef struct imh_registry_options {
 } imh_registry_options;
 
 /**
+ * A borrowed byte buffer: `size` bytes at `data` (`data` may be NULL only when `size` is 0).
+ */
+typedef struct imh_buffer {
+    /**
+     * The first byte.
+     */
+    const void *data;
+    /**
+     * How many bytes.
+     */
+    size_t size;
+} imh_buffer;
+
+/**
  * Errors only.
  */
 #define IMH_LOG_ERROR 1
@@ -945,6 +959,36 @@ const char *imh_last_error_message(void);
 imh_status imh_volume_read(const struct imh_context *context,
                            const char *path,
                            struct imh_volume **out);
+
+/**
+ * Read a CT series from DICOM instances in memory (Part 10 files with or without the 128-byte
+ * preamble, as an Orthanc plugin holds them): `buffers` holds `n_buffers` of them, borrowed for
+ * the call. The same reader as `imh_volume_read_dicom_folder`: the largest series among them,
+ * slices ordered along the normal, frames grouped by Temporal Position Identifier or
+ * acquisition time (frame times in seconds from the first), the spacing checked to be even,
+ * rescale applied (int16 HU when exact, else float32). Every element's declared length is
+ * checked against its buffer, and the pixels against the context's memory limit, before
+ * anything is allocated. Errors name the instance as `DICOM buffer N`: `IMH_STATUS_FORMAT`
+ * (corrupt, incomplete series), `IMH_STATUS_GEOMETRY` (uneven slices), `IMH_STATUS_UNSUPPORTED`
+ * (compressed transfer syntaxes, colour), `IMH_STATUS_TOO_LARGE`.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_volume_read_dicom(const struct imh_context *context,
+                                 const struct imh_buffer *buffers,
+                                 size_t n_buffers,
+                                 struct imh_volume **out);
+
+/**
+ * Read the CT series in the folder `dir` (and its sub-folders; files that are not DICOM
+ * images are skipped, a corrupt DICOM file is an error naming it). See `imh_volume_read_dicom`
+ * for the series logic and the checks.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_volume_read_dicom_folder(const struct imh_context *context,
+                                        const char *dir,
+                                        struct imh_volume **out);
 
 /**
  * Write a volume to `path` (`.nii` or `.nii.gz`), atomically: the file appears complete or not

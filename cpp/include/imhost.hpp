@@ -257,6 +257,11 @@ public:
 
     /// Read a NIfTI file (.nii, .nii.gz).
     Volume read(const std::string& path) const;
+    /// Read the CT series in a folder of DICOM files (imh_volume_read_dicom_folder).
+    Volume read_dicom_folder(const std::string& dir) const;
+    /// Read a CT series from DICOM instances in memory, borrowed for the call
+    /// (imh_volume_read_dicom): e.g. what an Orthanc plugin holds.
+    Volume read_dicom(const std::vector<imh_buffer>& instances) const;
 
     imh_context* c() const noexcept { return ptr_; }
 
@@ -327,6 +332,18 @@ private:
 inline Volume Context::read(const std::string& path) const {
     imh_volume* out = nullptr;
     detail::check(imh_volume_read(ptr_, path.c_str(), &out));
+    return Volume(out);
+}
+
+inline Volume Context::read_dicom_folder(const std::string& dir) const {
+    imh_volume* out = nullptr;
+    detail::check(imh_volume_read_dicom_folder(ptr_, dir.c_str(), &out));
+    return Volume(out);
+}
+
+inline Volume Context::read_dicom(const std::vector<imh_buffer>& instances) const {
+    imh_volume* out = nullptr;
+    detail::check(imh_volume_read_dicom(ptr_, instances.data(), instances.size(), &out));
     return Volume(out);
 }
 

@@ -381,6 +381,34 @@ void test_registry() {
     CHECK(other.list_json().find("\"mip\"") != std::string::npos);
 }
 
+// DICOM from a folder and from memory (pydicom's real CT series): the same volume.
+void test_dicom() {
+    const std::string folder = IMHOST_PYDICOM_DATA "/dicomdirtests/98892001/CT5N";
+    imhost::Context ctx;
+    imhost::Volume a = ctx.read_dicom_folder(folder);
+    std::vector<std::vector<char>> files;
+    for (const char* name : {"2062", "2392", "2693", "3023", "3353"}) {
+        std::FILE* f = std::fopen((folder + "/" + name).c_str(), "rb");
+        CHECK(f != nullptr);
+        if (!f) return;
+        std::vector<char> bytes;
+        char chunk[65536];
+        for (size_t n; (n = std::fread(chunk, 1, sizeof chunk, f)) > 0;) bytes.insert(bytes.end(), chunk, chunk + n);
+        std::fclose(f);
+        files.push_back(std::move(bytes));
+    }
+    std::vector<imh_buffer> buffers;
+    for (const auto& f : files) buffers.push_back(imh_buffer{f.data(), f.size()});
+    imhost::Volume b = ctx.read_dicom(buffers);
+    const imh_view va = a.view().c();
+    const imh_view vb = b.view().c();
+    CHECK(va.shape[2] == 5 && vb.shape[2] == 5 && va.dtype == vb.dtype);
+    CHECK(std::equal(va.shape, va.shape + 4, vb.shape));
+    buffers[2].size = 100;
+    expect_error(IMH_STATUS_FORMAT, [&] { ctx.read_dicom(buffers); });
+    expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { ctx.read_dicom({}); });
+}
+
 int main(int argc, char** argv) {
     if (argc != 3) {
         std::cerr << "usage: " << argv[0] << " MUST_FAIL_DIR TMP_DIR\n";
@@ -395,6 +423,7 @@ int main(int argc, char** argv) {
         test_registry();
         test_callbacks_and_cancellation();
         test_perfusion(argv[2]);
+        test_dicom();
     } catch (const std::exception& e) {
         std::cerr << "unexpected exception: " << e.what() << "\n";
         ++failures;

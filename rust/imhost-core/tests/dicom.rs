@@ -215,3 +215,67 @@ fn the_dicom_writer_is_read_by_pydicom_as_written() {
         assert_eq!(sample["hu"].as_f64().unwrap(), f64::from(data[[col, r, k, t]]), "HU at slice {n} ({r}, {col})");
     }
 }
+
+/// All files of `dir`, sorted by path, as bytes.
+fn file_bytes(dir: &Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+}
+
+/// The series in memory (what an Orthanc plugin holds) is read by the same reader as the folder:
+/// the same volume, the identifiers of every instance and where it went, the same checks.
+#[test]
+fn a_series_in_memory_reads_as_the_same_folder_does_with_its_identifiers() {
+    use imhost_core::io::dicom::{read_dicom_buffers, read_dicom_folder};
+    // A real CT series (pydicom's) and our 4-D phantom export, in reverse order in memory.
+    let export = tempfile::tempdir().unwrap();
+    let mut options = PhantomOptions::new(PhantomKind::Anatomical);
+    options.shape = Some([32, 36, 2]);
+    options.frame_times = Some(vec![0.0, 1.5, 3.0]);
+    write_dicom_series(&ctp::generate(&options).unwrap().ctp, export.path(), "1.2.826.0.1.3680043.10.1").unwrap();
+    for folder in [pydicom_data().join("dicomdirtests/98892001/CT5N"), export.path().to_path_buf()] {
+        let from_files = read_dicom_folder(&folder, &DicomReadOptions::default()).unwrap();
+        let mut bytes = file_bytes(&folder);
+        bytes.reverse();
+        let views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let from_memory = read_dicom_buffers(&views, &DicomReadOptions::default()).unwrap();
+        assert_eq!(from_memory.volume.shape(), from_files.volume.shape());
+        assert_eq!(from_memory.volume.geometry(), from_files.volume.geometry());
+        assert_eq!(from_memory.volume.frame_times(), from_files.volume.frame_times());
+        match (&from_memory.volume, &from_files.volume) {
+            (AnyVolume::I16(a), AnyVolume::I16(b)) => assert_eq!(a.data(), b.data()),
+            (AnyVolume::F32(a), AnyVolume::F32(b)) => assert_eq!(a.data(), b.data()),
+            _ => panic!("different pixel types"),
+        }
+        // Every instance is listed once, with its identifiers and the slot it filled.
+        let [_, _, nk, nt] = from_memory.volume.shape();
+        assert_eq!(from_memory.instances.len(), nk * nt);
+        assert_eq!(from_memory.series_instance_uid, from_files.series_instance_uid);
+        let mut slots: Vec<(usize, usize)> = from_memory.instances.iter().map(|i| (i.frame, i.slice)).collect();
+        slots.dedup();
+        assert_eq!(slots.len(), nk * nt, "one instance per slot");
+        let study = from_memory.study().unwrap();
+        assert!(!study.study_instance_uid.is_empty() && !study.frame_of_reference_uid.is_empty(), "{study:?}");
+        for i in &from_memory.instances {
+            assert!(!i.ids.sop_instance_uid.is_empty());
+            // The buffer it came from is the file it came from (reversed order).
+            let file_index = bytes.len() - 1 - i.source;
+            let same = from_files.instances.iter().find(|f| f.ids.sop_instance_uid == i.ids.sop_instance_uid).unwrap();
+            assert_eq!((same.source, same.slice, same.frame), (file_index, i.slice, i.frame));
+        }
+    }
+    // The same checks: a truncated buffer is an error naming it; nothing DICOM at all is refused.
+    let bytes = file_bytes(&pydicom_data().join("dicomdirtests/98892001/CT5N"));
+    let mut views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    views[2] = &bytes[2][..300];
+    let e = read_dicom_buffers(&views, &DicomReadOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Format);
+    assert!(e.message().contains("DICOM buffer 2"), "{e}");
+    let e = read_dicom_buffers(&[b"not DICOM".as_slice()], &DicomReadOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Format);
+    let mut small = DicomReadOptions::default();
+    small.max_bytes = 100;
+    let views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    assert_eq!(read_dicom_buffers(&views, &small).unwrap_err().kind(), ErrorKind::TooLarge);
+}

@@ -4,7 +4,7 @@ use imhost_core::io::nifti::{self, ReadOptions, WriteOptions};
 use imhost_core::{AnyVolume, with_view, with_volume};
 
 use crate::context::context_arg;
-use crate::status::{arg_out, arg_ref, ffi_boundary, imh_status, path_arg};
+use crate::status::{FfiError, arg_out, arg_ref, ffi_boundary, imh_status, path_arg};
 use crate::view::{imh_view, view_from_c, view_to_c};
 
 /// An image owned by the library. Get at its pixels and geometry with `imh_volume_get_view`;
@@ -45,6 +45,100 @@ pub unsafe extern "C" fn imh_volume_read(
             tracing::info!(path = %path.display(), shape = ?volume.shape(), dtype = %volume.dtype(), stored = info.stored_type, "read image")
         });
         hand_out(volume, out);
+        Ok(())
+    })
+}
+
+/// A borrowed byte buffer: `size` bytes at `data` (`data` may be NULL only when `size` is 0).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct imh_buffer {
+    /// The first byte.
+    pub data: *const std::ffi::c_void,
+    /// How many bytes.
+    pub size: usize,
+}
+
+/// The most instances one series read from memory may have.
+const MAX_DICOM_BUFFERS: usize = 1 << 20;
+
+/// Read a CT series from DICOM instances in memory (Part 10 files with or without the 128-byte
+/// preamble, as an Orthanc plugin holds them): `buffers` holds `n_buffers` of them, borrowed for
+/// the call. The same reader as `imh_volume_read_dicom_folder`: the largest series among them,
+/// slices ordered along the normal, frames grouped by Temporal Position Identifier or
+/// acquisition time (frame times in seconds from the first), the spacing checked to be even,
+/// rescale applied (int16 HU when exact, else float32). Every element's declared length is
+/// checked against its buffer, and the pixels against the context's memory limit, before
+/// anything is allocated. Errors name the instance as `DICOM buffer N`: `IMH_STATUS_FORMAT`
+/// (corrupt, incomplete series), `IMH_STATUS_GEOMETRY` (uneven slices), `IMH_STATUS_UNSUPPORTED`
+/// (compressed transfer syntaxes, colour), `IMH_STATUS_TOO_LARGE`.
+///
+/// Thread safety: may be called from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn imh_volume_read_dicom(
+    context: *const crate::context::imh_context,
+    buffers: *const imh_buffer,
+    n_buffers: usize,
+    out: *mut *mut imh_volume,
+) -> imh_status {
+    ffi_boundary!("imh_volume_read_dicom", {
+        let context = context_arg(context)?;
+        let out = arg_out!(out, "out");
+        if n_buffers == 0 || n_buffers > MAX_DICOM_BUFFERS {
+            return Err(FfiError::new(
+                imh_status::InvalidArgument,
+                format!("n_buffers is {n_buffers} (1 to {MAX_DICOM_BUFFERS})"),
+            ));
+        }
+        if buffers.is_null() {
+            return Err(FfiError::null("buffers"));
+        }
+        // SAFETY: `buffers` holds n_buffers structs (header contract), checked non-NULL.
+        let list = unsafe { std::slice::from_raw_parts(buffers, n_buffers) };
+        let mut slices = Vec::with_capacity(n_buffers);
+        for (n, b) in list.iter().enumerate() {
+            if b.size == 0 {
+                slices.push(&[][..]);
+                continue;
+            }
+            if b.data.is_null() || b.size > isize::MAX as usize {
+                return Err(FfiError::new(imh_status::InvalidArgument, format!("buffers[{n}] is NULL or too long")));
+            }
+            // SAFETY: the caller's buffer of `size` bytes, live for the call (header contract).
+            slices.push(unsafe { std::slice::from_raw_parts(b.data.cast::<u8>(), b.size) });
+        }
+        let series = context.scope(|| {
+            imhost_core::memory::with_limit(context.memory_limit(), || {
+                imhost_core::io::dicom::read_dicom_buffers(&slices, &Default::default())
+            })
+        })?;
+        hand_out(series.volume, out);
+        Ok(())
+    })
+}
+
+/// Read the CT series in the folder `dir` (and its sub-folders; files that are not DICOM
+/// images are skipped, a corrupt DICOM file is an error naming it). See `imh_volume_read_dicom`
+/// for the series logic and the checks.
+///
+/// Thread safety: may be called from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn imh_volume_read_dicom_folder(
+    context: *const crate::context::imh_context,
+    dir: *const std::ffi::c_char,
+    out: *mut *mut imh_volume,
+) -> imh_status {
+    ffi_boundary!("imh_volume_read_dicom_folder", {
+        let context = context_arg(context)?;
+        let dir = path_arg(dir, "dir")?;
+        let out = arg_out!(out, "out");
+        let series = context.scope(|| {
+            imhost_core::memory::with_limit(context.memory_limit(), || {
+                imhost_core::io::dicom::read_dicom_folder(dir, &Default::default())
+            })
+        })?;
+        hand_out(series.volume, out);
         Ok(())
     })
 }

@@ -375,3 +375,69 @@ fn oversized_input_case() {
     assert_eq!(status, imh_status::TooLarge, "{case}: {}", last_error());
     println!("case {case}: too large ({})", last_error());
 }
+
+/// DICOM through the ABI: a real CT series (pydicom's) from a folder and from memory gives the
+/// same volume; the bad calls are refused with their status.
+#[test]
+fn dicom_series_from_a_folder_and_from_memory() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let folder = root.join(".cache/python/pydicom/data/test_files/dicomdirtests/98892001/CT5N");
+    assert!(folder.is_dir(), "pydicom's test files (scripts/setup.sh test): {}", folder.display());
+    let ctx = Ctx::new();
+    let dir = CString::new(folder.to_str().unwrap()).unwrap();
+    let mut from_folder = ptr::null_mut();
+    assert_eq!(
+        unsafe { imh_volume_read_dicom_folder(ctx.0, dir.as_ptr(), &mut from_folder) },
+        imh_status::Ok,
+        "{}",
+        last_error()
+    );
+    let mut files: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let buffers: Vec<imh_buffer> =
+        bytes.iter().map(|b| imh_buffer { data: b.as_ptr().cast(), size: b.len() }).collect();
+    let mut from_memory = ptr::null_mut();
+    let status = unsafe { imh_volume_read_dicom(ctx.0, buffers.as_ptr(), buffers.len(), &mut from_memory) };
+    assert_eq!(status, imh_status::Ok, "{}", last_error());
+    let (mut a, mut b): (imh_view, imh_view) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    unsafe {
+        assert_eq!(imh_volume_get_view(from_folder, &mut a), imh_status::Ok);
+        assert_eq!(imh_volume_get_view(from_memory, &mut b), imh_status::Ok);
+    }
+    assert_eq!((a.shape, a.dtype, a.ndim), (b.shape, b.dtype, b.ndim));
+    assert_eq!(a.shape[2], 5, "five slices");
+    assert_eq!(
+        (a.geometry.spacing, a.geometry.origin, a.geometry.direction),
+        (b.geometry.spacing, b.geometry.origin, b.geometry.direction)
+    );
+    let n = (a.shape[0] * a.shape[1] * a.shape[2]) as usize * 2;
+    let (pa, pb) = unsafe {
+        (std::slice::from_raw_parts(a.data.cast::<u8>(), n), std::slice::from_raw_parts(b.data.cast::<u8>(), n))
+    };
+    assert_eq!(pa, pb, "the same pixels");
+    unsafe {
+        imh_volume_free(from_folder);
+        imh_volume_free(from_memory);
+    }
+    // Bad calls.
+    let mut out = ptr::null_mut();
+    assert_eq!(unsafe { imh_volume_read_dicom(ctx.0, buffers.as_ptr(), 0, &mut out) }, imh_status::InvalidArgument);
+    assert_eq!(unsafe { imh_volume_read_dicom(ctx.0, ptr::null(), 3, &mut out) }, imh_status::NullArgument);
+    let mut cut = buffers.clone();
+    cut[1].size = 200;
+    assert_eq!(unsafe { imh_volume_read_dicom(ctx.0, cut.as_ptr(), cut.len(), &mut out) }, imh_status::Format);
+    assert!(last_error().contains("DICOM buffer 1"), "{}", last_error());
+    let mut null_data = buffers.clone();
+    null_data[0].data = ptr::null();
+    assert_eq!(unsafe { imh_volume_read_dicom(ctx.0, null_data.as_ptr(), 2, &mut out) }, imh_status::InvalidArgument);
+    // The context's memory limit holds here too.
+    assert_eq!(unsafe { imh_context_set_memory_limit(ctx.0, 1000) }, imh_status::Ok);
+    assert_eq!(
+        unsafe { imh_volume_read_dicom(ctx.0, buffers.as_ptr(), buffers.len(), &mut out) },
+        imh_status::TooLarge,
+        "{}",
+        last_error()
+    );
+    assert!(out.is_null());
+}

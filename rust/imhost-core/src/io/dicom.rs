@@ -39,8 +39,12 @@ impl Default for DicomReadOptions {
 }
 
 struct Instance {
+    /// Its name in messages: the file's path, or `DICOM buffer N`.
     path: PathBuf,
+    /// Index into the sources.
+    source: usize,
     series: String,
+    ids: InstanceIds,
     position: [f64; 3],
     orientation: [f64; 6],
     spacing: [f64; 2],
@@ -66,28 +70,52 @@ fn dicom_err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::format(format!("DICOM: {what}")).in_file(path)
 }
 
-/// Whether `path` starts like a DICOM Part 10 file (128-byte preamble, then `DICM`).
-fn has_dicom_preamble(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 132];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..] == b"DICM"
+/// Whether `bytes` start like a DICOM Part 10 file (128-byte preamble, then `DICM`).
+fn has_dicom_preamble(bytes: &[u8]) -> bool {
+    bytes.len() >= 132 && &bytes[128..132] == b"DICM"
 }
 
 /// The longest DICOM file read into memory at once.
 const MAX_FILE_BYTES: u64 = 4 << 30;
 
-/// Read a DICOM file after checking that no element claims more bytes than the file holds
+/// Where the instances of a series come from: files of a folder, or buffers (what an Orthanc
+/// plugin holds). One reader for both.
+enum Source<'a> {
+    File(PathBuf),
+    Buffer(usize, &'a [u8]),
+}
+
+impl Source<'_> {
+    /// Its name in messages.
+    fn label(&self) -> PathBuf {
+        match self {
+            Source::File(p) => p.clone(),
+            Source::Buffer(n, _) => PathBuf::from(format!("DICOM buffer {n}")),
+        }
+    }
+
+    /// Its bytes (a file is read whole, after a size check).
+    fn bytes(&self) -> std::result::Result<std::borrow::Cow<'_, [u8]>, String> {
+        match self {
+            Source::Buffer(_, b) => Ok(std::borrow::Cow::Borrowed(b)),
+            Source::File(path) => {
+                let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+                if len > MAX_FILE_BYTES.min(crate::memory::available_bytes_or(MAX_FILE_BYTES)) {
+                    return Err(format!("the file is {} MiB, more than may be read", len >> 20));
+                }
+                std::fs::read(path).map(std::borrow::Cow::Owned).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Parse a DICOM file's bytes after checking that no element claims more bytes than they hold
 /// ([`check_declared_lengths`]): dicom-rs sizes (and zero-fills) a value's buffer from its
 /// declared length before reading it, so a file of a few hundred bytes could make it touch up to
 /// 4 GiB per element. The checked bytes are what dicom-rs parses.
-fn open_checked(path: &Path, until_pixels: bool) -> std::result::Result<dicom_object::DefaultDicomObject, String> {
-    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if len > MAX_FILE_BYTES.min(crate::memory::available_bytes_or(MAX_FILE_BYTES)) {
-        return Err(format!("the file is {} MiB, more than may be read", len >> 20));
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    check_declared_lengths(&bytes)?;
-    let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { &bytes[128..] } else { &bytes[..] };
+fn parse_checked(bytes: &[u8], until_pixels: bool) -> std::result::Result<dicom_object::DefaultDicomObject, String> {
+    check_declared_lengths(bytes)?;
+    let body = if has_dicom_preamble(bytes) { &bytes[128..] } else { bytes };
     let options = OpenFileOptions::new();
     let options = if until_pixels { options.read_until(tags::PIXEL_DATA) } else { options };
     options.from_reader(body).map_err(|e| e.to_string())
@@ -218,14 +246,20 @@ pub fn check_declared_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
 /// unreadable as DICOM, or DICOM objects without an image position: a DICOMDIR, a report). A
 /// file that says it is DICOM but cannot be read is an error naming it: skipping it could drop
 /// a time point of the study without anyone noticing.
-fn read_header(path: &Path) -> Result<Option<Instance>> {
-    let obj = match open_checked(path, true) {
+fn read_header(source: &Source<'_>, index: usize) -> Result<Option<Instance>> {
+    let label = source.label();
+    let path = label.as_path();
+    let bytes = source.bytes().map_err(|e| dicom_err(path, e))?;
+    let obj = match parse_checked(&bytes, true) {
         Ok(obj) => obj,
-        Err(e) if has_dicom_preamble(path) => {
+        Err(e) if has_dicom_preamble(&bytes) => {
             return Err(dicom_err(
                 path,
                 format!("a corrupt DICOM file (it has the DICM preamble but cannot be read: {e})"),
             ));
+        }
+        Err(e) if matches!(source, Source::Buffer(..)) => {
+            return Err(dicom_err(path, format!("not a readable DICOM instance ({e})")));
         }
         Err(_) => {
             tracing::debug!("{} is not a DICOM file; skipped", path.display());
@@ -263,8 +297,23 @@ fn read_header(path: &Path) -> Result<Option<Instance>> {
     let time = opt_str(tags::ACQUISITION_TIME)
         .and_then(|s| parse_tm(&s))
         .or_else(|| opt_str(tags::CONTENT_TIME).and_then(|s| parse_tm(&s)));
+    let ids = InstanceIds {
+        sop_instance_uid: opt_str(tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        sop_class_uid: opt_str(tags::SOP_CLASS_UID).unwrap_or_default(),
+        study_instance_uid: opt_str(tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+        frame_of_reference_uid: opt_str(tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
+        patient_id: opt_str(tags::PATIENT_ID).unwrap_or_default(),
+        patient_name: opt_str(tags::PATIENT_NAME).unwrap_or_default(),
+        study_id: opt_str(tags::STUDY_ID).unwrap_or_default(),
+        accession_number: opt_str(tags::ACCESSION_NUMBER).unwrap_or_default(),
+        study_date: opt_str(tags::STUDY_DATE).unwrap_or_default(),
+        study_time: opt_str(tags::STUDY_TIME).unwrap_or_default(),
+        modality: opt_str(tags::MODALITY).unwrap_or_default(),
+    };
     Ok(Some(Instance {
         path: path.to_path_buf(),
+        source: index,
+        ids,
         series: opt_str(tags::SERIES_INSTANCE_UID).unwrap_or_default(),
         position: [position[0], position[1], position[2]],
         orientation: std::array::from_fn(|n| orientation[n]),
@@ -301,27 +350,106 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// Read the CT series in folder `dir` as a 3-D (one time point) or 4-D volume.
 pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVolume> {
+    read_dicom_folder(dir, options).map(|s| s.volume)
+}
+
+/// Read the CT series in folder `dir` (files in any sub-folder; files that are not DICOM images
+/// skipped), with the identifiers of its instances.
+pub fn read_dicom_folder(dir: &Path, options: &DicomReadOptions) -> Result<DicomSeries> {
     let mut paths = Vec::new();
     files(dir, &mut paths)?;
     paths.sort();
+    let sources: Vec<Source<'_>> = paths.into_iter().map(Source::File).collect();
+    read_sources(&sources, dir, options)
+}
+
+/// Read a CT series from DICOM instances held in memory (Part 10 files, with or without the
+/// 128-byte preamble), with the same series logic, checks and limits as [`read_dicom_folder`],
+/// except that every buffer must be readable DICOM (a folder's other files are skipped; a
+/// buffer was given as an instance); messages name an instance as `DICOM buffer N` (its index
+/// in `buffers`).
+pub fn read_dicom_buffers(buffers: &[&[u8]], options: &DicomReadOptions) -> Result<DicomSeries> {
+    let sources: Vec<Source<'_>> = buffers.iter().enumerate().map(|(n, b)| Source::Buffer(n, b)).collect();
+    read_sources(&sources, Path::new("the DICOM buffers"), options)
+}
+
+/// The identifiers of one instance (kept for the references of results written as DICOM).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceIds {
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// SOP Class UID.
+    pub sop_class_uid: String,
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Frame of Reference UID.
+    pub frame_of_reference_uid: String,
+    /// Patient ID.
+    pub patient_id: String,
+    /// Patient's Name.
+    pub patient_name: String,
+    /// Study ID.
+    pub study_id: String,
+    /// Accession Number.
+    pub accession_number: String,
+    /// Study Date.
+    pub study_date: String,
+    /// Study Time.
+    pub study_time: String,
+    /// Modality.
+    pub modality: String,
+}
+
+/// One instance of a series read, and where its pixels went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceInstance {
+    /// Its identifiers.
+    pub ids: InstanceIds,
+    /// The slice (k) and frame (t) it filled.
+    pub slice: usize,
+    /// The frame.
+    pub frame: usize,
+    /// Its index among the files (sorted by path) or the buffers given.
+    pub source: usize,
+}
+
+/// A series read from DICOM: the volume and the identifiers of the instances that made it.
+#[derive(Debug)]
+pub struct DicomSeries {
+    /// The 3-D or 4-D volume (int16 HU when exact, else float32).
+    pub volume: AnyVolume,
+    /// Series Instance UID.
+    pub series_instance_uid: String,
+    /// The instances, by frame then slice.
+    pub instances: Vec<SourceInstance>,
+}
+
+impl DicomSeries {
+    /// The study-level identifiers (those of the first instance).
+    pub fn study(&self) -> Option<&InstanceIds> {
+        self.instances.first().map(|i| &i.ids)
+    }
+}
+
+fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions) -> Result<DicomSeries> {
     let mut instances = Vec::new();
-    for p in &paths {
-        tracing::trace!("reading the DICOM header of {}", p.display());
-        if let Some(i) = read_header(p)? {
+    for (n, source) in sources.iter().enumerate() {
+        tracing::trace!("reading the DICOM header of {}", source.label().display());
+        if let Some(i) = read_header(source, n)? {
             instances.push(i);
         }
     }
-    tracing::debug!(files = paths.len(), images = instances.len(), "DICOM folder {}", dir.display());
-    if instances.len() < paths.len() && !instances.is_empty() {
+    tracing::debug!(inputs = sources.len(), images = instances.len(), "DICOM series from {}", dir.display());
+    if instances.len() < sources.len() && !instances.is_empty() {
         tracing::info!(
-            "{} of {} files in {} are not DICOM images and were skipped",
-            paths.len() - instances.len(),
-            paths.len(),
+            "{} of {} inputs in {} are not DICOM images and were skipped",
+            sources.len() - instances.len(),
+            sources.len(),
             dir.display()
         );
     }
     if instances.is_empty() {
-        return Err(Error::format("no DICOM image with ImagePositionPatient in the folder").in_file(dir));
+        return Err(Error::format("no DICOM image with ImagePositionPatient").in_file(dir));
     }
     // The largest series.
     let mut by_series: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
@@ -470,7 +598,8 @@ pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVo
         for &n in list {
             let k = slot(&instances[n]);
             let path = &instances[n].path;
-            let obj = open_checked(path, false).map_err(|e| dicom_err(path, e))?;
+            let bytes = sources[instances[n].source].bytes().map_err(|e| dicom_err(path, e))?;
+            let obj = parse_checked(&bytes, false).map_err(|e| dicom_err(path, e))?;
             let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
             if ts != uids::IMPLICIT_VR_LITTLE_ENDIAN && ts != uids::EXPLICIT_VR_LITTLE_ENDIAN {
                 return Err(Error::unsupported(format!("DICOM transfer syntax {ts} (compressed or big-endian) is not supported; decompress the series first")).in_file(path));
@@ -539,11 +668,22 @@ pub fn read_dicom_series(dir: &Path, options: &DicomReadOptions) -> Result<AnyVo
         }
     };
     let fits = data.iter().all(|&v| (-32768.0..=32767.0).contains(&v));
-    if exact_i16 && fits {
-        Ok(AnyVolume::from(Volume::from_parts(data.mapv(|v| v as i16), geometry, frame_times)?))
+    let volume = if exact_i16 && fits {
+        AnyVolume::from(Volume::from_parts(data.mapv(|v| v as i16), geometry, frame_times)?)
     } else {
-        Ok(AnyVolume::from(Volume::from_parts(data, geometry, frame_times)?))
+        AnyVolume::from(Volume::from_parts(data, geometry, frame_times)?)
+    };
+    let series_instance_uid = instances[0].series.clone();
+    let mut placed = Vec::with_capacity(instances.len());
+    for (frame, list) in frame_lists.iter().enumerate() {
+        let mut list = list.clone();
+        list.sort_by_key(|&n| slot(&instances[n]));
+        for n in list {
+            let i = &instances[n];
+            placed.push(SourceInstance { ids: i.ids.clone(), slice: slot(i), frame, source: i.source });
+        }
     }
+    Ok(DicomSeries { volume, series_instance_uid, instances: placed })
 }
 
 /// Write a 3-D or 4-D `i16` HU volume as a CT series into `dir` (one file per slice and frame,
@@ -556,6 +696,7 @@ pub fn write_dicom_series(volume: &Volume<i16>, dir: &Path, uid_root: &str) -> R
     let times: Vec<f64> = volume.frame_times().map(|f| f.as_slice().to_vec()).unwrap_or_else(|| vec![0.0]);
     let series_uid = format!("{uid_root}.1");
     let study_uid = format!("{uid_root}.2");
+    let frame_uid = format!("{uid_root}.4");
     let data = volume.data();
     for t in 0..nt {
         for k in 0..nk {
@@ -575,8 +716,11 @@ pub fn write_dicom_series(volume: &Volume<i16>, dir: &Path, uid_root: &str) -> R
                     VR::LO,
                     PrimitiveValue::from("imhost CTP phantom - RESEARCH USE ONLY"),
                 ),
+                DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Phantom^imhost")),
+                DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("IMHOST-PHANTOM")),
                 DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study_uid.as_str())),
                 DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series_uid.as_str())),
+                DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, PrimitiveValue::from(frame_uid.as_str())),
                 DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(format!("{}", t * nk + k + 1))),
                 DataElement::new(
                     tags::TEMPORAL_POSITION_IDENTIFIER,
