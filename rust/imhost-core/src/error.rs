@@ -59,25 +59,25 @@ impl ErrorKind {
 
     /// The kind named by [`ErrorKind::as_str`] (`None` for any other text).
     pub fn from_name(name: &str) -> Option<ErrorKind> {
-        use ErrorKind::*;
-        [
-            InvalidArgument,
-            DataType,
-            Shape,
-            Geometry,
-            Io,
-            Format,
-            Unsupported,
-            TooLarge,
-            Cancelled,
-            Internal,
-            Model,
-            TimedOut,
-            Untrusted,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == name)
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
+
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::DataType,
+        ErrorKind::Shape,
+        ErrorKind::Geometry,
+        ErrorKind::Io,
+        ErrorKind::Format,
+        ErrorKind::Unsupported,
+        ErrorKind::TooLarge,
+        ErrorKind::Cancelled,
+        ErrorKind::Internal,
+        ErrorKind::Model,
+        ErrorKind::TimedOut,
+        ErrorKind::Untrusted,
+    ];
 }
 
 impl fmt::Display for ErrorKind {
@@ -226,6 +226,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_has_a_distinct_name_that_reads_back() {
+        let names: std::collections::HashSet<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        for k in ErrorKind::ALL {
+            // An exhaustive match: a new kind fails to compile here until it is added to ALL.
+            match k {
+                ErrorKind::InvalidArgument
+                | ErrorKind::DataType
+                | ErrorKind::Shape
+                | ErrorKind::Geometry
+                | ErrorKind::Io
+                | ErrorKind::Format
+                | ErrorKind::Unsupported
+                | ErrorKind::TooLarge
+                | ErrorKind::Cancelled
+                | ErrorKind::Internal
+                | ErrorKind::Model
+                | ErrorKind::TimedOut
+                | ErrorKind::Untrusted => {}
+            }
+            assert_eq!(ErrorKind::from_name(k.as_str()), Some(k));
+        }
+        assert_eq!(ErrorKind::from_name("nonsense"), None);
+    }
 
     #[test]
     fn io_errors_keep_their_cause_and_map_eof_to_format() {

@@ -366,8 +366,9 @@ fn map_input(input: &File) -> Result<Option<memmap2::Mmap>> {
     Ok(Some(unsafe { memmap2::Mmap::map(input) }.map_err(|e| Error::internal(e.to_string()))?))
 }
 
-/// Run a model of a package: the inputs are copied out of the host's memory into volumes, the
-/// outputs copied into memory the host allocates for them.
+/// Run a model of a package: the inputs are views of the host's sealed memory (copies where an
+/// input is not aligned for its pixel type), the outputs are copied into memory the host
+/// allocates for them.
 fn serve_model(
     models: &[Arc<dyn Model>],
     request: &Value,
