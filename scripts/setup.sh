@@ -16,6 +16,9 @@ case "$purpose" in main | test) ;; *) echo "usage: $0 main|test" >&2; exit 2 ;; 
 NIBABEL_VERSION=5.4.2   # the oracle and the source of real NIfTI test files
 NUMPY_VERSION=2.3.5
 PYDICOM_VERSION=3.0.2   # DICOM oracle; its wheel carries real CT series (MIT)
+HIGHDICOM_VERSION=0.28.2  # reads our Parametric Maps, SEGs and SRs back (MIT); with its pins:
+PILLOW_VERSION=13.0.0
+PYJPEGLS_VERSION=1.5.1
 TORCH_VERSION=2.11.0    # LibTorch for tch 0.24.0 (the version on the GPU machines)
 CACHE="$PWD/.cache"
 
@@ -62,6 +65,23 @@ fi
 
 [ "$purpose" = main ] && exit 0
 
+# --- Test-only Debian packages: dciodvfy (dicom3tools) validates every DICOM output ----------
+test_packages=(dicom3tools)
+missing=()
+for p in "${test_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  say "installing ${missing[*]} (DICOM validator)"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
 # --- Test oracle: nibabel in a private folder (no venv, nothing global) ----------------------
 python_dir="$CACHE/python"
 marker="$python_dir/.imhost-nibabel-$NIBABEL_VERSION-numpy-$NUMPY_VERSION"
@@ -80,6 +100,16 @@ if [ ! -f "$marker" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --target "$python_dir" \
     "pydicom==$PYDICOM_VERSION" 2>&1 | grep -v "WARNING: Running pip as the 'root' user" || true
   [ -d "$python_dir/pydicom/data/test_files/dicomdirtests/98892001/CT5N" ] && touch "$marker"
+fi
+
+# --- highdicom: the independent reader of our DICOM results ----------------------------------
+marker="$python_dir/.imhost-highdicom-$HIGHDICOM_VERSION"
+if [ ! -f "$marker" ]; then
+  say "installing highdicom $HIGHDICOM_VERSION into .cache/python (DICOM results oracle)"
+  python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --target "$python_dir" \
+    "highdicom==$HIGHDICOM_VERSION" "pillow==$PILLOW_VERSION" "pyjpegls==$PYJPEGLS_VERSION" 2>&1 \
+    | grep -v "WARNING: Running pip as the 'root' user" || true
+  PYTHONPATH="$python_dir" python3 -c "import highdicom, PIL" && touch "$marker"
 fi
 
 # --- Real NIfTI test files from nibabel's wheel ----------------------------------------------

@@ -5,6 +5,7 @@
 //! when it is a terminal; results and summaries go to stdout.
 
 mod demo;
+mod dicom_out;
 mod info;
 mod mip;
 mod models;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use imhost_core::io::output::{StagedDir, write_json};
-use imhost_core::io::{read_volume, write_volume};
+use imhost_core::io::write_volume;
 use imhost_core::registry::Registry;
 use imhost_core::{AnyVolumeView, Error, Result};
 use imhost_registry::{RegistryOptions, open};
@@ -124,6 +124,8 @@ pub struct RunArgs {
     pub record_input_paths: bool,
     #[command(flatten)]
     pub sources: Sources,
+    #[command(flatten)]
+    pub dicom: crate::dicom_out::DicomOutArgs,
 }
 
 /// `imhost run ID --input … --out DIR [--option k=v]`.
@@ -146,7 +148,16 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
     };
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
     let staged = StagedDir::create(&args.out, args.overwrite, &inputs)?;
-    let volumes = args.inputs.iter().map(|p| read_volume(p).map_err(|e| e.in_file(p))).collect::<Result<Vec<_>>>()?;
+    let dicom_staged = args.dicom.stage(args.overwrite, &inputs)?;
+    let mut volumes = Vec::with_capacity(args.inputs.len());
+    let mut first_source = None;
+    for (n, path) in args.inputs.iter().enumerate() {
+        let (volume, source) = crate::dicom_out::read_input(path).map_err(|e| e.in_file(path))?;
+        if n == 0 {
+            first_source = source;
+        }
+        volumes.push(volume);
+    }
     let views: Vec<AnyVolumeView<'_>> = volumes.iter().map(|v| v.view()).collect();
     let output = with_bar(quiet, |control| registry.run(&args.id, &views, &options, &control.with_time_limit(limit)))?;
     let mut files = serde_json::Map::new();
@@ -176,6 +187,10 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
         "report": output.report,
     });
     write_json(&staged.path().join("result.json"), &result)?;
+    let dicom_written = match dicom_staged {
+        Some(dicom) => Some(crate::dicom_out::write(dicom, &output, &manifest, first_source, &volumes[0], None)?),
+        None => None,
+    };
     staged.commit("run")?;
     if !quiet {
         println!("{} ({}): research use only", manifest.name, manifest.id);
@@ -184,6 +199,9 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
             println!("  {name:<24} {value:.4} {unit}");
         }
         println!("  outputs in {}", args.out.display());
+        if let (Some(n), Some(dir)) = (dicom_written, &args.dicom.dicom_out) {
+            println!("  {n} DICOM instances in {}", dir.display());
+        }
     }
     Ok(())
 }

@@ -169,6 +169,8 @@ pub struct PerfusionArgs {
     /// that holds files is refused before any work).
     #[arg(long)]
     pub overwrite: bool,
+    #[command(flatten)]
+    pub dicom: crate::dicom_out::DicomOutArgs,
 }
 
 /// Where `--method cnn` finds its model without `--model`: `IMHOST_PERFUSION_CNN_MODEL`, then
@@ -324,7 +326,8 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
     inputs.extend(args.truth.as_deref());
     inputs.extend(args.model.as_deref());
     let staged = StagedDir::create(&args.out, args.overwrite, &inputs)?;
-    let input = read_volume(&args.input)?;
+    let dicom_staged = args.dicom.stage(args.overwrite, &inputs)?;
+    let (input, source) = crate::dicom_out::read_input(&args.input)?;
     let registration = crate::motion::ItkRigid;
     let registration: Option<&dyn imhost_core::perfusion::motion::RigidRegistration> =
         if args.no_motion_correction { None } else { Some(&registration) };
@@ -346,7 +349,25 @@ pub fn run(args: &PerfusionArgs, quiet: bool) -> Result<()> {
             a.cbv.pearson_r
         );
     }
+    let preview = staged.path().join("preview.png");
+    let dicom_written = match dicom_staged {
+        Some(dicom) => {
+            let output = imhost_core::registry::builtin::model_output(result.clone())?;
+            Some(crate::dicom_out::write(
+                dicom,
+                &output,
+                imhost_core::registry::Model::manifest(&model),
+                source,
+                &input,
+                Some(&preview),
+            )?)
+        }
+        None => None,
+    };
     staged.commit("perfusion")?;
+    if let (Some(n), Some(dir)) = (dicom_written, &args.dicom.dicom_out) {
+        println!("{n} DICOM instances in {}", dir.display());
+    }
     let r = &result.report;
     match (&r.readout.volumes, r.qc_flags.is_empty()) {
         (Some(v), _) => println!(

@@ -157,6 +157,11 @@ impl Perfusion {
     }
 }
 
+/// A DICOM (DCM) concept.
+fn dcm(value: &str, meaning: &str) -> Value {
+    json!({"scheme": "DCM", "value": value, "meaning": meaning})
+}
+
 /// A SNOMED CT concept.
 fn sct(value: &str, meaning: &str) -> Value {
     json!({"scheme": "SCT", "value": value, "meaning": meaning})
@@ -206,12 +211,12 @@ fn perfusion_manifest(method: Method, version: Option<&str>) -> Manifest {
             "nihss": {"type": "number", "default": -1, "minimum": -1, "maximum": 42, "description": "NIH stroke scale for DAWN; -1 = unknown"}
         },
         "outputs": [
-            {"name": "cbf", "kind": "map", "unit": "ml/100g/min", "unit_ucum": "mL/(100.g.min)", "description": "cerebral blood flow"},
-            {"name": "cbv", "kind": "map", "unit": "ml/100g", "unit_ucum": "mL/(100.g)", "description": "cerebral blood volume"},
-            {"name": "mtt", "kind": "map", "unit": "s", "unit_ucum": "s", "description": "mean transit time"},
-            {"name": "ttp", "kind": "map", "unit": "s", "unit_ucum": "s", "description": "time to peak from the first frame"},
-            {"name": "tmax", "kind": "map", "unit": "s", "unit_ucum": "s", "optional": true, "description": "time to the residue function's maximum; absent for the CNN"},
-            {"name": "delay", "kind": "map", "unit": "s", "unit_ucum": "s", "optional": true, "description": "bolus arrival delay relative to the AIF; absent for the CNN"},
+            {"name": "cbf", "kind": "map", "unit": "ml/100g/min", "unit_ucum": "mL/(100.g.min)", "quantity": dcm("126390", "Absolute Regional Blood Flow"), "description": "cerebral blood flow"},
+            {"name": "cbv", "kind": "map", "unit": "ml/100g", "unit_ucum": "mL/(100.g)", "quantity": dcm("126391", "Absolute Regional Blood Volume"), "description": "cerebral blood volume"},
+            {"name": "mtt", "kind": "map", "unit": "s", "unit_ucum": "s", "quantity": dcm("113052", "Mean Transit Time"), "description": "mean transit time"},
+            {"name": "ttp", "kind": "map", "unit": "s", "unit_ucum": "s", "quantity": dcm("113069", "Time To Peak"), "description": "time to peak from the first frame"},
+            {"name": "tmax", "kind": "map", "unit": "s", "unit_ucum": "s", "quantity": dcm("113084", "Tmax"), "optional": true, "description": "time to the residue function's maximum; absent for the CNN"},
+            {"name": "delay", "kind": "map", "unit": "s", "unit_ucum": "s", "quantity": dcm("126371", "Bolus Arrival Time"), "optional": true, "description": "bolus arrival delay relative to the AIF; absent for the CNN"},
             {"name": "lesions", "kind": "labelmap", "labels": [
                 {"value": LABEL_CORE, "name": "ischemic core", "color": [220, 40, 40],
                  "category": sct("49755003", "Morphologically Altered Structure"), "property": sct("55641003", "Infarct")},
@@ -222,10 +227,10 @@ fn perfusion_manifest(method: Method, version: Option<&str>) -> Manifest {
                  "category": sct("49755003", "Morphologically Altered Structure"), "property": sct("52674009", "Ischemia")}]},
             {"name": "brain", "kind": "labelmap", "labels": [{"value": 1, "name": "brain", "color": [120, 160, 220],
                  "category": sct("85756007", "Tissue"), "property": sct("12738006", "Brain")}]},
-            {"name": "core_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "optional": true, "description": "withheld under a QC flag"},
-            {"name": "hypoperfusion_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "optional": true},
-            {"name": "mismatch_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "optional": true},
-            {"name": "mismatch_ratio", "kind": "score", "unit": "1", "unit_ucum": "1", "optional": true, "description": "absent when the core is empty"}
+            {"name": "core_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "measured_on": {"output": "lesions", "label": LABEL_CORE}, "optional": true, "description": "withheld under a QC flag"},
+            {"name": "hypoperfusion_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "measured_on": {"output": "hypoperfusion", "label": 1}, "optional": true},
+            {"name": "mismatch_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "quantity": {"scheme": "99IMHOST", "value": "mismatch_ml", "meaning": "Hypoperfusion-core mismatch volume"}, "optional": true},
+            {"name": "mismatch_ratio", "kind": "score", "unit": "1", "unit_ucum": "1", "quantity": {"scheme": "99IMHOST", "value": "mismatch_ratio", "meaning": "Mismatch ratio (hypoperfusion/core)"}, "optional": true, "description": "absent when the core is empty"}
         ],
         "device": {"requires": if method == Method::Cnn { "any" } else { "cpu" }}
     }))
@@ -245,33 +250,40 @@ impl Model for Perfusion {
         let pipeline = self.pipeline_options(options)?;
         let registration = self.registration.as_deref().map(|r| r as &dyn RigidRegistration);
         let result = perfusion::run(&inputs[0], &pipeline, registration, control)?;
-        let lesions = lesion_labels(&result.core, &result.hypoperfusion)?;
-        let maps = result.maps;
-        let mut volumes = vec![
-            ("cbf".to_string(), AnyVolume::F32(maps.cbf)),
-            ("cbv".into(), AnyVolume::F32(maps.cbv)),
-            ("mtt".into(), AnyVolume::F32(maps.mtt)),
-            ("ttp".into(), AnyVolume::F32(maps.ttp)),
-        ];
-        if self.method != Method::Cnn {
-            volumes.push(("tmax".into(), AnyVolume::F32(maps.tmax)));
-            volumes.push(("delay".into(), AnyVolume::F32(maps.delay)));
-        }
-        volumes.push(("lesions".into(), AnyVolume::U8(lesions)));
-        volumes.push(("hypoperfusion".into(), AnyVolume::U8(result.hypoperfusion)));
-        volumes.push(("brain".into(), AnyVolume::U8(result.brain)));
-        let mut scores = Vec::new();
-        if let Some(v) = &result.report.readout.volumes {
-            scores.push(("core_ml".to_string(), v.core_ml));
-            scores.push(("hypoperfusion_ml".into(), v.hypoperfusion_ml));
-            scores.push(("mismatch_ml".into(), v.mismatch_ml));
-            if let Some(r) = v.mismatch_ratio {
-                scores.push(("mismatch_ratio".into(), r));
-            }
-        }
-        let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(ModelOutput { volumes, scores, report })
+        model_output(result)
     }
+}
+
+/// A perfusion result as the perfusion models' outputs (their manifest's names): the maps, the
+/// `lesions` label map (core 1, penumbra 2), `hypoperfusion` and `brain`, the volumes as scores
+/// (absent when withheld) and the report.
+pub fn model_output(result: perfusion::PerfusionResult) -> Result<ModelOutput> {
+    let lesions = lesion_labels(&result.core, &result.hypoperfusion)?;
+    let maps = result.maps;
+    let mut volumes = vec![
+        ("cbf".to_string(), AnyVolume::F32(maps.cbf)),
+        ("cbv".into(), AnyVolume::F32(maps.cbv)),
+        ("mtt".into(), AnyVolume::F32(maps.mtt)),
+        ("ttp".into(), AnyVolume::F32(maps.ttp)),
+    ];
+    if result.report.method != Method::Cnn {
+        volumes.push(("tmax".into(), AnyVolume::F32(maps.tmax)));
+        volumes.push(("delay".into(), AnyVolume::F32(maps.delay)));
+    }
+    volumes.push(("lesions".into(), AnyVolume::U8(lesions)));
+    volumes.push(("hypoperfusion".into(), AnyVolume::U8(result.hypoperfusion)));
+    volumes.push(("brain".into(), AnyVolume::U8(result.brain)));
+    let mut scores = Vec::new();
+    if let Some(v) = &result.report.readout.volumes {
+        scores.push(("core_ml".to_string(), v.core_ml));
+        scores.push(("hypoperfusion_ml".into(), v.hypoperfusion_ml));
+        scores.push(("mismatch_ml".into(), v.mismatch_ml));
+        if let Some(r) = v.mismatch_ratio {
+            scores.push(("mismatch_ratio".into(), r));
+        }
+    }
+    let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(ModelOutput { volumes, scores, report })
 }
 
 /// One label map from the core and hypoperfusion masks: core 1, hypoperfused-not-core 2.

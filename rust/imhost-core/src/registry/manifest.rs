@@ -201,6 +201,10 @@ pub struct OutputSpec {
     /// Labels of a label map.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<Label>,
+    /// Scores: the segment the score was measured on (a label of a label-map output), so that
+    /// the DICOM measurement report references that segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_on: Option<MeasuredOn>,
     /// Volumes: the input whose grid they share (index into `inputs`, default 0). Outputs are
     /// 3-D on that input's spatial grid unless `frames` is `"input"`.
     #[serde(default)]
@@ -218,6 +222,15 @@ pub struct OutputSpec {
 
 fn frames_one() -> String {
     "one".into()
+}
+
+/// The segment a score was measured on: `{"output": "lesions", "label": 1}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeasuredOn {
+    /// The label-map output.
+    pub output: String,
+    /// The label's value.
+    pub label: u8,
 }
 
 /// A label of a label map.
@@ -368,6 +381,17 @@ impl Manifest {
                 }
                 if output.labels.iter().any(|l| l.value == 0) {
                     return bad(format!("label map '{}' uses value 0 (background)", output.name));
+                }
+            }
+            if let Some(on) = &output.measured_on {
+                let target = self.outputs.iter().find(|o| o.name == on.output);
+                let known = target
+                    .is_some_and(|t| t.kind == OutputKind::Labelmap && t.labels.iter().any(|l| l.value == on.label));
+                if output.kind != OutputKind::Score || !known {
+                    return bad(format!(
+                        "output '{}': measured_on must name a label of a label-map output, on a score ('{}' label {})",
+                        output.name, on.output, on.label
+                    ));
                 }
             }
             let codes =

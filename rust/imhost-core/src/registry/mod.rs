@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use manifest::{
-    DeviceSpec, InputSpec, Label, Limits, MANIFEST_FORMAT, Manifest, OptionSpec, OptionType, OutputKind, OutputSpec,
-    Source,
+    DeviceSpec, InputSpec, Label, Limits, MANIFEST_FORMAT, Manifest, MeasuredOn, OptionSpec, OptionType, OutputKind,
+    OutputSpec, Source,
 };
 
 use crate::{AnyVolume, AnyVolumeView, DType, Error, FrameTimes, Result, RunControl, Volume, VolumeView, Voxel};

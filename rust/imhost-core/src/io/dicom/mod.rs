@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 use crate::geometry::{DicomPlane, Geometry};
 use crate::volume::{AnyVolume, FrameTimes, TimeSource, Volume};
 
+pub mod results;
+
 /// Options of [`read_dicom_series`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -309,6 +311,11 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Option<Instance>> {
         study_date: opt_str(tags::STUDY_DATE).unwrap_or_default(),
         study_time: opt_str(tags::STUDY_TIME).unwrap_or_default(),
         modality: opt_str(tags::MODALITY).unwrap_or_default(),
+        patient_birth_date: opt_str(tags::PATIENT_BIRTH_DATE).unwrap_or_default(),
+        patient_sex: opt_str(tags::PATIENT_SEX).unwrap_or_default(),
+        referring_physician_name: opt_str(tags::REFERRING_PHYSICIAN_NAME).unwrap_or_default(),
+        study_description: opt_str(tags::STUDY_DESCRIPTION).unwrap_or_default(),
+        body_part_examined: opt_str(tags::BODY_PART_EXAMINED).unwrap_or_default(),
     };
     Ok(Some(Instance {
         path: path.to_path_buf(),
@@ -398,6 +405,16 @@ pub struct InstanceIds {
     pub study_time: String,
     /// Modality.
     pub modality: String,
+    /// Patient's Birth Date.
+    pub patient_birth_date: String,
+    /// Patient's Sex.
+    pub patient_sex: String,
+    /// Referring Physician's Name.
+    pub referring_physician_name: String,
+    /// Study Description.
+    pub study_description: String,
+    /// Body Part Examined.
+    pub body_part_examined: String,
 }
 
 /// One instance of a series read, and where its pixels went.
@@ -718,6 +735,11 @@ pub fn write_dicom_series(volume: &Volume<i16>, dir: &Path, uid_root: &str) -> R
                 ),
                 DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Phantom^imhost")),
                 DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("IMHOST-PHANTOM")),
+                DataElement::new(tags::STUDY_ID, VR::SH, PrimitiveValue::from("1")),
+                DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from("20260101")),
+                DataElement::new(tags::STUDY_TIME, VR::TM, PrimitiveValue::from("100000")),
+                DataElement::new(tags::ACCESSION_NUMBER, VR::SH, PrimitiveValue::from("IMH0001")),
+                DataElement::new(tags::BODY_PART_EXAMINED, VR::CS, PrimitiveValue::from("HEAD")),
                 DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study_uid.as_str())),
                 DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series_uid.as_str())),
                 DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, PrimitiveValue::from(frame_uid.as_str())),
