@@ -165,6 +165,13 @@ typedef struct imh_cancel_token imh_cancel_token;
 typedef struct imh_context imh_context;
 
 /**
+ * DICOM instances made from one run's results.
+ *
+ * Thread safety: immutable; any number of threads may read it.
+ */
+typedef struct imh_dicom_results imh_dicom_results;
+
+/**
  * A loaded model. Free with `imh_model_free`.
  *
  * Thread safety: may be shared by threads; runs on one model are serialised internally.
@@ -219,6 +226,20 @@ typedef void (*imh_log_fn)(void *user_data,
                            imh_log_level level,
                            const char *target,
                            const char *message);
+
+/**
+ * A borrowed byte buffer: `size` bytes at `data` (`data` may be NULL only when `size` is 0).
+ */
+typedef struct imh_buffer {
+    /**
+     * The first byte.
+     */
+    const void *data;
+    /**
+     * How many bytes.
+     */
+    size_t size;
+} imh_buffer;
 
 /**
  * Where voxels are in the patient, in LPS millimetres (the DICOM/ITK convention).
@@ -450,20 +471,6 @@ typedef struct imh_registry_options {
      */
     const char *device;
 } imh_registry_options;
-
-/**
- * A borrowed byte buffer: `size` bytes at `data` (`data` may be NULL only when `size` is 0).
- */
-typedef struct imh_buffer {
-    /**
-     * The first byte.
-     */
-    const void *data;
-    /**
-     * How many bytes.
-     */
-    size_t size;
-} imh_buffer;
 
 /**
  * Errors only.
@@ -707,6 +714,93 @@ imh_status imh_context_set_threads(struct imh_context *context, uint32_t threads
  * Thread safety: may be called while other threads use the context.
  */
 imh_status imh_context_set_memory_limit(struct imh_context *context, uint64_t bytes);
+
+/**
+ * Write the results of a model run (`imh_registry_run`) as DICOM: one Parametric Map per map,
+ * one Segmentation per label map, a TID 1500 measurement report of the scores (each volume
+ * referencing the segment it was measured on), QC flags and the research-use statement, and
+ * `preview_png` (NULL: none) as a Secondary Capture. `source` is the volume the model ran on:
+ * read with `imh_volume_read_dicom` or `imh_volume_read_dicom_folder`, the results copy its
+ * patient and study, share its Frame of Reference and reference its instances; any other
+ * volume (or NULL) starts a new study. `options_json` (NULL: defaults) is a JSON object:
+ * `uid_root` (default UUID-derived `2.25`), `uid_seed` (reproducible UIDs, for tests),
+ * `content_date` + `content_time`, `first_series_number` (default 900). Outputs that cannot be
+ * DICOM (a 4-D map, a volume off the source grid) are listed under `"skipped"` in
+ * `imh_dicom_results_json`. On success `*out` receives the results
+ * (`imh_dicom_results_free`).
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_model_result_to_dicom(const struct imh_context *context,
+                                     const struct imh_model_result *result,
+                                     const struct imh_volume *source,
+                                     const char *options_json,
+                                     const struct imh_buffer *preview_png,
+                                     struct imh_dicom_results **out);
+
+/**
+ * `imh_model_result_to_dicom` for a perfusion result (`imh_perfusion_run`): the maps, the
+ * lesion segmentation (core, penumbra), hypoperfusion and brain masks, and a report with the
+ * volumes, mismatch, DEFUSE-3/DAWN and QC flags (volumes withheld under a flag are left out and
+ * the reason stated).
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_perfusion_result_to_dicom(const struct imh_context *context,
+                                         const struct imh_perfusion_result *result,
+                                         const struct imh_volume *source,
+                                         const char *options_json,
+                                         const struct imh_buffer *preview_png,
+                                         struct imh_dicom_results **out);
+
+/**
+ * Number of instances in `results` (0 for NULL).
+ *
+ * Thread safety: may be called from any thread.
+ */
+size_t imh_dicom_results_count(const struct imh_dicom_results *results);
+
+/**
+ * Borrow instance `index` of `results`: `*data`/`*size` receive its DICOM Part 10 bytes (with
+ * the preamble), `*file_name` (may be NULL) a file name for it (`pm_cbf.dcm`, `seg_lesions.dcm`,
+ * `sr_report.dcm`, `sc_preview.dcm`). All stay owned by `results` and valid until it is freed.
+ * Its SOP Class, SOP Instance and Series UIDs are in `imh_dicom_results_json`.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_dicom_results_instance(const struct imh_dicom_results *results,
+                                      size_t index,
+                                      const uint8_t **data,
+                                      size_t *size,
+                                      const char **file_name);
+
+/**
+ * What `results` holds, as JSON (owned by `results`): `{"schema": "imhost-dicom-results/1",
+ * "research_use_only", "model": {id, version}, "instances": [{output, kind, file_name,
+ * sop_class_uid, sop_instance_uid, series_instance_uid}], "skipped": [{output, reason}]}`, the
+ * instances in the order of `imh_dicom_results_instance`. NULL for NULL.
+ *
+ * Thread safety: may be called from any thread.
+ */
+const char *imh_dicom_results_json(const struct imh_dicom_results *results);
+
+/**
+ * Write every instance of `results` into the folder `dir` (created if missing), each file
+ * under its file name, written to a temporary file first and renamed (never through a link
+ * planted at the name).
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_dicom_results_write(const struct imh_context *context,
+                                   const struct imh_dicom_results *results,
+                                   const char *dir);
+
+/**
+ * Free `results` (NULL is ignored). Buffers borrowed from it become invalid.
+ *
+ * Thread safety: not concurrently with other uses of the same results.
+ */
+void imh_dicom_results_free(struct imh_dicom_results *results);
 
 /**
  * Write the 4×4 IJK-to-RAS matrix of a geometry to `out` (16 doubles, row-major): 3D Slicer's

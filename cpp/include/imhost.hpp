@@ -683,6 +683,81 @@ private:
     imh_registry* ptr_ = nullptr;
 };
 
+/// Owns an imh_dicom_results: one run's results as DICOM instances (Parametric Maps,
+/// Segmentations, a TID 1500 measurement report, the preview), linked to the source series.
+class DicomResults {
+public:
+    /// One instance, borrowed from the results (valid while they live).
+    struct Instance {
+        std::string_view file_name;
+        Span<const uint8_t> bytes;
+    };
+
+    explicit DicomResults(imh_dicom_results* ptr) noexcept : ptr_(ptr) {}
+    ~DicomResults() { imh_dicom_results_free(ptr_); }
+    DicomResults(DicomResults&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    DicomResults& operator=(DicomResults&& other) noexcept {
+        if (this != &other) {
+            imh_dicom_results_free(ptr_);
+            ptr_ = std::exchange(other.ptr_, nullptr);
+        }
+        return *this;
+    }
+    DicomResults(const DicomResults&) = delete;
+    DicomResults& operator=(const DicomResults&) = delete;
+
+    std::size_t size() const { return imh_dicom_results_count(detail::require(ptr_, "DicomResults::size")); }
+
+    /// Instance `index`: its file name and Part 10 bytes.
+    Instance operator[](std::size_t index) const {
+        const uint8_t* data = nullptr;
+        std::size_t size = 0;
+        const char* name = nullptr;
+        detail::check(imh_dicom_results_instance(detail::require(ptr_, "DicomResults::operator[]"), index, &data, &size, &name));
+        return {name, {data, size}};
+    }
+
+    /// `{"instances": [{output, kind, file_name, sop_class_uid, sop_instance_uid, series_instance_uid}], "skipped": [...]}`.
+    std::string json() const { return imh_dicom_results_json(detail::require(ptr_, "DicomResults::json")); }
+
+    /// Write every instance into `dir` (created if missing).
+    void write(const Context& context, const std::string& dir) const {
+        detail::check(imh_dicom_results_write(context.c(), detail::require(ptr_, "DicomResults::write"), dir.c_str()));
+    }
+
+    const imh_dicom_results* c() const noexcept { return ptr_; }
+
+private:
+    imh_dicom_results* ptr_ = nullptr;
+};
+
+namespace detail {
+inline imh_buffer preview_buffer(const std::vector<uint8_t>& png) { return imh_buffer{png.data(), png.size()}; }
+}  // namespace detail
+
+/// A model result as DICOM, linked to `source` (a volume read from DICOM; any other starts a new
+/// study). `options_json`: {"uid_root", "uid_seed", "content_date", "content_time",
+/// "first_series_number"}, empty for defaults; `preview_png` empty for none.
+inline DicomResults to_dicom(const Context& context, const ModelResult& result, const Volume& source,
+                             const std::string& options_json = {}, const std::vector<uint8_t>& preview_png = {}) {
+    imh_dicom_results* out = nullptr;
+    imh_buffer preview = detail::preview_buffer(preview_png);
+    detail::check(imh_model_result_to_dicom(context.c(), result.c(), source.c(), options_json.empty() ? nullptr : options_json.c_str(),
+                                            preview_png.empty() ? nullptr : &preview, &out));
+    return DicomResults(out);
+}
+
+/// A perfusion result as DICOM (see the ModelResult overload).
+inline DicomResults to_dicom(const Context& context, const PerfusionResult& result, const Volume& source,
+                             const std::string& options_json = {}, const std::vector<uint8_t>& preview_png = {}) {
+    imh_dicom_results* out = nullptr;
+    imh_buffer preview = detail::preview_buffer(preview_png);
+    detail::check(imh_perfusion_result_to_dicom(context.c(), result.c(), source.c(),
+                                                options_json.empty() ? nullptr : options_json.c_str(),
+                                                preview_png.empty() ? nullptr : &preview, &out));
+    return DicomResults(out);
+}
+
 }  // namespace imhost
 
 #endif  // IMHOST_HPP

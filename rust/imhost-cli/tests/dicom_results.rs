@@ -214,3 +214,150 @@ fn a_nifti_input_starts_a_new_study_and_bad_uid_roots_are_refused() {
         assert!(!dir.path().join("x").exists() && !dir.path().join("y").exists(), "refused before any work");
     }
 }
+
+/// Any model's outputs on a real CT series (pydicom's CT5N): a float map and a two-label map
+/// written by the core's writer, read back by highdicom (values, masks, the measurement's
+/// segment), valid for dciodvfy, and the Parametric Map read back by our own reader bit-exact.
+#[test]
+fn any_model_on_a_real_ct_series_round_trips() {
+    use imhost_core::io::dicom::results::{ResultOptions, ResultSource, model_results};
+    use imhost_core::io::dicom::{DicomReadOptions, read_dicom_buffers, read_dicom_folder};
+    use imhost_core::registry::{Manifest, ModelOutput};
+    use imhost_core::{AnyVolume, Volume};
+
+    let source_dir = repo().join(".cache/python/pydicom/data/test_files/dicomdirtests/98892001/CT5N");
+    assert!(source_dir.is_dir(), "pydicom's test files: run scripts/setup.sh test");
+    let series = read_dicom_folder(&source_dir, &DicomReadOptions::default()).unwrap();
+    let hu: Volume<f32> = match &series.volume {
+        AnyVolume::I16(v) => Volume::from_parts(v.data().mapv(f32::from), *v.geometry(), None).unwrap(),
+        AnyVolume::F32(v) => v.clone(),
+        other => panic!("{:?}", other.dtype()),
+    };
+    let mut labels =
+        Volume::from_parts(hu.data().mapv(|v| u8::from(v > -500.0) + u8::from(v > 300.0)), *hu.geometry(), None)
+            .unwrap();
+    // A voxel at the very border, so that frame edges are exercised.
+    labels.data_mut()[[0, 0, 0, 0]] = 2;
+    let voxel_ml = hu.geometry().spacing.iter().product::<f64>() / 1000.0;
+    let body_ml = labels.data().iter().filter(|&&v| v == 1).count() as f64 * voxel_ml;
+    let manifest = Manifest::from_json(
+        &serde_json::json!({
+            "format": "imhost-manifest/1", "id": "test-body", "name": "Body and dense tissue", "version": "1.0",
+            "research_use_only": true, "reference": "test",
+            "inputs": [{"name": "ct", "modality": "CT", "dims": 3}],
+            "outputs": [
+                {"name": "density", "kind": "map", "unit": "HU", "unit_ucum": "[hnsf'U]", "description": "CT number"},
+                {"name": "body", "kind": "labelmap", "labels": [
+                    {"value": 1, "name": "body", "color": [200, 160, 120]},
+                    {"value": 2, "name": "dense", "color": [255, 255, 255],
+                     "category": {"scheme": "SCT", "value": "85756007", "meaning": "Tissue"},
+                     "property": {"scheme": "SCT", "value": "272673000", "meaning": "Bone"}}]},
+                {"name": "body_ml", "kind": "score", "unit": "ml", "unit_ucum": "mL", "measured_on": {"output": "body", "label": 1}},
+                {"name": "dense_fraction", "kind": "score", "unit": "1", "unit_ucum": "1"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    manifest.validate().unwrap();
+    let output = ModelOutput {
+        volumes: vec![("density".into(), AnyVolume::F32(hu.clone())), ("body".into(), AnyVolume::U8(labels.clone()))],
+        scores: vec![("body_ml".into(), body_ml), ("dense_fraction".into(), 0.125)],
+        report: serde_json::json!({"qc_flags": [{"flag": "test", "message": "a flag the report must carry"}]}),
+    };
+    let mut options = ResultOptions::default();
+    options.uid_seed = Some("ct5n".into());
+    options.content_date_time = Some(("20260101".into(), "120000".into()));
+    let source = ResultSource::from_series(&series).unwrap();
+    let results = model_results(&output, &manifest, &source, None, &options).unwrap();
+    assert!(results.skipped.is_empty(), "{:?}", results.skipped);
+    let dir = tempfile::tempdir().unwrap();
+    let (dicom, run) = (dir.path().join("dicom"), dir.path().join("run"));
+    results.write_to(&dicom).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    let index = serde_json::json!({"instances": results.instances});
+    std::fs::write(dicom.join("dicom-results.json"), index.to_string()).unwrap();
+    for (name, volume) in &output.volumes {
+        imhost_core::io::write_volume(volume, &run.join(format!("{name}.nii.gz"))).unwrap();
+    }
+    std::fs::write(run.join("result.json"), output.summary_json(&manifest).to_string()).unwrap();
+    let checked = oracle(&dicom, &source_dir, &run);
+    assert_eq!((checked["parametric_maps"].as_i64(), checked["segments"].as_i64()), (Some(1), Some(2)), "{checked}");
+    assert_eq!(checked["measurements"], 2, "{checked}");
+    validate(&dicom);
+    // Our reader, from memory: the map bit for bit, on the source's grid.
+    let pm = &results.instances.iter().find(|r| r.output == "density").unwrap().bytes;
+    let back = read_dicom_buffers(&[pm], &DicomReadOptions::default()).unwrap();
+    let AnyVolume::F32(back) = back.volume else { panic!("a Parametric Map reads as float32") };
+    assert_eq!(back.shape(), hu.shape());
+    assert!(back.data().iter().zip(hu.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "values differ");
+    let (g, h) = (back.geometry(), hu.geometry());
+    for a in 0..3 {
+        assert!((g.origin[a] - h.origin[a]).abs() < 1e-4 && (g.spacing[a] - h.spacing[a]).abs() < 1e-4, "{g:?} {h:?}");
+    }
+}
+
+/// The perfusion maps written with `--dicom-out`, read back by our own reader from memory,
+/// equal the NIfTI maps bit for bit.
+#[test]
+fn our_reader_reads_our_parametric_maps_back() {
+    use imhost_core::io::dicom::{DicomReadOptions, read_dicom_buffers};
+    use imhost_core::io::nifti::{ReadOptions, read_nifti};
+    let dir = tempfile::tempdir().unwrap();
+    let source = phantom(dir.path());
+    let (run, dicom) = (dir.path().join("run"), dir.path().join("dicom-out"));
+    ok(&imhost(&["perfusion", s(&source), "--out", s(&run), "--dicom-out", s(&dicom), "-q"]), "perfusion");
+    for map in ["cbf", "cbv", "mtt", "ttp", "tmax", "delay"] {
+        let bytes = std::fs::read(dicom.join(format!("pm_{map}.dcm"))).unwrap();
+        let back = read_dicom_buffers(&[&bytes], &DicomReadOptions::default()).unwrap();
+        let (nifti, _) = read_nifti(&run.join(format!("{map}.nii.gz")), &ReadOptions::default()).unwrap();
+        let (imhost_core::AnyVolume::F32(a), imhost_core::AnyVolume::F32(b)) = (&back.volume, &nifti) else {
+            panic!("{map}: float32 expected")
+        };
+        assert_eq!(a.shape(), b.shape(), "{map}");
+        assert!(a.data().iter().zip(b.data()).all(|(x, y)| x.to_bits() == y.to_bits()), "{map} differs");
+    }
+}
+
+/// A multi-frame (legacy converted enhanced) CT made by highdicom from one time point of the
+/// phantom's series reads as the same volume as those single-frame slices.
+#[test]
+fn an_enhanced_multi_frame_ct_reads_like_its_slices() {
+    use imhost_core::io::dicom::{DicomReadOptions, read_dicom_buffers};
+    let dir = tempfile::tempdir().unwrap();
+    let source = phantom(dir.path());
+    let (enhanced, first) = (dir.path().join("enhanced.dcm"), dir.path().join("first-frame"));
+    std::fs::create_dir(&first).unwrap();
+    let script = "import sys, os, pydicom, highdicom as hd\n\
+        from pydicom.uid import generate_uid\n\
+        src, out, copy = sys.argv[1:4]\n\
+        ds = [pydicom.dcmread(os.path.join(src, f)) for f in sorted(os.listdir(src))]\n\
+        ds = [d for d in ds if int(d.TemporalPositionIdentifier) == 1]\n\
+        [d.save_as(os.path.join(copy, d.SOPInstanceUID + '.dcm')) for d in ds]\n\
+        e = hd.legacy.LegacyConvertedEnhancedCTImage(legacy_datasets=ds, series_instance_uid=generate_uid(),\n\
+            series_number=7, sop_instance_uid=generate_uid(), instance_number=1)\n\
+        e.save_as(out)\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args([source.as_path(), enhanced.as_path(), first.as_path()])
+        .env("PYTHONPATH", repo().join(".cache/python"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&enhanced).unwrap();
+    let multi = read_dicom_buffers(&[&bytes], &DicomReadOptions::default()).unwrap();
+    let single = imhost_core::io::dicom::read_dicom_folder(&first, &DicomReadOptions::default()).unwrap();
+    assert_eq!(multi.volume.shape(), [64, 56, 4, 1]);
+    assert_eq!(multi.volume.shape(), single.volume.shape());
+    let (imhost_core::AnyVolume::I16(a), imhost_core::AnyVolume::I16(b)) = (&multi.volume, &single.volume) else {
+        panic!("both int16 HU: {:?} {:?}", multi.volume.dtype(), single.volume.dtype())
+    };
+    assert_eq!(a.data(), b.data());
+    assert_eq!(a.geometry(), b.geometry());
+    // Each frame keeps its instance and frame number for the references of results.
+    assert!(multi.instances.iter().all(|i| i.instance_frame.is_some()));
+    assert_eq!(
+        multi.instances.iter().map(|i| i.instance_frame.unwrap()).collect::<std::collections::BTreeSet<_>>().len(),
+        4
+    );
+}

@@ -6,6 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ndarray::ShapeBuilder;
+
 use imhost_core::io::dicom::{DicomReadOptions, read_dicom_series, write_dicom_series};
 use imhost_core::io::read_volume;
 use imhost_core::perfusion::{self, PerfusionOptions};
@@ -278,4 +280,82 @@ fn a_series_in_memory_reads_as_the_same_folder_does_with_its_identifiers() {
     small.max_bytes = 100;
     let views: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     assert_eq!(read_dicom_buffers(&views, &small).unwrap_err().kind(), ErrorKind::TooLarge);
+}
+
+/// The files of a small CT series written by us (2 frames of 3 slices), as bytes by name.
+fn series_bytes(uid_root: &str) -> Vec<Vec<u8>> {
+    let data =
+        ndarray::Array4::from_shape_fn((6, 5, 3, 2).f(), |(i, j, k, t)| (i * 7 + j * 3 + k * 11 + t * 5) as i16 - 20);
+    let times = imhost_core::FrameTimes::new(vec![0.0, 1.5], imhost_core::TimeSource::Caller).unwrap();
+    let volume =
+        Volume::from_parts(data, Geometry::axis_aligned([0.8, 0.8, 4.0], [1.0, 2.0, 3.0]).unwrap(), Some(times))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_dicom_series(&volume, dir.path(), uid_root).unwrap();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// Change a Part 10 file with dicom-rs and write it back.
+fn edit(bytes: &[u8], change: impl FnOnce(&mut dicom_object::DefaultDicomObject)) -> Vec<u8> {
+    let mut obj = dicom_object::OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
+    change(&mut obj);
+    let mut out = Vec::new();
+    obj.write_all(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn instances_in_memory_that_cannot_form_one_series_are_refused_clearly() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let read = |buffers: &[Vec<u8>]| {
+        let slices: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
+        imhost_core::io::dicom::read_dicom_buffers(&slices, &DicomReadOptions::default())
+    };
+    let good = series_bytes("1.2.826.0.1.3680043.10.1");
+    assert_eq!(read(&good).unwrap().volume.shape(), [6, 5, 3, 2]);
+    // Two series mixed: refused from memory, naming both (a folder takes the largest).
+    let mut mixed = good.clone();
+    mixed.extend(series_bytes("1.2.826.0.1.3680043.10.2").into_iter().take(3));
+    let e = read(&mixed).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.message().contains("2 series"), "{e}");
+    // A slice without a position.
+    let mut missing = good.clone();
+    missing[2] = edit(&good[2], |o| {
+        o.remove_element(tags::IMAGE_POSITION_PATIENT);
+    });
+    let e = read(&missing).unwrap_err();
+    assert!(e.to_string().contains("DICOM buffer 2") && e.to_string().contains("ImagePositionPatient"), "{e}");
+    // A slice with another pixel spacing.
+    let mut spacing = good.clone();
+    spacing[4] = edit(&good[4], |o| {
+        o.put(DataElement::new(tags::PIXEL_SPACING, VR::DS, PrimitiveValue::from("0.9\\0.8")));
+    });
+    assert!(read(&spacing).unwrap_err().to_string().contains("pixel spacing differs"));
+    // A truncated buffer.
+    let mut truncated = good.clone();
+    truncated[1].truncate(good[1].len() - 7);
+    assert_eq!(read(&truncated).unwrap_err().kind(), ErrorKind::Format);
+    // A compressed transfer syntax (RLE Lossless, same UID length as explicit VR little endian)
+    // over pixel data that is not RLE: refused naming the syntax.
+    let mut compressed = good.clone();
+    let at = good[0].windows(20).position(|w| w == b"1.2.840.10008.1.2.1\0").unwrap();
+    compressed[0][at..at + 20].copy_from_slice(b"1.2.840.10008.1.2.5\0");
+    let e = read(&compressed).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::Format), "{e}");
+    assert!(e.to_string().contains("1.2.840.10008.1.2.5") && e.to_string().contains("RLE"), "{e}");
+    // A header that claims 10⁹ frames: refused from the header, nothing allocated for them.
+    let lie = edit(&good[0], |o| {
+        o.put(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from("1000000000")));
+        o.put(DataElement::new(
+            tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+            VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![dicom_object::InMemDicomObject::new_empty()]),
+        ));
+    });
+    let e = imhost_core::memory::with_limit(Some(64 << 20), || read(&[lie])).unwrap_err();
+    assert!(e.message().contains("NumberOfFrames is 1000000000"), "{e}");
 }

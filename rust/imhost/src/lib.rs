@@ -20,6 +20,7 @@
 
 pub mod cancel;
 pub mod context;
+pub mod dicom;
 pub mod geometry;
 pub mod model;
 pub mod ops;

@@ -105,6 +105,33 @@ pub struct imh_perfusion_result {
     /// By `IMH_PERFUSION_*` − 1; `None` where the method makes no such map.
     volumes: Vec<Option<imh_volume>>,
     report: CString,
+    dicom: crate::dicom::DicomParts,
+}
+
+/// The perfusion model's output name of each `IMH_PERFUSION_*` volume (− 1); the core mask is
+/// written as the `lesions` label map's first segment instead.
+const OUTPUT_NAMES: [Option<&str>; 9] = [
+    Some("cbf"),
+    Some("cbv"),
+    Some("mtt"),
+    Some("ttp"),
+    Some("tmax"),
+    Some("delay"),
+    None,
+    Some("hypoperfusion"),
+    Some("brain"),
+];
+
+impl imh_perfusion_result {
+    /// What writing it as DICOM needs besides its volumes.
+    pub(crate) fn dicom_parts(&self) -> &crate::dicom::DicomParts {
+        &self.dicom
+    }
+
+    /// Its volumes by the perfusion model's output names.
+    pub(crate) fn named_volumes(&self) -> impl Iterator<Item = (&str, &AnyVolume)> {
+        OUTPUT_NAMES.iter().zip(&self.volumes).filter_map(|(name, v)| Some((*name.as_ref()?, &v.as_ref()?.volume)))
+    }
 }
 
 unsafe fn read_options(ptr: *const imh_perfusion_options) -> FfiResult<imh_perfusion_options> {
@@ -219,6 +246,8 @@ pub unsafe extern "C" fn imh_perfusion_run(
             let flags = r.report["qc_flags"].as_array().map_or(0, Vec::len);
             tracing::info!(flags, "perfusion done");
             let method = r.report["method"].as_str().and_then(|m| Method::from_name(m).ok()).unwrap_or(Method::Osvd);
+            let manifest = imhost_core::registry::Model::manifest(model.as_ref()).clone();
+            let (scores, report_value) = (r.scores.clone(), r.report.clone());
             let report = serde_json::to_string_pretty(&r.report)
                 .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
             let mut take =
@@ -238,12 +267,18 @@ pub unsafe extern "C" fn imh_perfusion_run(
                 take("hypoperfusion"),
                 take("brain"),
             ];
+            let dicom = crate::dicom::DicomParts {
+                manifest,
+                scores,
+                report: report_value,
+                extra_volumes: vec![("lesions".into(), AnyVolume::U8(lesions))],
+            };
             if volumes.iter().enumerate().any(|(n, v)| v.is_none() && !matches!(n, 4 | 5)) {
                 return Err(FfiError::new(imh_status::Internal, "the perfusion model left out a map it declares"));
             }
-            let volumes = volumes.into_iter().map(|v| v.map(|volume| imh_volume { volume })).collect();
+            let volumes = volumes.into_iter().map(|v| v.map(imh_volume::new)).collect();
             let report = CString::new(report).map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
-            Ok(imh_perfusion_result { method, volumes, report })
+            Ok(imh_perfusion_result { method, volumes, report, dicom })
         })?;
         // SAFETY: `out` was checked by arg_out! and points to storage for one pointer.
         unsafe { out.write(Box::into_raw(Box::new(result))) };

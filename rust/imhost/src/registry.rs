@@ -53,6 +53,19 @@ pub struct imh_model_result {
     volumes: Vec<imh_volume>,
     scores: Vec<(String, f64)>,
     json: CString,
+    dicom: crate::dicom::DicomParts,
+}
+
+impl imh_model_result {
+    /// What writing it as DICOM needs besides its volumes.
+    pub(crate) fn dicom_parts(&self) -> &crate::dicom::DicomParts {
+        &self.dicom
+    }
+
+    /// Its volumes by output name.
+    pub(crate) fn named_volumes(&self) -> impl Iterator<Item = (&str, &imhost_core::AnyVolume)> {
+        self.names.iter().zip(&self.volumes).map(|(n, v)| (n.to_str().unwrap_or_default(), &v.volume))
+    }
 }
 
 fn c_string(s: String) -> FfiResult<CString> {
@@ -227,8 +240,14 @@ pub unsafe extern "C" fn imh_registry_run(
             let json = c_string(output.summary_json(manifest).to_string())?;
             let names = output.volumes.iter().map(|(n, _)| c_string(n.clone())).collect::<FfiResult<_>>()?;
             let scores = output.scores.clone();
-            let volumes = output.volumes.into_iter().map(|(_, volume)| imh_volume { volume }).collect();
-            Ok(imh_model_result { names, volumes, scores, json })
+            let dicom = crate::dicom::DicomParts {
+                manifest: manifest.clone(),
+                scores: output.scores.clone(),
+                report: output.report.clone(),
+                extra_volumes: vec![],
+            };
+            let volumes = output.volumes.into_iter().map(|(_, volume)| imh_volume::new(volume)).collect();
+            Ok(imh_model_result { names, volumes, scores, json, dicom })
         })?;
         // SAFETY: checked by arg_out!.
         unsafe { out.write(Box::into_raw(Box::new(result))) };

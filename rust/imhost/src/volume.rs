@@ -15,13 +15,31 @@ use crate::view::{imh_view, view_from_c, view_to_c};
 #[allow(non_camel_case_types)]
 pub struct imh_volume {
     pub(crate) volume: AnyVolume,
+    /// The DICOM series it was read from (for results written as DICOM).
+    pub(crate) dicom: Option<Box<imhost_core::io::dicom::results::ResultSource>>,
+}
+
+impl imh_volume {
+    /// A volume with no DICOM source.
+    pub(crate) fn new(volume: AnyVolume) -> imh_volume {
+        imh_volume { volume, dicom: None }
+    }
 }
 
 /// Wrap a result for the caller, writing `*out` (checked non-NULL by the caller of this).
 pub(crate) fn hand_out(volume: AnyVolume, out: *mut *mut imh_volume) {
     // SAFETY: callers pass an `out` they checked with arg_out!, which per the header points to
     // writable storage for one pointer.
-    unsafe { out.write(Box::into_raw(Box::new(imh_volume { volume }))) };
+    unsafe { out.write(Box::into_raw(Box::new(imh_volume::new(volume)))) };
+}
+
+/// Hand out a series read from DICOM, keeping its identifiers for DICOM results.
+fn hand_out_series(series: imhost_core::io::dicom::DicomSeries, out: *mut *mut imh_volume) -> Result<(), FfiError> {
+    let source = imhost_core::io::dicom::results::ResultSource::from_series(&series)?;
+    let volume = imh_volume { volume: series.volume, dicom: Some(Box::new(source)) };
+    // SAFETY: as in hand_out.
+    unsafe { out.write(Box::into_raw(Box::new(volume))) };
+    Ok(())
 }
 
 /// Read an image file (`.nii`, `.nii.gz`; NIfTI-1 or NIfTI-2, either byte order, scaled values
@@ -113,7 +131,7 @@ pub unsafe extern "C" fn imh_volume_read_dicom(
                 imhost_core::io::dicom::read_dicom_buffers(&slices, &Default::default())
             })
         })?;
-        hand_out(series.volume, out);
+        hand_out_series(series, out)?;
         Ok(())
     })
 }
@@ -138,7 +156,7 @@ pub unsafe extern "C" fn imh_volume_read_dicom_folder(
                 imhost_core::io::dicom::read_dicom_folder(dir, &Default::default())
             })
         })?;
-        hand_out(series.volume, out);
+        hand_out_series(series, out)?;
         Ok(())
     })
 }

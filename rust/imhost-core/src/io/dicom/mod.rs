@@ -1,15 +1,22 @@
-//! DICOM series: a folder holding one CT (perfusion) series, read with dicom-rs; and writing a
-//! volume as a DICOM CT series (used to test the reader on a phantom).
+//! DICOM series: a folder or a set of in-memory instances holding one CT (perfusion) series,
+//! read with dicom-rs; writing a volume as a DICOM CT series (phantom export); and, in
+//! [`results`], every model result written as DICOM (Parametric Map, SEG, TID 1500 SR,
+//! Secondary Capture).
 //!
 //! Reading: every file in the folder (recursively) that parses as DICOM with pixel data is
-//! considered; the series with the most instances is taken. Slices are ordered by their
-//! position along the slice normal (from `ImageOrientationPatient`); frames are grouped by
-//! `TemporalPositionIdentifier`, else `AcquisitionTime`, else `ContentTime`, else by
-//! `InstanceNumber` among the instances at one position. Every frame must hold every position
-//! once; slice positions must be evenly spaced (a gap is an error, not silently squeezed out).
-//! Frame times are the acquisition (or content) time of each frame relative to the first.
-//! Pixels: uncompressed little-endian, 8 or 16 bits, one sample; `RescaleSlope`/`Intercept`
-//! applied (HU), delivered as `i16` when exact, else `f32`. Sizes are checked before allocation.
+//! considered; the series with the most instances is taken (instances given in memory must all
+//! be of one series). A multi-frame instance (enhanced or legacy-converted enhanced CT, a
+//! Parametric Map) contributes one image per frame, placed by its functional groups (Plane
+//! Position/Orientation, Pixel Measures, Pixel Value Transformation, Frame Content's Temporal
+//! Position Index and frame date-time). Slices are ordered by their position along the slice
+//! normal (from `ImageOrientationPatient`); frames are grouped by `TemporalPositionIdentifier`
+//! (or Index), else `AcquisitionTime`, else `ContentTime`, else by `InstanceNumber` among the
+//! instances at one position. Every frame must hold every position once; slice positions must be
+//! evenly spaced (a gap is an error, not silently squeezed out). Frame times are the
+//! acquisition (or content) time of each frame relative to the first. Pixels: little-endian,
+//! one sample of 8 or 16 bits (or 32/64-bit float pixel data); compressed transfer syntaxes are
+//! refused naming the syntax; `RescaleSlope`/`Intercept` applied (HU), delivered as `i16` when
+//! exact, else `f32`. Sizes are checked before allocation.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +62,10 @@ struct Instance {
     temporal: Option<i64>,
     time: Option<f64>,
     instance_number: i64,
+    /// The frame of a multi-frame instance (0-based); `None` for a single-frame one.
+    frame: Option<usize>,
+    /// Rescale slope and intercept from the frame's functional groups (multi-frame).
+    rescale: Option<(f64, f64)>,
 }
 
 fn parse_tm(text: &str) -> Option<f64> {
@@ -119,7 +130,8 @@ fn parse_checked(bytes: &[u8], until_pixels: bool) -> std::result::Result<dicom_
     check_declared_lengths(bytes)?;
     let body = if has_dicom_preamble(bytes) { &bytes[128..] } else { bytes };
     let options = OpenFileOptions::new();
-    let options = if until_pixels { options.read_until(tags::PIXEL_DATA) } else { options };
+    // Float pixel data (7FE0,0008) comes before PixelData (7FE0,0010): stop at the first.
+    let options = if until_pixels { options.read_until(tags::FLOAT_PIXEL_DATA) } else { options };
     options.from_reader(body).map_err(|e| e.to_string())
 }
 
@@ -248,7 +260,23 @@ pub fn check_declared_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
 /// unreadable as DICOM, or DICOM objects without an image position: a DICOMDIR, a report). A
 /// file that says it is DICOM but cannot be read is an error naming it: skipping it could drop
 /// a time point of the study without anyone noticing.
-fn read_header(source: &Source<'_>, index: usize) -> Result<Option<Instance>> {
+type Obj = dicom_object::InMemDicomObject;
+
+/// The item of functional group `group` that applies to a frame: its per-frame item, else the
+/// shared one.
+fn functional_group<'o>(
+    per_frame: Option<&'o Obj>,
+    shared: Option<&'o Obj>,
+    group: dicom_core::Tag,
+) -> Option<&'o Obj> {
+    let first = |o: &'o Obj| o.element_opt(group).ok().flatten().and_then(|e| e.items()).and_then(|i| i.first());
+    per_frame.and_then(first).or_else(|| shared.and_then(first))
+}
+
+/// The images in one DICOM file or buffer: one for a single-frame instance, one per frame of a
+/// multi-frame one (enhanced CT, Parametric Map: positions, orientation, spacing, rescale and
+/// time from the functional groups). None: not an image with a position (skipped).
+fn read_header(source: &Source<'_>, index: usize) -> Result<Vec<Instance>> {
     let label = source.label();
     let path = label.as_path();
     let bytes = source.bytes().map_err(|e| dicom_err(path, e))?;
@@ -265,15 +293,18 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Option<Instance>> {
         }
         Err(_) => {
             tracing::debug!("{} is not a DICOM file; skipped", path.display());
-            return Ok(None);
+            return Ok(vec![]);
         }
     };
-    let Some(ipp) = obj.element_opt(tags::IMAGE_POSITION_PATIENT).ok().flatten() else {
-        tracing::debug!("{} is not an image with a position; skipped", path.display());
-        return Ok(None);
+    let opt_str = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
+    let int = |tag, name: &str| -> Result<i64> {
+        obj.element(tag)
+            .map_err(|_| dicom_err(path, format!("missing {name}")))?
+            .to_int::<i64>()
+            .map_err(|_| dicom_err(path, format!("bad {name}")))
     };
-    let floats = |tag, n: usize, name: &str| -> Result<Vec<f64>> {
-        let v = obj
+    let floats_in = |o: &Obj, tag, n: usize, name: &str| -> Result<Vec<f64>> {
+        let v = o
             .element(tag)
             .map_err(|_| dicom_err(path, format!("missing {name}")))?
             .to_multi_float64()
@@ -283,22 +314,6 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Option<Instance>> {
         }
         Ok(v)
     };
-    let position = ipp.to_multi_float64().map_err(|_| dicom_err(path, "bad ImagePositionPatient"))?;
-    if position.len() != 3 {
-        return Err(dicom_err(path, "ImagePositionPatient must hold 3 numbers"));
-    }
-    let orientation = floats(tags::IMAGE_ORIENTATION_PATIENT, 6, "ImageOrientationPatient")?;
-    let spacing = floats(tags::PIXEL_SPACING, 2, "PixelSpacing")?;
-    let int = |tag, name: &str| -> Result<i64> {
-        obj.element(tag)
-            .map_err(|_| dicom_err(path, format!("missing {name}")))?
-            .to_int::<i64>()
-            .map_err(|_| dicom_err(path, format!("bad {name}")))
-    };
-    let opt_str = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
-    let time = opt_str(tags::ACQUISITION_TIME)
-        .and_then(|s| parse_tm(&s))
-        .or_else(|| opt_str(tags::CONTENT_TIME).and_then(|s| parse_tm(&s)));
     let ids = InstanceIds {
         sop_instance_uid: opt_str(tags::SOP_INSTANCE_UID).unwrap_or_default(),
         sop_class_uid: opt_str(tags::SOP_CLASS_UID).unwrap_or_default(),
@@ -317,11 +332,100 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Option<Instance>> {
         study_description: opt_str(tags::STUDY_DESCRIPTION).unwrap_or_default(),
         body_part_examined: opt_str(tags::BODY_PART_EXAMINED).unwrap_or_default(),
     };
-    Ok(Some(Instance {
+    let series = opt_str(tags::SERIES_INSTANCE_UID).unwrap_or_default();
+    let instance_number =
+        obj.element_opt(tags::INSTANCE_NUMBER).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(0);
+    let per_frame_items =
+        obj.element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).ok().flatten().and_then(|e| e.items());
+    let mut out = Vec::new();
+    if let Some(per_frame) = per_frame_items {
+        // A multi-frame image: every frame is an image of its own.
+        let frames =
+            obj.element_opt(tags::NUMBER_OF_FRAMES).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(1);
+        if frames < 1 || frames as usize != per_frame.len() {
+            return Err(dicom_err(
+                path,
+                format!(
+                    "NumberOfFrames is {frames} but the per-frame functional groups hold {} items",
+                    per_frame.len()
+                ),
+            ));
+        }
+        let shared = obj
+            .element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+            .ok()
+            .flatten()
+            .and_then(|e| e.items())
+            .and_then(|i| i.first());
+        let (rows, columns) = (int(tags::ROWS, "Rows")?, int(tags::COLUMNS, "Columns")?);
+        for (f, item) in per_frame.iter().enumerate() {
+            let group = |tag| functional_group(Some(item), shared, tag);
+            let what = |name: &str| format!("frame {} {name}", f + 1);
+            let position = group(tags::PLANE_POSITION_SEQUENCE)
+                .ok_or_else(|| dicom_err(path, what("has no Plane Position")))
+                .and_then(|g| floats_in(g, tags::IMAGE_POSITION_PATIENT, 3, "ImagePositionPatient"))?;
+            let orientation = group(tags::PLANE_ORIENTATION_SEQUENCE)
+                .ok_or_else(|| dicom_err(path, what("has no Plane Orientation")))
+                .and_then(|g| floats_in(g, tags::IMAGE_ORIENTATION_PATIENT, 6, "ImageOrientationPatient"))?;
+            let spacing = group(tags::PIXEL_MEASURES_SEQUENCE)
+                .ok_or_else(|| dicom_err(path, what("has no Pixel Measures")))
+                .and_then(|g| floats_in(g, tags::PIXEL_SPACING, 2, "PixelSpacing"))?;
+            let rescale = group(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).map(|g| {
+                let get =
+                    |tag, d: f64| g.element_opt(tag).ok().flatten().and_then(|e| e.to_float64().ok()).unwrap_or(d);
+                (get(tags::RESCALE_SLOPE, 1.0), get(tags::RESCALE_INTERCEPT, 0.0))
+            });
+            let content = group(tags::FRAME_CONTENT_SEQUENCE);
+            let temporal = content
+                .and_then(|c| c.element_opt(tags::TEMPORAL_POSITION_INDEX).ok().flatten())
+                .and_then(|e| e.to_int::<i64>().ok());
+            let time = content.and_then(|c| {
+                [tags::FRAME_ACQUISITION_DATE_TIME, tags::FRAME_REFERENCE_DATE_TIME].iter().find_map(|&tag| {
+                    let dt = c.element_opt(tag).ok().flatten()?.to_str().ok()?.trim().to_string();
+                    dt.get(8..).and_then(parse_tm)
+                })
+            });
+            out.push(Instance {
+                path: path.to_path_buf(),
+                source: index,
+                series: series.clone(),
+                ids: ids.clone(),
+                position: [position[0], position[1], position[2]],
+                orientation: std::array::from_fn(|n| orientation[n]),
+                spacing: [spacing[0], spacing[1]],
+                rows: usize::try_from(rows).map_err(|_| dicom_err(path, "negative Rows"))?,
+                columns: usize::try_from(columns).map_err(|_| dicom_err(path, "negative Columns"))?,
+                temporal,
+                time,
+                instance_number: instance_number.saturating_mul(100_000).saturating_add(f as i64),
+                frame: Some(f),
+                rescale,
+            });
+        }
+        return Ok(out);
+    }
+    let Some(ipp) = obj.element_opt(tags::IMAGE_POSITION_PATIENT).ok().flatten() else {
+        if matches!(source, Source::Buffer(..)) {
+            // Given as an instance of the series: not one to skip silently.
+            return Err(dicom_err(path, "no ImagePositionPatient (not an image of a series with a position)"));
+        }
+        tracing::debug!("{} is not an image with a position; skipped", path.display());
+        return Ok(vec![]);
+    };
+    let position = ipp.to_multi_float64().map_err(|_| dicom_err(path, "bad ImagePositionPatient"))?;
+    if position.len() != 3 || position.iter().any(|x| !x.is_finite()) {
+        return Err(dicom_err(path, "ImagePositionPatient must hold 3 finite numbers"));
+    }
+    let orientation = floats_in(&obj, tags::IMAGE_ORIENTATION_PATIENT, 6, "ImageOrientationPatient")?;
+    let spacing = floats_in(&obj, tags::PIXEL_SPACING, 2, "PixelSpacing")?;
+    let time = opt_str(tags::ACQUISITION_TIME)
+        .and_then(|s| parse_tm(&s))
+        .or_else(|| opt_str(tags::CONTENT_TIME).and_then(|s| parse_tm(&s)));
+    out.push(Instance {
         path: path.to_path_buf(),
         source: index,
         ids,
-        series: opt_str(tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        series,
         position: [position[0], position[1], position[2]],
         orientation: std::array::from_fn(|n| orientation[n]),
         spacing: [spacing[0], spacing[1]],
@@ -333,13 +437,11 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Option<Instance>> {
             .flatten()
             .and_then(|e| e.to_int::<i64>().ok()),
         time,
-        instance_number: obj
-            .element_opt(tags::INSTANCE_NUMBER)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_int::<i64>().ok())
-            .unwrap_or(0),
-    }))
+        instance_number,
+        frame: None,
+        rescale: None,
+    });
+    Ok(out)
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -367,17 +469,19 @@ pub fn read_dicom_folder(dir: &Path, options: &DicomReadOptions) -> Result<Dicom
     files(dir, &mut paths)?;
     paths.sort();
     let sources: Vec<Source<'_>> = paths.into_iter().map(Source::File).collect();
-    read_sources(&sources, dir, options)
+    read_sources(&sources, dir, options, false)
 }
 
 /// Read a CT series from DICOM instances held in memory (Part 10 files, with or without the
 /// 128-byte preamble), with the same series logic, checks and limits as [`read_dicom_folder`],
 /// except that every buffer must be readable DICOM (a folder's other files are skipped; a
-/// buffer was given as an instance); messages name an instance as `DICOM buffer N` (its index
+/// buffer was given as an instance) and all must belong to one series (a folder's largest
+/// series is taken); multi-frame instances (enhanced CT, Parametric Maps) give one image per
+/// frame; messages name an instance as `DICOM buffer N` (its index
 /// in `buffers`).
 pub fn read_dicom_buffers(buffers: &[&[u8]], options: &DicomReadOptions) -> Result<DicomSeries> {
     let sources: Vec<Source<'_>> = buffers.iter().enumerate().map(|(n, b)| Source::Buffer(n, b)).collect();
-    read_sources(&sources, Path::new("the DICOM buffers"), options)
+    read_sources(&sources, Path::new("the DICOM buffers"), options, true)
 }
 
 /// The identifiers of one instance (kept for the references of results written as DICOM).
@@ -428,6 +532,8 @@ pub struct SourceInstance {
     pub frame: usize,
     /// Its index among the files (sorted by path) or the buffers given.
     pub source: usize,
+    /// The frame of a multi-frame instance it came from (0-based; `None`: a single-frame one).
+    pub instance_frame: Option<usize>,
 }
 
 /// A series read from DICOM: the volume and the identifiers of the instances that made it.
@@ -448,19 +554,105 @@ impl DicomSeries {
     }
 }
 
-fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions) -> Result<DicomSeries> {
-    let mut instances = Vec::new();
-    for (n, source) in sources.iter().enumerate() {
-        tracing::trace!("reading the DICOM header of {}", source.label().display());
-        if let Some(i) = read_header(source, n)? {
-            instances.push(i);
+/// The pixel data of one parsed instance, native (uncompressed, little endian).
+struct Pixels<'a> {
+    bytes: std::borrow::Cow<'a, [u8]>,
+    /// Bytes per sample.
+    width: usize,
+    signed: bool,
+    float: bool,
+    frame_bytes: usize,
+    slope: f64,
+    intercept: f64,
+}
+
+impl<'a> Pixels<'a> {
+    /// Check the pixel format (one sample of 8 or 16 bits, or 32/64-bit floats) and find the
+    /// bytes; compressed transfer syntaxes are refused naming the syntax.
+    fn of(obj: &'a dicom_object::DefaultDicomObject, path: &Path, rows: usize, columns: usize) -> Result<Pixels<'a>> {
+        let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+        if ts != uids::IMPLICIT_VR_LITTLE_ENDIAN && ts != uids::EXPLICIT_VR_LITTLE_ENDIAN {
+            use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+            let name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+                .get(&ts)
+                .map_or_else(|| "an unknown transfer syntax".to_string(), |t| t.name().to_string());
+            return Err(Error::unsupported(format!(
+                "DICOM transfer syntax {ts} ({name}) is not decoded by this build; decompress the series first (e.g. `dcmdjpeg`, `gdcmconv --raw`)"
+            ))
+            .in_file(path));
+        }
+        let int = |tag, default: i64| {
+            obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(default)
+        };
+        let number = |tag, default: f64| {
+            obj.element_opt(tag).ok().flatten().and_then(|e| e.to_float64().ok()).unwrap_or(default)
+        };
+        let (bits, signed, samples) =
+            (int(tags::BITS_ALLOCATED, 16), int(tags::PIXEL_REPRESENTATION, 0) == 1, int(tags::SAMPLES_PER_PIXEL, 1));
+        let float_data = [(tags::FLOAT_PIXEL_DATA, 32), (tags::DOUBLE_FLOAT_PIXEL_DATA, 64)]
+            .into_iter()
+            .find_map(|(tag, b)| obj.element_opt(tag).ok().flatten().map(|e| (e, b)));
+        let (element, float) = match float_data {
+            Some((e, b)) if b == bits => (e, true),
+            Some(_) => return Err(dicom_err(path, format!("float pixel data with BitsAllocated {bits}"))),
+            None => (obj.element(tags::PIXEL_DATA).map_err(|_| dicom_err(path, "no PixelData"))?, false),
+        };
+        if samples != 1 || !(float || bits == 8 || bits == 16) {
+            return Err(Error::unsupported(format!(
+                "{samples} samples of {bits} bits per pixel (need 1 sample of 8 or 16 bits, or float pixel data)"
+            ))
+            .in_file(path));
+        }
+        let bytes = element.to_bytes().map_err(|_| dicom_err(path, "PixelData is not native"))?;
+        let width = bits as usize / 8;
+        Ok(Pixels {
+            bytes,
+            width,
+            signed,
+            float,
+            frame_bytes: rows * columns * width,
+            slope: number(tags::RESCALE_SLOPE, 1.0),
+            intercept: number(tags::RESCALE_INTERCEPT, 0.0),
+        })
+    }
+
+    /// The bytes of frame `f` (0-based), if the data holds it whole.
+    fn frame(&self, f: usize) -> Option<&[u8]> {
+        let start = f.checked_mul(self.frame_bytes)?;
+        self.bytes.get(start..start.checked_add(self.frame_bytes)?)
+    }
+
+    /// Sample `n` of a frame.
+    fn value(&self, frame: &[u8], n: usize) -> f64 {
+        let at = n * self.width;
+        let b = &frame[at..at + self.width];
+        match (self.width, self.float, self.signed) {
+            (4, true, _) => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            (8, true, _) => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            (1, _, false) => f64::from(b[0]),
+            (1, _, true) => f64::from(b[0] as i8),
+            (_, _, false) => f64::from(u16::from_le_bytes([b[0], b[1]])),
+            (_, _, true) => f64::from(i16::from_le_bytes([b[0], b[1]])),
         }
     }
+}
+
+/// Read the series the sources hold: with `strict` (instances the caller chose) they must all
+/// belong to one series; otherwise (a folder) the largest series is taken.
+fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions, strict: bool) -> Result<DicomSeries> {
+    let mut instances = Vec::new();
+    let mut skipped = 0;
+    for (n, source) in sources.iter().enumerate() {
+        tracing::trace!("reading the DICOM header of {}", source.label().display());
+        let images = read_header(source, n)?;
+        skipped += usize::from(images.is_empty());
+        instances.extend(images);
+    }
     tracing::debug!(inputs = sources.len(), images = instances.len(), "DICOM series from {}", dir.display());
-    if instances.len() < sources.len() && !instances.is_empty() {
+    if skipped > 0 && !instances.is_empty() {
         tracing::info!(
             "{} of {} inputs in {} are not DICOM images and were skipped",
-            sources.len() - instances.len(),
+            skipped,
             sources.len(),
             dir.display()
         );
@@ -474,6 +666,14 @@ fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions) 
         by_series.entry(i.series.clone()).or_default().push(i);
     }
     let series_count = by_series.len();
+    if series_count > 1 && strict {
+        let counts: Vec<String> = by_series.iter().map(|(uid, v)| format!("{uid} ({} images)", v.len())).collect();
+        return Err(Error::invalid_argument(format!(
+            "the DICOM instances given belong to {series_count} series: {}; pass the instances of one series",
+            counts.join(", ")
+        ))
+        .in_file(dir));
+    }
     let instances = by_series.into_values().max_by_key(|v| v.len()).unwrap_or_default();
     if series_count > 1 {
         tracing::warn!(
@@ -608,60 +808,42 @@ fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions) 
     };
     let geometry = Geometry::from_dicom_plane(&plane, step)?;
     tracing::info!(columns, rows, slices = nk, frames = nt, "reading a DICOM series of {} images", instances.len());
-    // Pixels.
+    // Pixels: each file or buffer parsed once, all the frames it holds filled from it.
     let mut data = Array4::<f32>::zeros((columns, rows, nk, nt).f());
     let mut exact_i16 = true;
+    let mut by_source: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
     for (f, list) in frame_lists.iter().enumerate() {
         for &n in list {
-            let k = slot(&instances[n]);
-            let path = &instances[n].path;
-            let bytes = sources[instances[n].source].bytes().map_err(|e| dicom_err(path, e))?;
-            let obj = parse_checked(&bytes, false).map_err(|e| dicom_err(path, e))?;
-            let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
-            if ts != uids::IMPLICIT_VR_LITTLE_ENDIAN && ts != uids::EXPLICIT_VR_LITTLE_ENDIAN {
-                return Err(Error::unsupported(format!("DICOM transfer syntax {ts} (compressed or big-endian) is not supported; decompress the series first")).in_file(path));
-            }
-            let int = |tag, default: i64| {
-                obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(default)
-            };
-            let float = |tag, default: f64| {
-                obj.element_opt(tag).ok().flatten().and_then(|e| e.to_float64().ok()).unwrap_or(default)
-            };
-            let (bits, signed, samples) = (
-                int(tags::BITS_ALLOCATED, 16),
-                int(tags::PIXEL_REPRESENTATION, 0) == 1,
-                int(tags::SAMPLES_PER_PIXEL, 1),
-            );
-            if samples != 1 || !(bits == 8 || bits == 16) {
-                return Err(Error::unsupported(format!(
-                    "{samples} samples of {bits} bits per pixel (need 1 sample of 8 or 16 bits)"
-                ))
-                .in_file(path));
-            }
-            let (slope, intercept) = (float(tags::RESCALE_SLOPE, 1.0), float(tags::RESCALE_INTERCEPT, 0.0));
+            by_source.entry(instances[n].source).or_default().push((n, f));
+        }
+    }
+    for (source, list) in by_source {
+        let path = &instances[list[0].0].path;
+        let bytes = sources[source].bytes().map_err(|e| dicom_err(path, e))?;
+        let obj = parse_checked(&bytes, false).map_err(|e| dicom_err(path, e))?;
+        let pixels = Pixels::of(&obj, path, rows, columns)?;
+        for (n, f) in list {
+            let i = &instances[n];
+            let k = slot(i);
+            let (slope, intercept) = i.rescale.unwrap_or((pixels.slope, pixels.intercept));
             if !(slope.is_finite() && intercept.is_finite()) || slope == 0.0 {
                 return Err(dicom_err(path, "bad RescaleSlope/RescaleIntercept"));
             }
-            exact_i16 &= slope == 1.0 && intercept.fract() == 0.0;
-            let pixels = obj
-                .element(tags::PIXEL_DATA)
-                .map_err(|_| dicom_err(path, "no PixelData"))?
-                .to_bytes()
-                .map_err(|_| dicom_err(path, "PixelData is not native"))?;
-            let need = rows * columns * (bits as usize / 8);
-            if pixels.len() < need {
-                return Err(dicom_err(path, format!("PixelData holds {} bytes, {need} needed", pixels.len())));
-            }
+            exact_i16 &= !pixels.float && slope == 1.0 && intercept.fract() == 0.0;
+            let frame = pixels.frame(i.frame.unwrap_or(0)).ok_or_else(|| {
+                dicom_err(
+                    path,
+                    format!(
+                        "PixelData holds {} bytes, {} needed for frame {}",
+                        pixels.bytes.len(),
+                        pixels.frame_bytes * (i.frame.unwrap_or(0) + 1),
+                        i.frame.unwrap_or(0) + 1
+                    ),
+                )
+            })?;
             for r in 0..rows {
                 for c in 0..columns {
-                    let n = r * columns + c;
-                    let raw = match (bits, signed) {
-                        (8, false) => f64::from(pixels[n]),
-                        (8, true) => f64::from(pixels[n] as i8),
-                        (_, false) => f64::from(u16::from_le_bytes([pixels[2 * n], pixels[2 * n + 1]])),
-                        (_, true) => f64::from(i16::from_le_bytes([pixels[2 * n], pixels[2 * n + 1]])),
-                    };
-                    data[[c, r, k, f]] = (raw * slope + intercept) as f32;
+                    data[[c, r, k, f]] = (pixels.value(frame, r * columns + c) * slope + intercept) as f32;
                 }
             }
         }
@@ -697,7 +879,13 @@ fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions) 
         list.sort_by_key(|&n| slot(&instances[n]));
         for n in list {
             let i = &instances[n];
-            placed.push(SourceInstance { ids: i.ids.clone(), slice: slot(i), frame, source: i.source });
+            placed.push(SourceInstance {
+                ids: i.ids.clone(),
+                slice: slot(i),
+                frame,
+                source: i.source,
+                instance_frame: i.frame,
+            });
         }
     }
     Ok(DicomSeries { volume, series_instance_uid, instances: placed })

@@ -88,6 +88,45 @@ impl Default for ResultOptions {
 }
 
 impl ResultOptions {
+    /// Options from a JSON object: `uid_root`, `uid_seed`, `content_date` with `content_time`,
+    /// `first_series_number` (every key optional; unknown keys are refused). Validated.
+    pub fn from_json(value: &Value) -> Result<ResultOptions> {
+        let bad = |m: String| Error::invalid_argument(format!("DICOM options: {m}"));
+        let object = value.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let mut o = ResultOptions::default();
+        let text = |key: &str| -> Result<Option<String>> {
+            match object.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(bad(format!("{key} must be a string"))),
+            }
+        };
+        for key in object.keys() {
+            if !["uid_root", "uid_seed", "content_date", "content_time", "first_series_number"].contains(&key.as_str())
+            {
+                return Err(bad(format!("unknown key '{key}'")));
+            }
+        }
+        if let Some(root) = text("uid_root")? {
+            o.uid_root = root;
+        }
+        o.uid_seed = text("uid_seed")?;
+        match (text("content_date")?, text("content_time")?) {
+            (Some(d), Some(t)) => o.content_date_time = Some((d, t)),
+            (None, None) => {}
+            _ => return Err(bad("content_date and content_time go together".into())),
+        }
+        if let Some(n) = object.get("first_series_number") {
+            o.first_series_number = n
+                .as_u64()
+                .filter(|&n| (1..=1_000_000).contains(&n))
+                .ok_or_else(|| bad("first_series_number must be an integer from 1 to 1000000".into()))?
+                as u32;
+        }
+        o.validate()?;
+        Ok(o)
+    }
+
     /// Check the UID root and the fixed content date/time.
     pub fn validate(&self) -> Result<()> {
         let root = &self.uid_root;
@@ -478,8 +517,12 @@ impl Writer<'_> {
         // whether laterality applies.
         if modality != "SR" {
             if s.body_part_examined.is_empty() {
-                // Unknown body part: laterality may apply, and is unknown (Type 2C, empty).
-                e.push(empty(tags::LATERALITY, VR::CS));
+                // Unknown body part: for the Parametric Map and Secondary Capture IODs dciodvfy
+                // then requires Laterality (Type 2C: empty, as it is unknown); for a SEG it
+                // refuses it.
+                if modality == "OT" {
+                    e.push(empty(tags::LATERALITY, VR::CS));
+                }
             } else {
                 e.push(text(tags::BODY_PART_EXAMINED, VR::CS, &s.body_part_examined));
             }
@@ -494,7 +537,15 @@ impl Writer<'_> {
             empty(tags::POSITION_REFERENCE_INDICATOR, VR::LO),
         ];
         if let Some(series) = &self.source.series_instance_uid {
-            let instances: Vec<Obj> = self.source.instances.iter().map(|i| referenced_instance(&i.ids)).collect();
+            // Each instance once (a multi-frame source fills several slots).
+            let mut seen = std::collections::BTreeSet::new();
+            let instances: Vec<Obj> = self
+                .source
+                .instances
+                .iter()
+                .filter(|i| seen.insert(i.ids.sop_instance_uid.as_str()))
+                .map(|i| referenced_instance(&i.ids))
+                .collect();
             out.push(seq(
                 tags::REFERENCED_SERIES_SEQUENCE,
                 vec![obj(vec![
@@ -538,7 +589,7 @@ impl Writer<'_> {
             vec![obj(vec![ds(tags::IMAGE_POSITION_PATIENT, &self.source.geometry.dicom_plane(k).image_position)])],
         )];
         if let Some(i) = self.source.slice_instance(k) {
-            let mut source = referenced_instance(&i.ids);
+            let mut source = referenced_frame(i);
             source.put(text(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"));
             source.put(code_seq(
                 tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
@@ -630,6 +681,15 @@ fn referenced_instance(ids: &InstanceIds) -> Obj {
         uid(tags::REFERENCED_SOP_CLASS_UID, &ids.sop_class_uid),
         uid(tags::REFERENCED_SOP_INSTANCE_UID, &ids.sop_instance_uid),
     ])
+}
+
+/// A reference to the instance (and, in a multi-frame source, the frame) of one source slice.
+fn referenced_frame(i: &SourceInstance) -> Obj {
+    let mut item = referenced_instance(&i.ids);
+    if let Some(f) = i.instance_frame {
+        item.put(int_string(tags::REFERENCED_FRAME_NUMBER, f as i64 + 1));
+    }
+    item
 }
 
 /// Check that a result volume lies on the source's grid.
@@ -984,7 +1044,7 @@ fn score_unit(spec: &OutputSpec) -> Code {
 
 fn measurement_report(
     w: &mut Writer<'_>,
-    output: &ModelOutput,
+    output: &ResultParts<'_>,
     segmentations: &BTreeMap<String, WrittenSegmentation>,
 ) -> Result<DicomResult> {
     let id = w.identity(COMPREHENSIVE_SR_STORAGE, "report");
@@ -993,7 +1053,7 @@ fn measurement_report(
     // Groups: one per segment measured on (TID 1411), one for the other scores (TID 1501).
     let mut per_segment: BTreeMap<(String, u8), Vec<Obj>> = BTreeMap::new();
     let mut other = Vec::new();
-    for (name, value) in &output.scores {
+    for (name, value) in output.scores {
         let Some(spec) = manifest.output(name) else { continue };
         let item = num_item(&score_concept(spec), *value, &score_unit(spec));
         match &spec.measured_on {
@@ -1055,7 +1115,7 @@ fn measurement_report(
     }
     // Qualitative evaluations: the statement, criteria, QC flags, what was withheld.
     let mut evaluations = vec![text_item("CONTAINS", &code("DCM", "121106", "Comment"), RESEARCH_USE_STATEMENT)];
-    let report = &output.report;
+    let report = output.report;
     if let Some(criteria) = report.pointer("/readout/criteria").and_then(Value::as_object) {
         for (key, meaning) in
             [("defuse3", "DEFUSE 3 imaging criteria met"), ("dawn", "DAWN clinical-core mismatch met")]
@@ -1223,6 +1283,33 @@ pub fn model_results(
     preview_png: Option<&[u8]>,
     options: &ResultOptions,
 ) -> Result<DicomResults> {
+    let parts = ResultParts {
+        volumes: output.volumes.iter().map(|(n, v)| (n.as_str(), v)).collect(),
+        scores: &output.scores,
+        report: &output.report,
+    };
+    write_results(&parts, manifest, source, preview_png, options)
+}
+
+/// A run's outputs, borrowed (what [`ModelOutput`] holds, where a host keeps them apart).
+#[derive(Debug)]
+pub struct ResultParts<'a> {
+    /// Maps and label maps by output name.
+    pub volumes: Vec<(&'a str, &'a AnyVolume)>,
+    /// Scores by output name.
+    pub scores: &'a [(String, f64)],
+    /// The run's report (QC flags, criteria).
+    pub report: &'a Value,
+}
+
+/// [`model_results`] on borrowed outputs.
+pub fn write_results(
+    output: &ResultParts<'_>,
+    manifest: &Manifest,
+    source: &ResultSource,
+    preview_png: Option<&[u8]>,
+    options: &ResultOptions,
+) -> Result<DicomResults> {
     options.validate()?;
     let (date, time) = options.content_date_time.clone().unwrap_or_else(utc_now);
     let mut w = Writer {
@@ -1238,19 +1325,19 @@ pub fn model_results(
     let mut segmentations = BTreeMap::new();
     let mut maps = Vec::new();
     let mut label_maps = Vec::new();
-    for (name, volume) in &output.volumes {
+    for &(name, volume) in &output.volumes {
         let Some(spec) = manifest.output(name) else {
-            results.skipped.push((name.clone(), "not declared in the manifest".into()));
+            results.skipped.push((name.to_string(), "not declared in the manifest".into()));
             continue;
         };
         if let Err(why) = on_grid(name, volume.geometry(), volume.shape(), source) {
-            results.skipped.push((name.clone(), why));
+            results.skipped.push((name.to_string(), why));
             continue;
         }
         match spec.kind {
             OutputKind::Map => maps.push((spec, volume)),
             OutputKind::Labelmap => label_maps.push((spec, volume)),
-            OutputKind::Score => results.skipped.push((name.clone(), "a volume declared as a score".into())),
+            OutputKind::Score => results.skipped.push((name.to_string(), "a volume declared as a score".into())),
         }
     }
     for (spec, volume) in maps {
