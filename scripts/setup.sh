@@ -65,8 +65,9 @@ fi
 
 [ "$purpose" = main ] && exit 0
 
-# --- Test-only Debian packages: dciodvfy (dicom3tools) validates every DICOM output ----------
-test_packages=(dicom3tools)
+# --- Test-only Debian packages: dciodvfy (dicom3tools) validates every DICOM output; dcmtk
+# compresses test series (JPEG lossless, JPEG-LS, RLE) for the decoders ----------------------
+test_packages=(dicom3tools dcmtk)
 missing=()
 for p in "${test_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -74,7 +75,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  say "installing ${missing[*]} (DICOM validator)"
+  say "installing ${missing[*]} (DICOM validator, compressed test series)"
   export DEBIAN_FRONTEND=noninteractive
   if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
     $sudo apt-get update -qq

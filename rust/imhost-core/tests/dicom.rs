@@ -359,3 +359,79 @@ fn instances_in_memory_that_cannot_form_one_series_are_refused_clearly() {
     let e = imhost_core::memory::with_limit(Some(64 << 20), || read(&[lie])).unwrap_err();
     assert!(e.message().contains("NumberOfFrames is 1000000000"), "{e}");
 }
+
+/// A series compressed three ways — JPEG lossless (dcmtk's dcmcjpeg), RLE (dcmcrle), JPEG 2000
+/// lossless (Pillow's OpenJPEG, encapsulated by pydicom) — decodes to the same HU volume as the
+/// uncompressed series; a codestream claiming a larger image than the header is refused before
+/// it is decoded; JPEG-LS (dcmcjpls), which this build does not decode, is refused naming it.
+#[test]
+fn compressed_series_decode_to_the_uncompressed_volume() {
+    let data = ndarray::Array4::from_shape_fn((20, 18, 2, 2).f(), |(i, j, k, t)| {
+        ((i * 37 + j * 11 + k * 101 + t * 7) % 400) as i16 - 150
+    });
+    let times = imhost_core::FrameTimes::new(vec![0.0, 2.0], imhost_core::TimeSource::Caller).unwrap();
+    let volume =
+        Volume::from_parts(data, Geometry::axis_aligned([0.7, 0.7, 5.0], [0.0, 0.0, 0.0]).unwrap(), Some(times))
+            .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let raw = root.path().join("raw");
+    write_dicom_series(&volume, &raw, "1.2.826.0.1.3680043.10.1").unwrap();
+    let want = read_volume(&raw).unwrap();
+    for (name, tool, args) in
+        [("jpeg-lossless", "dcmcjpeg", &["+e1"][..]), ("jpeg-ls", "dcmcjpls", &[][..]), ("rle", "dcmcrle", &[][..])]
+    {
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(&raw).unwrap() {
+            let from = entry.unwrap().path();
+            let out = Command::new(tool)
+                .args(args)
+                .arg(&from)
+                .arg(dir.join(from.file_name().unwrap()))
+                .output()
+                .unwrap_or_else(|e| panic!("{tool} (dcmtk; scripts/setup.sh test installs it): {e}"));
+            assert!(out.status.success(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if name == "jpeg-ls" {
+            let e = read_volume(&dir).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+            assert!(e.message().contains("1.2.840.10008.1.2.4.80") && e.message().contains("JPEG-LS"), "{e}");
+            continue;
+        }
+        let got = read_volume(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        let (AnyVolume::I16(a), AnyVolume::I16(b)) = (&got, &want) else { panic!("{name}: int16") };
+        assert_eq!(a.data(), b.data(), "{name}: pixels");
+    }
+    let j2k = root.path().join("jpeg2000");
+    let script = "import os, io, sys, pydicom, numpy as np\n\
+        from PIL import Image\n\
+        from pydicom.encaps import encapsulate\n\
+        src, dst = sys.argv[1:3]\n\
+        os.makedirs(dst)\n\
+        for n in sorted(os.listdir(src)):\n\
+        \x20   d = pydicom.dcmread(os.path.join(src, n))\n\
+        \x20   a = (d.pixel_array.astype(np.int32) + 2048).astype(np.uint16)\n\
+        \x20   buf = io.BytesIO(); Image.fromarray(a).save(buf, format='JPEG2000', irreversible=False, no_jp2=True)\n\
+        \x20   d.PixelRepresentation = 0; d.RescaleIntercept = -2048\n\
+        \x20   d.PixelData = encapsulate([buf.getvalue()]); d['PixelData'].VR = 'OB'\n\
+        \x20   d.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless\n\
+        \x20   d.save_as(os.path.join(dst, n), enforce_file_format=True)\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args([&raw, &j2k])
+        .env("PYTHONPATH", common::repo_root().join(".cache/python"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let AnyVolume::I16(got) = read_volume(&j2k).unwrap() else { panic!("JPEG 2000 with intercept -2048: int16") };
+    let AnyVolume::I16(w) = &want else { unreachable!() };
+    assert_eq!(got.data(), w.data(), "JPEG 2000 pixels");
+    // A JPEG lossless frame whose start of frame claims 4096 rows: refused, naming both sizes.
+    let first = std::fs::read_dir(root.path().join("jpeg-lossless")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&first).unwrap();
+    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC3]).unwrap();
+    bytes[sof + 5..sof + 7].copy_from_slice(&4096u16.to_be_bytes());
+    let e = imhost_core::io::dicom::read_dicom_buffers(&[&bytes], &DicomReadOptions::default()).unwrap_err();
+    assert!(e.message().contains("20×4096 pixels where the header says 20×18"), "{e}");
+}

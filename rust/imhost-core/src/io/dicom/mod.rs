@@ -554,6 +554,37 @@ impl DicomSeries {
     }
 }
 
+/// The width and height a compressed frame's codestream declares: JPEG and JPEG-LS (the start
+/// of frame), JPEG 2000 (the SIZ marker of a codestream, bare or in a JP2 file). `None`: not
+/// found (RLE, or a fragment that continues a frame).
+fn codestream_size(b: &[u8]) -> Option<(usize, usize)> {
+    let be16 = |at: usize| b.get(at..at + 2).map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])));
+    let be32 = |at: usize| b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize);
+    if b.starts_with(&[0xFF, 0xD8]) {
+        let mut at = 2;
+        while at + 4 <= b.len() && at < 1 << 20 {
+            if b[at] != 0xFF {
+                return None;
+            }
+            let marker = b[at + 1];
+            let start_of_frame =
+                matches!(marker, 0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC)) || marker == 0xF7;
+            if start_of_frame {
+                return Some((be16(at + 7)?, be16(at + 5)?));
+            }
+            if matches!(marker, 0xD0..=0xD9 | 0x01 | 0xFF) {
+                at += if marker == 0xFF { 1 } else { 2 };
+                continue;
+            }
+            at += 2 + be16(at + 2)?;
+        }
+        return None;
+    }
+    let siz = b.get(..b.len().min(1 << 16))?.windows(4).position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    let (x, y, x0, y0) = (be32(siz + 8)?, be32(siz + 12)?, be32(siz + 16)?, be32(siz + 20)?);
+    Some((x.checked_sub(x0)?, y.checked_sub(y0)?))
+}
+
 /// The pixel data of one parsed instance, native (uncompressed, little endian).
 struct Pixels<'a> {
     bytes: std::borrow::Cow<'a, [u8]>,
@@ -568,18 +599,18 @@ struct Pixels<'a> {
 
 impl<'a> Pixels<'a> {
     /// Check the pixel format (one sample of 8 or 16 bits, or 32/64-bit floats) and find the
-    /// bytes; compressed transfer syntaxes are refused naming the syntax.
-    fn of(obj: &'a dicom_object::DefaultDicomObject, path: &Path, rows: usize, columns: usize) -> Result<Pixels<'a>> {
+    /// bytes; compressed transfer syntaxes are decoded ([`Pixels::decoded`]). `frames_used`:
+    /// how many frames of this instance the series places.
+    fn of(
+        obj: &'a dicom_object::DefaultDicomObject,
+        path: &Path,
+        rows: usize,
+        columns: usize,
+        frames_used: usize,
+    ) -> Result<Pixels<'a>> {
         let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
         if ts != uids::IMPLICIT_VR_LITTLE_ENDIAN && ts != uids::EXPLICIT_VR_LITTLE_ENDIAN {
-            use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-            let name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-                .get(&ts)
-                .map_or_else(|| "an unknown transfer syntax".to_string(), |t| t.name().to_string());
-            return Err(Error::unsupported(format!(
-                "DICOM transfer syntax {ts} ({name}) is not decoded by this build; decompress the series first (e.g. `dcmdjpeg`, `gdcmconv --raw`)"
-            ))
-            .in_file(path));
+            return Pixels::decoded(obj, path, &ts, rows, columns, frames_used);
         }
         let int = |tag, default: i64| {
             obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(default)
@@ -610,6 +641,84 @@ impl<'a> Pixels<'a> {
             width,
             signed,
             float,
+            frame_bytes: rows * columns * width,
+            slope: number(tags::RESCALE_SLOPE, 1.0),
+            intercept: number(tags::RESCALE_INTERCEPT, 0.0),
+        })
+    }
+
+    /// Decode an encapsulated (compressed) instance: JPEG (baseline, extended, lossless), RLE,
+    /// JPEG-LS and JPEG 2000 where dicom-rs decodes them; any other syntax is refused naming it.
+    /// Before anything is decoded: the instance may not claim more frames than the series uses,
+    /// and each compressed frame must be the size the header says (a codestream that claims a
+    /// larger image would make the decoder allocate for it).
+    fn decoded(
+        obj: &'a dicom_object::DefaultDicomObject,
+        path: &Path,
+        ts: &str,
+        rows: usize,
+        columns: usize,
+        frames_used: usize,
+    ) -> Result<Pixels<'a>> {
+        use dicom_encoding::Codec;
+        use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+        use dicom_pixeldata::PixelDecoder;
+        let entry = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts);
+        let name = entry.map_or_else(|| "an unknown transfer syntax".to_string(), |t| t.name().to_string());
+        let decodable =
+            entry.is_some_and(|t| t.can_decode_all() && matches!(t.codec(), Codec::EncapsulatedPixelData(Some(_), _)));
+        if !decodable {
+            return Err(Error::unsupported(format!(
+                "DICOM transfer syntax {ts} ({name}) is not decoded by imhost; decompress the series first (e.g. `gdcmconv --raw`, `dcmdjpeg`)"
+            ))
+            .in_file(path));
+        }
+        let claimed =
+            obj.element_opt(tags::NUMBER_OF_FRAMES).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(1);
+        if claimed < 1 || claimed as usize > frames_used.max(1) {
+            return Err(dicom_err(path, format!("NumberOfFrames is {claimed} where the series places {frames_used}")));
+        }
+        let bad =
+            |e: &dyn std::fmt::Display| dicom_err(path, format!("{name} ({ts}) pixel data cannot be decoded: {e}"));
+        let fragments = obj
+            .element(tags::PIXEL_DATA)
+            .map_err(|_| dicom_err(path, "no PixelData"))?
+            .value()
+            .fragments()
+            .ok_or_else(|| bad(&"the pixel data is not encapsulated"))?;
+        for fragment in fragments {
+            if let Some((w, h)) = codestream_size(fragment)
+                && (w, h) != (columns, rows)
+            {
+                return Err(bad(&format!(
+                    "a compressed frame is {w}×{h} pixels where the header says {columns}×{rows}"
+                )));
+            }
+        }
+        let int = |tag, default: i64| {
+            obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(default)
+        };
+        let bits = int(tags::BITS_ALLOCATED, 16);
+        if int(tags::SAMPLES_PER_PIXEL, 1) != 1 || !(bits == 8 || bits == 16) {
+            return Err(Error::unsupported(format!(
+                "compressed pixels of {bits} bits (need 1 sample of 8 or 16 bits)"
+            ))
+            .in_file(path));
+        }
+        let width = bits as usize / 8;
+        crate::memory::check(
+            (rows as u64).checked_mul(columns as u64).and_then(|n| n.checked_mul(claimed as u64 * width as u64)),
+            "decoding compressed DICOM pixels",
+        )?;
+        let decoded = obj.decode_pixel_data().map_err(|e| bad(&e))?;
+        let number = |tag, default: f64| {
+            obj.element_opt(tag).ok().flatten().and_then(|e| e.to_float64().ok()).unwrap_or(default)
+        };
+        Ok(Pixels {
+            bytes: std::borrow::Cow::Owned(decoded.into_data()),
+            width,
+            signed: int(tags::PIXEL_REPRESENTATION, 0) == 1,
+            float: false,
             frame_bytes: rows * columns * width,
             slope: number(tags::RESCALE_SLOPE, 1.0),
             intercept: number(tags::RESCALE_INTERCEPT, 0.0),
@@ -821,7 +930,8 @@ fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions, 
         let path = &instances[list[0].0].path;
         let bytes = sources[source].bytes().map_err(|e| dicom_err(path, e))?;
         let obj = parse_checked(&bytes, false).map_err(|e| dicom_err(path, e))?;
-        let pixels = Pixels::of(&obj, path, rows, columns)?;
+        let frames_used = list.iter().map(|&(n, _)| instances[n].frame.unwrap_or(0) + 1).max().unwrap_or(1);
+        let pixels = Pixels::of(&obj, path, rows, columns, frames_used)?;
         for (n, f) in list {
             let i = &instances[n];
             let k = slot(i);
