@@ -36,6 +36,11 @@ pub fn with_limit<R>(limit: Option<u64>, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The limit [`with_limit`] set on this thread (to hand on to worker threads).
+pub fn caller_limit() -> Option<u64> {
+    CALLER_LIMIT.with(Cell::get)
+}
+
 /// The budget and which limit set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {

@@ -435,3 +435,27 @@ fn compressed_series_decode_to_the_uncompressed_volume() {
     let e = imhost_core::io::dicom::read_dicom_buffers(&[&bytes], &DicomReadOptions::default()).unwrap_err();
     assert!(e.message().contains("20×4096 pixels where the header says 20×18"), "{e}");
 }
+
+/// Unsigned pixels above 32767 do not fit int16: the series is read as float32 with the exact
+/// values (the reader falls back from its int16 fast path).
+#[test]
+fn unsigned_pixels_beyond_int16_read_as_float32() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let good = series_bytes("1.2.826.0.1.3680043.10.1");
+    let unsigned: Vec<Vec<u8>> = good
+        .iter()
+        .map(|b| {
+            edit(b, |o| {
+                o.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)));
+            })
+        })
+        .collect();
+    let slices: Vec<&[u8]> = unsigned.iter().map(Vec::as_slice).collect();
+    let signed: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+    let a = imhost_core::io::dicom::read_dicom_buffers(&slices, &DicomReadOptions::default()).unwrap().volume;
+    let b = imhost_core::io::dicom::read_dicom_buffers(&signed, &DicomReadOptions::default()).unwrap().volume;
+    let (AnyVolume::F32(a), AnyVolume::I16(b)) = (a, b) else { panic!("float32 and int16 expected") };
+    assert!(b.data().iter().any(|&v| v < 0), "the test needs negative values");
+    assert!(a.data().iter().zip(b.data()).all(|(&x, &y)| x == f32::from(y as u16)));
+}

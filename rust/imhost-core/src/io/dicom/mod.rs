@@ -64,8 +64,11 @@ struct Instance {
     instance_number: i64,
     /// The frame of a multi-frame instance (0-based); `None` for a single-frame one.
     frame: Option<usize>,
-    /// Rescale slope and intercept from the frame's functional groups (multi-frame).
+    /// Rescale slope and intercept: the frame's functional groups (multi-frame), else the
+    /// instance's own (`None`: not in the header).
     rescale: Option<(f64, f64)>,
+    /// Bits Allocated.
+    bits: i64,
 }
 
 fn parse_tm(text: &str) -> Option<f64> {
@@ -337,6 +340,12 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Vec<Instance>> {
         obj.element_opt(tags::INSTANCE_NUMBER).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(0);
     let per_frame_items =
         obj.element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).ok().flatten().and_then(|e| e.items());
+    let number = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_float64().ok());
+    let own_rescale = match (number(tags::RESCALE_SLOPE), number(tags::RESCALE_INTERCEPT)) {
+        (None, None) => None,
+        (slope, intercept) => Some((slope.unwrap_or(1.0), intercept.unwrap_or(0.0))),
+    };
+    let bits = obj.element_opt(tags::BITS_ALLOCATED).ok().flatten().and_then(|e| e.to_int::<i64>().ok()).unwrap_or(16);
     let mut out = Vec::new();
     if let Some(per_frame) = per_frame_items {
         // A multi-frame image: every frame is an image of its own.
@@ -399,7 +408,8 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Vec<Instance>> {
                 time,
                 instance_number: instance_number.saturating_mul(100_000).saturating_add(f as i64),
                 frame: Some(f),
-                rescale,
+                rescale: rescale.or(own_rescale),
+                bits,
             });
         }
         return Ok(out);
@@ -439,7 +449,8 @@ fn read_header(source: &Source<'_>, index: usize) -> Result<Vec<Instance>> {
         time,
         instance_number,
         frame: None,
-        rescale: None,
+        rescale: own_rescale,
+        bits,
     });
     Ok(out)
 }
@@ -583,6 +594,12 @@ fn codestream_size(b: &[u8]) -> Option<(usize, usize)> {
     let siz = b.get(..b.len().min(1 << 16))?.windows(4).position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
     let (x, y, x0, y0) = (be32(siz + 8)?, be32(siz + 12)?, be32(siz + 16)?, be32(siz + 20)?);
     Some((x.checked_sub(x0)?, y.checked_sub(y0)?))
+}
+
+/// Where the pixels of a series go.
+enum Target {
+    I16(Array4<i16>),
+    F32(Array4<f32>),
 }
 
 /// The pixel data of one parsed instance, native (uncompressed, little endian).
@@ -731,6 +748,43 @@ impl<'a> Pixels<'a> {
         self.bytes.get(start..start.checked_add(self.frame_bytes)?)
     }
 
+    /// Fill `out` with a frame's samples plus `intercept` as int16; false (and `out` partly
+    /// written) when a value does not fit.
+    fn fill_i16(&self, frame: &[u8], intercept: i64, out: &mut [i16]) -> bool {
+        match (self.width, self.signed, intercept) {
+            (2, true, 0) => {
+                for (o, b) in out.iter_mut().zip(frame.chunks_exact(2)) {
+                    *o = i16::from_le_bytes([b[0], b[1]]);
+                }
+                true
+            }
+            (2, signed, _) => {
+                let mut ok = true;
+                for (o, b) in out.iter_mut().zip(frame.chunks_exact(2)) {
+                    let raw = if signed {
+                        i64::from(i16::from_le_bytes([b[0], b[1]]))
+                    } else {
+                        i64::from(u16::from_le_bytes([b[0], b[1]]))
+                    };
+                    let v = raw + intercept;
+                    ok &= (-32768..=32767).contains(&v);
+                    *o = v as i16;
+                }
+                ok
+            }
+            (1, signed, _) => {
+                let mut ok = true;
+                for (o, &b) in out.iter_mut().zip(frame) {
+                    let v = if signed { i64::from(b as i8) } else { i64::from(b) } + intercept;
+                    ok &= (-32768..=32767).contains(&v);
+                    *o = v as i16;
+                }
+                ok
+            }
+            _ => false,
+        }
+    }
+
     /// Sample `n` of a frame.
     fn value(&self, frame: &[u8], n: usize) -> f64 {
         let at = n * self.width;
@@ -743,6 +797,114 @@ impl<'a> Pixels<'a> {
             (_, _, false) => f64::from(u16::from_le_bytes([b[0], b[1]])),
             (_, _, true) => f64::from(i16::from_le_bytes([b[0], b[1]])),
         }
+    }
+}
+
+/// A sample type the reader fills.
+trait Sample: Copy + Send + Sync {
+    /// Fill `out` with a frame's values; false when one does not fit this type.
+    fn fill(pixels: &Pixels<'_>, frame: &[u8], slope: f64, intercept: f64, out: &mut [Self]) -> bool;
+}
+
+impl Sample for i16 {
+    fn fill(pixels: &Pixels<'_>, frame: &[u8], slope: f64, intercept: f64, out: &mut [i16]) -> bool {
+        !pixels.float && slope == 1.0 && intercept.fract() == 0.0 && pixels.fill_i16(frame, intercept as i64, out)
+    }
+}
+
+impl Sample for f32 {
+    fn fill(pixels: &Pixels<'_>, frame: &[u8], slope: f64, intercept: f64, out: &mut [f32]) -> bool {
+        for (n, o) in out.iter_mut().enumerate() {
+            *o = (pixels.value(frame, n) * slope + intercept) as f32;
+        }
+        true
+    }
+}
+
+/// A source and the images (instance index, frame) it holds.
+type WorkItem<'a> = (&'a usize, &'a Vec<(usize, usize)>);
+
+/// What filling a series' pixels needs: the images, their sources and slots, and which images
+/// (with their frame) each source holds.
+struct Fill<'a> {
+    instances: &'a [Instance],
+    sources: &'a [Source<'a>],
+    slots: &'a [usize],
+    work: &'a BTreeMap<usize, Vec<(usize, usize)>>,
+    rows: usize,
+    columns: usize,
+}
+
+impl Fill<'_> {
+    /// Fill `target` (columns × rows × slices × frames); false when a value does not fit `T`.
+    /// Frames are filled in parallel when every source holds images of one frame only (single-
+    /// frame instances): each thread then parses its own sources and writes its own frames.
+    fn fill_into<T: Sample>(&self, target: &mut Array4<T>) -> Result<bool> {
+        use rayon::prelude::*;
+        let one_frame_each = self.work.values().all(|l| l.iter().all(|&(_, f)| f == l[0].1));
+        if !one_frame_each {
+            let mut frames: Vec<_> = target.axis_iter_mut(ndarray::Axis(3)).collect();
+            return self.sources_into(self.work.iter(), &mut frames, 0);
+        }
+        let nt = target.shape()[3];
+        let mut by_frame: Vec<Vec<WorkItem<'_>>> = vec![vec![]; nt];
+        for entry in self.work.iter() {
+            by_frame[entry.1[0].1].push(entry);
+        }
+        let frames: Vec<_> = target.axis_iter_mut(ndarray::Axis(3)).collect();
+        // The caller's memory limit holds on the worker threads too.
+        let limit = crate::memory::caller_limit();
+        let fits: Vec<bool> = frames
+            .into_par_iter()
+            .zip(by_frame)
+            .enumerate()
+            .map(|(f, (frame, work))| {
+                let mut one = [frame];
+                crate::memory::with_limit(limit, || self.sources_into(work.into_iter(), &mut one, f))
+            })
+            .collect::<Result<_>>()?;
+        Ok(fits.into_iter().all(|x| x))
+    }
+
+    /// Fill the frames (`frames[f - first]`) of the images the given sources hold.
+    fn sources_into<'w, T: Sample>(
+        &self,
+        work: impl Iterator<Item = (&'w usize, &'w Vec<(usize, usize)>)>,
+        frames: &mut [ndarray::ArrayViewMut3<'_, T>],
+        first: usize,
+    ) -> Result<bool> {
+        for (&source, list) in work {
+            let path = &self.instances[list[0].0].path;
+            let bytes = self.sources[source].bytes().map_err(|e| dicom_err(path, e))?;
+            let obj = parse_checked(&bytes, false).map_err(|e| dicom_err(path, e))?;
+            let frames_used = list.iter().map(|&(n, _)| self.instances[n].frame.unwrap_or(0) + 1).max().unwrap_or(1);
+            let pixels = Pixels::of(&obj, path, self.rows, self.columns, frames_used)?;
+            for &(n, f) in list {
+                let i = &self.instances[n];
+                let (slope, intercept) = i.rescale.unwrap_or((pixels.slope, pixels.intercept));
+                if !(slope.is_finite() && intercept.is_finite()) || slope == 0.0 {
+                    return Err(dicom_err(path, "bad RescaleSlope/RescaleIntercept"));
+                }
+                let which = i.frame.unwrap_or(0);
+                let frame = pixels.frame(which).ok_or_else(|| {
+                    dicom_err(
+                        path,
+                        format!(
+                            "PixelData holds {} bytes, {} needed for frame {}",
+                            pixels.bytes.len(),
+                            pixels.frame_bytes * (which + 1),
+                            which + 1
+                        ),
+                    )
+                })?;
+                let mut plane = frames[f - first].index_axis_mut(ndarray::Axis(2), self.slots[n]);
+                let out = plane.as_slice_memory_order_mut().expect("a frame of a column-major array is contiguous");
+                if !T::fill(&pixels, frame, slope, intercept, out) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -917,47 +1079,39 @@ fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions, 
     };
     let geometry = Geometry::from_dicom_plane(&plane, step)?;
     tracing::info!(columns, rows, slices = nk, frames = nt, "reading a DICOM series of {} images", instances.len());
-    // Pixels: each file or buffer parsed once, all the frames it holds filled from it.
-    let mut data = Array4::<f32>::zeros((columns, rows, nk, nt).f());
-    let mut exact_i16 = true;
-    let mut by_source: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    // Pixels: each file or buffer parsed once, all the frames it holds filled from it, straight
+    // into int16 HU when every instance is integral with slope 1 (the usual CT), else float32
+    // (also when a value turns out not to fit int16).
+    let integral = instances.iter().all(|i| {
+        let (slope, intercept) = i.rescale.unwrap_or((1.0, 0.0));
+        (i.bits == 8 || i.bits == 16) && slope == 1.0 && intercept.fract() == 0.0
+    });
+    let mut work: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
     for (f, list) in frame_lists.iter().enumerate() {
         for &n in list {
-            by_source.entry(instances[n].source).or_default().push((n, f));
+            work.entry(instances[n].source).or_default().push((n, f));
         }
     }
-    for (source, list) in by_source {
-        let path = &instances[list[0].0].path;
-        let bytes = sources[source].bytes().map_err(|e| dicom_err(path, e))?;
-        let obj = parse_checked(&bytes, false).map_err(|e| dicom_err(path, e))?;
-        let frames_used = list.iter().map(|&(n, _)| instances[n].frame.unwrap_or(0) + 1).max().unwrap_or(1);
-        let pixels = Pixels::of(&obj, path, rows, columns, frames_used)?;
-        for (n, f) in list {
-            let i = &instances[n];
-            let k = slot(i);
-            let (slope, intercept) = i.rescale.unwrap_or((pixels.slope, pixels.intercept));
-            if !(slope.is_finite() && intercept.is_finite()) || slope == 0.0 {
-                return Err(dicom_err(path, "bad RescaleSlope/RescaleIntercept"));
-            }
-            exact_i16 &= !pixels.float && slope == 1.0 && intercept.fract() == 0.0;
-            let frame = pixels.frame(i.frame.unwrap_or(0)).ok_or_else(|| {
-                dicom_err(
-                    path,
-                    format!(
-                        "PixelData holds {} bytes, {} needed for frame {}",
-                        pixels.bytes.len(),
-                        pixels.frame_bytes * (i.frame.unwrap_or(0) + 1),
-                        i.frame.unwrap_or(0) + 1
-                    ),
-                )
-            })?;
-            for r in 0..rows {
-                for c in 0..columns {
-                    data[[c, r, k, f]] = (pixels.value(frame, r * columns + c) * slope + intercept) as f32;
-                }
-            }
+    let slots: Vec<usize> = instances.iter().map(slot).collect();
+    let fill = Fill { instances: &instances, sources, slots: &slots, work: &work, rows, columns };
+    let shape = (columns, rows, nk, nt).f();
+    let mut as_i16 = None;
+    if integral {
+        let mut a = Array4::<i16>::zeros(shape);
+        if fill.fill_into(&mut a)? {
+            as_i16 = Some(a);
+        } else {
+            tracing::debug!("values outside int16: the series is read as float32");
         }
     }
+    let target = match as_i16 {
+        Some(a) => Target::I16(a),
+        None => {
+            let mut a = Array4::<f32>::zeros(shape);
+            fill.fill_into(&mut a)?;
+            Target::F32(a)
+        }
+    };
     let times: Option<Vec<f64>> = (nt > 1).then(|| {
         frame_lists.iter().map(|l| l.iter().filter_map(|&n| instances[n].time).fold(f64::INFINITY, f64::min)).collect()
     });
@@ -976,11 +1130,9 @@ fn read_sources(sources: &[Source<'_>], dir: &Path, options: &DicomReadOptions, 
                 .in_file(dir));
         }
     };
-    let fits = data.iter().all(|&v| (-32768.0..=32767.0).contains(&v));
-    let volume = if exact_i16 && fits {
-        AnyVolume::from(Volume::from_parts(data.mapv(|v| v as i16), geometry, frame_times)?)
-    } else {
-        AnyVolume::from(Volume::from_parts(data, geometry, frame_times)?)
+    let volume = match target {
+        Target::I16(data) => AnyVolume::from(Volume::from_parts(data, geometry, frame_times)?),
+        Target::F32(data) => AnyVolume::from(Volume::from_parts(data, geometry, frame_times)?),
     };
     let series_instance_uid = instances[0].series.clone();
     let mut placed = Vec::with_capacity(instances.len());
@@ -1033,6 +1185,9 @@ pub fn write_dicom_series(volume: &Volume<i16>, dir: &Path, uid_root: &str) -> R
                 ),
                 DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Phantom^imhost")),
                 DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("IMHOST-PHANTOM")),
+                DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::Empty),
+                DataElement::new(tags::PATIENT_SEX, VR::CS, PrimitiveValue::Empty),
+                DataElement::new(tags::REFERRING_PHYSICIAN_NAME, VR::PN, PrimitiveValue::Empty),
                 DataElement::new(tags::STUDY_ID, VR::SH, PrimitiveValue::from("1")),
                 DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from("20260101")),
                 DataElement::new(tags::STUDY_TIME, VR::TM, PrimitiveValue::from("100000")),

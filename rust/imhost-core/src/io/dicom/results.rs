@@ -638,7 +638,10 @@ impl Writer<'_> {
         ]
     }
 
-    fn file(&self, id: &Identity, elements: Vec<Elem>) -> Result<Vec<u8>> {
+    /// The Part 10 bytes of an instance: `elements` through dicom-rs, then `pixels` (the last
+    /// element: tag, VR and little-endian bytes) appended as explicit VR little endian straight
+    /// from the caller's buffer, so a map's 16 MB are copied once.
+    fn file(&self, id: &Identity, elements: Vec<Elem>, pixels: Option<(Tag, VR, &[u8])>) -> Result<Vec<u8>> {
         let meta = FileMetaTableBuilder::new()
             .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
             .media_storage_sop_class_uid(id.sop_class)
@@ -646,8 +649,24 @@ impl Writer<'_> {
             .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
             .implementation_version_name(format!("IMHOST_{}", env!("CARGO_PKG_VERSION").replace('.', "_")));
         let file = obj(elements).with_meta(meta).map_err(|e| Error::internal(format!("DICOM meta: {e}")))?;
-        let mut bytes = Vec::new();
+        let size = pixels.map_or(0, |(_, _, b)| b.len());
+        let mut bytes = Vec::with_capacity(size + (1 << 20));
         file.write_all(&mut bytes).map_err(|e| Error::internal(format!("DICOM write: {e}")))?;
+        if let Some((tag, vr, data)) = pixels {
+            let padded = data.len() + data.len() % 2;
+            let length = u32::try_from(padded).ok().filter(|&l| l < u32::MAX).ok_or_else(|| {
+                Error::too_large(format!("{} bytes of pixel data do not fit one DICOM element", data.len()))
+            })?;
+            bytes.extend_from_slice(&tag.group().to_le_bytes());
+            bytes.extend_from_slice(&tag.element().to_le_bytes());
+            bytes.extend_from_slice(vr.to_bytes().as_slice());
+            bytes.extend_from_slice(&[0, 0]);
+            bytes.extend_from_slice(&length.to_le_bytes());
+            bytes.extend_from_slice(data);
+            if padded > data.len() {
+                bytes.push(0);
+            }
+        }
         Ok(bytes)
     }
 
@@ -716,13 +735,19 @@ fn on_grid(
     Ok(())
 }
 
-/// Window centre and width from the 1st and 99th percentiles of the finite values.
+/// Window centre and width from the 1st and 99th percentiles of the finite values (of at most
+/// 262 144 of them, evenly strided: a display default, found in linear time).
 fn window(values: &[f32]) -> (f64, f64) {
-    let finite: Vec<f64> = values.iter().filter(|v| v.is_finite()).map(|&v| f64::from(v)).collect();
+    let stride = values.len().div_ceil(1 << 18).max(1);
+    let mut finite: Vec<f32> = values.iter().step_by(stride).copied().filter(|v| v.is_finite()).collect();
     if finite.is_empty() {
         return (0.0, 1.0);
     }
-    let (lo, hi) = crate::preview::percentile_window(&finite, 0.01, 0.99);
+    let mut at = |q: f64| {
+        let n = ((finite.len() - 1) as f64 * q).round() as usize;
+        f64::from(*finite.select_nth_unstable_by(n, f32::total_cmp).1)
+    };
+    let (lo, hi) = (at(0.01), at(0.99));
     let width = hi - lo;
     ((lo + hi) / 2.0, if width > 1e-6 { width } else { 1.0 })
 }
@@ -735,18 +760,30 @@ fn parametric_map(w: &mut Writer<'_>, spec: &OutputSpec, map: &Volume<f32>) -> R
     e.extend(w.references());
     // Pixels, frame k = slice k, row j, column i (float32, little endian).
     let data = map.data();
-    let mut pixels = Vec::with_capacity(ni * nj * nk);
-    for k in 0..nk {
-        for j in 0..nj {
-            for i in 0..ni {
-                pixels.push(data[[i, j, k, 0]]);
+    let pixels: std::borrow::Cow<'_, [f32]> = match data.as_slice_memory_order() {
+        // Column-major (i fastest, then j, then k) is DICOM's frame order: no gather needed.
+        Some(s) if data.strides()[0] == 1 && data.strides()[1] == ni as isize => std::borrow::Cow::Borrowed(s),
+        _ => {
+            let mut gathered = Vec::with_capacity(ni * nj * nk);
+            for k in 0..nk {
+                for j in 0..nj {
+                    for i in 0..ni {
+                        gathered.push(data[[i, j, k, 0]]);
+                    }
+                }
             }
+            std::borrow::Cow::Owned(gathered)
+        }
+    };
+    let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &v in pixels.iter() {
+        // NaN compares false both ways; ±inf are left out.
+        if v.is_finite() {
+            min = min.min(v);
+            max = max.max(v);
         }
     }
-    let finite = pixels.iter().filter(|v| v.is_finite());
-    let (min, max) =
-        finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(f64::from(v)), b.max(f64::from(v))));
-    let (min, max) = if min.is_finite() { (min, max) } else { (0.0, 0.0) };
+    let (min, max) = if min.is_finite() { (f64::from(min), f64::from(max)) } else { (0.0, 0.0) };
     let (center, width) = window(&pixels);
     let image_type = ["DERIVED", "PRIMARY", "VOLUME", "QUANTITY"];
     let unit = spec.unit_ucum.clone().unwrap_or_else(|| "1".into());
@@ -832,10 +869,18 @@ fn parametric_map(w: &mut Writer<'_>, spec: &OutputSpec, map: &Volume<f32>) -> R
         text(tags::PRESENTATION_LUT_SHAPE, VR::CS, "IDENTITY"),
         seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![obj(shared)]),
         seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame),
-        DataElement::new(tags::FLOAT_PIXEL_DATA, VR::OF, PrimitiveValue::F32(pixels.into())),
     ]);
-    let bytes = w.file(&id, e)?;
+    let little_endian = float_bytes(&pixels);
+    let bytes = w.file(&id, e, Some((tags::FLOAT_PIXEL_DATA, VR::OF, &little_endian)))?;
     Ok(w.result(&spec.name, ResultKind::ParametricMap, format!("pm_{}.dcm", spec.name), id, bytes))
+}
+
+/// float32 values as little-endian bytes.
+fn float_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        return std::borrow::Cow::Borrowed(bytemuck::cast_slice::<f32, u8>(values));
+    }
+    std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// A written segmentation: its instance and the segment number of each label value.
@@ -953,9 +998,8 @@ fn segmentation(
         empty(tags::CONTENT_CREATOR_NAME, VR::PN),
         seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![obj(w.shared_geometry())]),
         seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame),
-        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bits.into())),
     ]);
-    let bytes = w.file(&id, e)?;
+    let bytes = w.file(&id, e, Some((tags::PIXEL_DATA, VR::OB, &bits)))?;
     let written = WrittenSegmentation {
         sop_instance_uid: id.sop_instance.clone(),
         series_instance_uid: id.series.clone(),
@@ -1208,7 +1252,7 @@ fn measurement_report(
             ])],
         ));
     }
-    let bytes = w.file(&id, e)?;
+    let bytes = w.file(&id, e, None)?;
     Ok(w.result("report", ResultKind::MeasurementReport, "sr_report.dcm".into(), id, bytes))
 }
 
@@ -1231,9 +1275,8 @@ fn secondary_capture(w: &mut Writer<'_>, png_bytes: &[u8]) -> Result<DicomResult
         us(tags::PIXEL_REPRESENTATION, 0),
         text(tags::BURNED_IN_ANNOTATION, VR::CS, "NO"),
         text(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
-        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(rgb.into())),
     ]);
-    let bytes = w.file(&id, e)?;
+    let bytes = w.file(&id, e, Some((tags::PIXEL_DATA, VR::OB, &rgb)))?;
     Ok(w.result("preview", ResultKind::SecondaryCapture, "sc_preview.dcm".into(), id, bytes))
 }
 
