@@ -27,21 +27,24 @@ say() { printf 'setup: %s\n' "$*"; }
 # --- Debian packages ------------------------------------------------------------------------
 # valgrind in both modes: the CMake build (which the main job also runs) configures the tests.
 # libinsighttoolkit5-dev: ITK 5.2 for motion correction (the itk-sys crate builds against it).
-apt_packages=(cmake g++ make pkg-config valgrind libinsighttoolkit5-dev)
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
+# Install the Debian packages among "$@" that are missing; $1 says what they are for.
+apt_install() {
+  local why="$1" p missing=()
+  shift
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  say "installing ${missing[*]}"
+  say "installing ${missing[*]}${why:+ ($why)}"
   export DEBIAN_FRONTEND=noninteractive
   if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
     $sudo apt-get update -qq
     $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
   fi
-fi
+}
+apt_install "" cmake g++ make pkg-config valgrind libinsighttoolkit5-dev
 
 # --- Rust -----------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1; then
@@ -67,21 +70,7 @@ fi
 
 # --- Test-only Debian packages: dciodvfy (dicom3tools) validates every DICOM output; dcmtk
 # compresses test series (JPEG lossless, JPEG-LS, RLE) for the decoders ----------------------
-test_packages=(dicom3tools dcmtk)
-missing=()
-for p in "${test_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  say "installing ${missing[*]} (DICOM validator, compressed test series)"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-    $sudo apt-get update -qq
-    $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-fi
+apt_install "DICOM validator, compressed test series" dicom3tools dcmtk
 
 # --- Test oracle: nibabel in a private folder (no venv, nothing global) ----------------------
 python_dir="$CACHE/python"

@@ -130,22 +130,10 @@ pub unsafe extern "C" fn imh_model_result_to_dicom(
     out: *mut *mut imh_dicom_results,
 ) -> imh_status {
     ffi_boundary!("imh_model_result_to_dicom", {
-        let context = context_arg(context)?;
         let result = arg_ref!(result, "result");
-        let out = arg_out!(out, "out");
-        // SAFETY: header contract for the three optional arguments.
-        let (options, preview, source) =
-            unsafe { (options_arg(options_json)?, preview_arg(preview_png)?, source.as_ref()) };
-        let parts = result.dicom_parts();
-        let volumes: Vec<(&str, &AnyVolume)> = result.named_volumes().chain(parts.extra()).collect();
-        context.scope(|| {
-            let source = source_of(source, volumes.first().map(|v| v.1), &options)?;
-            let borrowed = ResultParts { volumes, scores: &parts.scores, report: &parts.report };
-            let results = imhost_core::memory::with_limit(context.memory_limit(), || {
-                write_results(&borrowed, &parts.manifest, &source, preview, &options)
-            })?;
-            hand_out_results(results, &parts.manifest, out)
-        })
+        let volumes = result.named_volumes().collect();
+        // SAFETY: the header's contract for every argument.
+        unsafe { to_dicom(context, volumes, result.dicom_parts(), source, options_json, preview_png, out) }
     })
 }
 
@@ -165,27 +153,44 @@ pub unsafe extern "C" fn imh_perfusion_result_to_dicom(
     out: *mut *mut imh_dicom_results,
 ) -> imh_status {
     ffi_boundary!("imh_perfusion_result_to_dicom", {
-        let context = context_arg(context)?;
         let result = arg_ref!(result, "result");
-        let out = arg_out!(out, "out");
-        // SAFETY: header contract for the three optional arguments.
-        let (options, preview, source) =
-            unsafe { (options_arg(options_json)?, preview_arg(preview_png)?, source.as_ref()) };
-        let parts = result.dicom_parts();
-        let volumes: Vec<(&str, &AnyVolume)> = result.named_volumes().chain(parts.extra()).collect();
-        context.scope(|| {
-            let source = source_of(source, volumes.first().map(|v| v.1), &options)?;
-            let borrowed = ResultParts { volumes, scores: &parts.scores, report: &parts.report };
-            let results = imhost_core::memory::with_limit(context.memory_limit(), || {
-                write_results(&borrowed, &parts.manifest, &source, preview, &options)
-            })?;
-            hand_out_results(results, &parts.manifest, out)
-        })
+        let volumes = result.named_volumes().collect();
+        // SAFETY: the header's contract for every argument.
+        unsafe { to_dicom(context, volumes, result.dicom_parts(), source, options_json, preview_png, out) }
+    })
+}
+
+/// What both `*_to_dicom` calls do once they have the result's volumes.
+///
+/// # Safety
+/// The arguments as the header documents them for `imh_model_result_to_dicom`.
+unsafe fn to_dicom<'a>(
+    context: *const imh_context,
+    mut volumes: Vec<(&'a str, &'a AnyVolume)>,
+    parts: &'a DicomParts,
+    source: *const imh_volume,
+    options_json: *const c_char,
+    preview_png: *const imh_buffer,
+    out: *mut *mut imh_dicom_results,
+) -> FfiResult<()> {
+    let context = context_arg(context)?;
+    let out = arg_out!(out, "out");
+    // SAFETY: header contract for the three optional arguments.
+    let (options, preview, source) =
+        unsafe { (options_arg(options_json)?, preview_arg(preview_png)?, source.as_ref()) };
+    volumes.extend(parts.extra());
+    context.scope(|| {
+        let source = source_of(source, volumes.first().map(|v| v.1), &options)?;
+        let borrowed = ResultParts { volumes, scores: &parts.scores, report: &parts.report };
+        let results = imhost_core::memory::with_limit(context.memory_limit(), || {
+            write_results(&borrowed, &parts.manifest, &source, preview, &options)
+        })?;
+        hand_out_results(results, &parts.manifest, out)
     })
 }
 
 impl DicomParts {
-    fn extra(&self) -> impl Iterator<Item = (&str, &AnyVolume)> {
+    fn extra(&self) -> impl Iterator<Item = (&str, &AnyVolume)> + '_ {
         self.extra_volumes.iter().map(|(n, v)| (n.as_str(), v))
     }
 }
