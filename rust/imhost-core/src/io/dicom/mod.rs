@@ -568,7 +568,7 @@ impl DicomSeries {
 /// The width and height a compressed frame's codestream declares: JPEG and JPEG-LS (the start
 /// of frame), JPEG 2000 (the SIZ marker of a codestream, bare or in a JP2 file). `None`: not
 /// found (RLE, or a fragment that continues a frame).
-fn codestream_size(b: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn codestream_size(b: &[u8]) -> Option<(usize, usize)> {
     let be16 = |at: usize| b.get(at..at + 2).map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])));
     let be32 = |at: usize| b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize);
     if b.starts_with(&[0xFF, 0xD8]) {

@@ -349,7 +349,8 @@ fn fd(tag: Tag, value: f64) -> Elem {
     DataElement::new(tag, VR::FD, PrimitiveValue::from(value))
 }
 
-/// A decimal string of at most 16 characters (DS), as exact as fits.
+/// A decimal string of at most 16 characters (DS), as exact as fits: the shortest exact form
+/// when it fits, else the closest of the fixed and exponent forms that fit.
 fn ds_value(v: f64) -> String {
     if !v.is_finite() {
         return "0".into();
@@ -358,17 +359,12 @@ fn ds_value(v: f64) -> String {
     if plain.len() <= 16 {
         return plain;
     }
-    for precision in (0..=12).rev() {
-        let s = format!("{v:.precision$}");
-        if s.len() <= 16 {
-            return s;
-        }
-        let e = format!("{v:.precision$e}");
-        if e.len() <= 16 {
-            return e;
-        }
-    }
-    format!("{v:.0e}")
+    let error = |s: &str| s.parse::<f64>().map_or(f64::INFINITY, |x| (x - v).abs());
+    (0..=15)
+        .flat_map(|p| [format!("{v:.p$}"), format!("{v:.p$e}")])
+        .filter(|s| s.len() <= 16)
+        .min_by(|a, b| error(a).total_cmp(&error(b)))
+        .unwrap_or_else(|| "0".into())
 }
 
 fn ds(tag: Tag, values: &[f64]) -> Elem {
@@ -1410,4 +1406,132 @@ pub fn write_results(
         tracing::warn!("output {name} is not written as DICOM: {why}");
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cielab_of_known_colours() {
+        // D65 CIELab of sRGB primaries (standard values): white (100, 0, 0), red (53.24, 80.09, 67.20).
+        let scaled = |l: f64, a: f64, b: f64| {
+            [l / 100.0 * 65535.0, (a + 128.0) / 255.0 * 65535.0, (b + 128.0) / 255.0 * 65535.0]
+        };
+        for (rgb, lab) in [
+            ([255, 255, 255], scaled(100.0, 0.0, 0.0)),
+            ([255, 0, 0], scaled(53.24, 80.09, 67.20)),
+            ([0, 0, 0], scaled(0.0, 0.0, 0.0)),
+        ] {
+            let got = srgb_to_dicom_lab(rgb);
+            for c in 0..3 {
+                assert!((f64::from(got[c]) - lab[c]).abs() < 40.0, "{rgb:?}: {got:?} vs {lab:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_strings_fit_sixteen_characters() {
+        for v in [0.0, 12.5, -123.456789012345, 1e-20, 1.234_567_890_123_456_7e300, -0.000123456789, 65535.0] {
+            let s = ds_value(v);
+            assert!(s.len() <= 16, "{v}: {s}");
+            let back: f64 = s.parse().unwrap();
+            assert!((back - v).abs() <= 1e-6 * v.abs().max(1e-300), "{v}: {s}");
+        }
+        assert_eq!(ds_value(f64::NAN), "0");
+    }
+
+    #[test]
+    fn uids_are_valid_and_seeded_ones_repeat() {
+        let mut options = ResultOptions::default();
+        let random = (Uids::new(&options).next("a"), Uids::new(&options).next("a"));
+        assert_ne!(random.0, random.1);
+        options.uid_seed = Some("s".into());
+        let (a, b) = (Uids::new(&options).next("x"), Uids::new(&options).next("x"));
+        assert_eq!(a, b);
+        assert_ne!(a, Uids::new(&options).next("y"));
+        options.uid_root = "1.2.840.99999.123456789".into();
+        for uid in [a, random.0, Uids::new(&options).next("z")] {
+            assert!(
+                uid.len() <= 64 && uid.split('.').all(|c| !c.is_empty() && (c == "0" || !c.starts_with('0'))),
+                "{uid}"
+            );
+        }
+        for bad in ["", "1..2", "01.2", "1.2a", "1.2.3.4.5.6.7.8.9.10.11.12"] {
+            options.uid_root = bad.into();
+            assert!(options.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_from_json_refuse_what_they_do_not_know() {
+        let o = ResultOptions::from_json(&serde_json::json!({"uid_root": "1.2.3", "first_series_number": 7})).unwrap();
+        assert_eq!((o.uid_root.as_str(), o.first_series_number), ("1.2.3", 7));
+        for bad in [
+            serde_json::json!({"colour": 1}),
+            serde_json::json!({"content_date": "20260101"}),
+            serde_json::json!({"first_series_number": 0}),
+            serde_json::json!({"uid_root": 5}),
+            serde_json::json!([]),
+        ] {
+            assert!(ResultOptions::from_json(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn codestream_sizes_by_hand() {
+        // JPEG lossless: SOI, then SOF3 (length 11, precision 16, height 18, width 20, 1 component).
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xC3, 0x00, 0x0B, 0x10, 0x00, 0x12, 0x00, 0x14, 0x01, 0x01, 0x11, 0x00];
+        assert_eq!(super::super::codestream_size(&jpeg), Some((20, 18)));
+        // A JPEG with an APP0 segment before the frame header.
+        let mut with_app = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB];
+        with_app.extend_from_slice(&jpeg[2..]);
+        assert_eq!(super::super::codestream_size(&with_app), Some((20, 18)));
+        // JPEG 2000: SOC, SIZ with Xsiz 100, Ysiz 50, XOsiz 10, YOsiz 0.
+        let mut j2k = vec![0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0x00, 0x00];
+        for v in [100u32, 50, 10, 0] {
+            j2k.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(super::super::codestream_size(&j2k), Some((90, 50)));
+        assert_eq!(super::super::codestream_size(&[1, 2, 3]), None);
+    }
+
+    /// Frames of 3×3 pixels are not byte-aligned: the bits run on across frames (PS3.5 §8.1.1).
+    #[test]
+    fn segmentation_bits_run_across_frames() {
+        use ndarray::ShapeBuilder;
+        let labels = ndarray::Array4::from_shape_fn((3, 3, 2, 1).f(), |(i, j, k, _)| ((i + 2 * j + k) % 3) as u8);
+        let geometry = Geometry::axis_aligned([1.0, 1.0, 2.0], [0.0; 3]).unwrap();
+        let volume = Volume::from_parts(labels.clone(), geometry, None).unwrap();
+        let manifest = Manifest::from_json(
+            &serde_json::json!({"format": "imhost-manifest/1", "id": "t", "name": "t", "version": "1", "research_use_only": true,
+                "inputs": [{"name": "x", "modality": "CT", "dims": 3}],
+                "outputs": [{"name": "l", "kind": "labelmap", "labels": [{"value": 1, "name": "one", "color": [1, 2, 3]}, {"value": 2, "name": "two", "color": [4, 5, 6]}]}]})
+            .to_string(),
+        )
+        .unwrap();
+        let mut options = ResultOptions::default();
+        options.uid_seed = Some("bits".into());
+        let source = ResultSource::new_study(geometry, [3, 3, 2], &options);
+        let output =
+            ModelOutput { volumes: vec![("l".into(), AnyVolume::U8(volume))], scores: vec![], report: Value::Null };
+        let results = model_results(&output, &manifest, &source, None, &options).unwrap();
+        let seg = results.instances.iter().find(|r| r.kind == ResultKind::Segmentation).unwrap();
+        let obj = dicom_object::OpenFileOptions::new().from_reader(&seg.bytes[128..]).unwrap();
+        let bits = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+        // Segment 1's two frames, then segment 2's: 36 bits.
+        let mut at = 0;
+        for label in [1u8, 2] {
+            for k in 0..2 {
+                for j in 0..3 {
+                    for i in 0..3 {
+                        let bit = bits[at / 8] >> (at % 8) & 1;
+                        assert_eq!(bit == 1, labels[[i, j, k, 0]] == label, "label {label} at {i},{j},{k}");
+                        at += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(bits.len(), 6, "36 bits in 5 bytes, padded to even");
+    }
 }
