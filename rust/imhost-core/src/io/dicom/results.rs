@@ -1510,8 +1510,7 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        let mut options = ResultOptions::default();
-        options.uid_seed = Some("bits".into());
+        let options = ResultOptions { uid_seed: Some("bits".into()), ..ResultOptions::default() };
         let source = ResultSource::new_study(geometry, [3, 3, 2], &options);
         let output =
             ModelOutput { volumes: vec![("l".into(), AnyVolume::U8(volume))], scores: vec![], report: Value::Null };
