@@ -308,6 +308,14 @@ pub fn valid_id(id: &str) -> bool {
         && id.as_bytes()[0].is_ascii_alphanumeric()
 }
 
+/// Whether `name` may name an output (it becomes part of file names).
+pub fn valid_output_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
 impl Manifest {
     /// Parse and validate a manifest from JSON text.
     pub fn from_json(text: &str) -> Result<Manifest> {
@@ -368,6 +376,14 @@ impl Manifest {
         for (n, output) in self.outputs.iter().enumerate() {
             if output.name.is_empty() || self.outputs[..n].iter().any(|o| o.name == output.name) {
                 return bad(format!("output names must be unique and non-empty ('{}')", output.name));
+            }
+            // Output names become file names (`NAME.nii.gz`, `pm_NAME.dcm`): plain names only,
+            // so that no manifest can make a host write outside its output folder.
+            if !valid_output_name(&output.name) {
+                return bad(format!(
+                    "output name '{}' must be 1-64 of A-Z a-z 0-9 . - _, starting with a letter or digit",
+                    output.name
+                ));
             }
             if output.grid >= self.inputs.len() {
                 return bad(format!("output '{}' refers to input {}", output.name, output.grid));
@@ -523,6 +539,20 @@ mod tests {
             "outputs": [{"name": "mask", "kind": "labelmap", "labels": [{"value": 1, "name": "x", "color": [1,2,3]}]}],
             "future_key": {"kept": true}}"#
             .into()
+    }
+
+    /// Output names become file names: a path, a hidden name or an empty one is refused.
+    #[test]
+    fn output_names_are_plain_file_names() {
+        for bad in ["../escape", "a/b", ".hidden", "/abs", "x\\y", "", "é"] {
+            let text = sample().replace(r#""name": "mask""#, &format!(r#""name": {}"#, serde_json::json!(bad)));
+            let e = Manifest::from_json(&text).unwrap_err();
+            assert!(e.message().contains("output name") || e.message().contains("non-empty"), "{bad}: {e}");
+        }
+        for good in ["mask", "core_ml", "cbf.v2", "T1-map"] {
+            let text = sample().replace(r#""name": "mask""#, &format!(r#""name": "{good}""#));
+            Manifest::from_json(&text).unwrap();
+        }
     }
 
     #[test]

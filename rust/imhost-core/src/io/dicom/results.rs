@@ -248,6 +248,10 @@ pub struct DicomResults {
 impl DicomResults {
     /// Write every instance into `dir` (created if needed), each file atomically.
     pub fn write_to(&self, dir: &std::path::Path) -> Result<()> {
+        // File names come from output names: never a path (a manifest used unvalidated).
+        if let Some(r) = self.instances.iter().find(|r| !crate::registry::manifest::valid_output_name(&r.file_name)) {
+            return Err(Error::invalid_argument(format!("'{}' is not a plain file name", r.file_name)));
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::from(e).in_file(dir))?;
         for r in &self.instances {
             crate::io::output::write_atomically(&dir.join(&r.file_name), |w| Ok(w.write_all(&r.bytes)?))?;
