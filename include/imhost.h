@@ -776,7 +776,8 @@ imh_status imh_dicom_results_instance(const struct imh_dicom_results *results,
 
 /**
  * What `results` holds, as JSON (owned by `results`): `{"schema": "imhost-dicom-results/1",
- * "research_use_only", "model": {id, version}, "instances": [{output, kind, file_name,
+ * "research_use_only", "model": {id, version}, "source_series_instance_uid",
+ * "study_instance_uid", "instances": [{output, kind, file_name,
  * sop_class_uid, sop_instance_uid, series_instance_uid}], "skipped": [{output, reason}]}`, the
  * instances in the order of `imh_dicom_results_instance`. NULL for NULL.
  *

@@ -14,43 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include "check.hpp"
 #include "imhost.hpp"
 
 namespace {
-
-int failures = 0;
-int checks = 0;
-
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        ++checks;                                                                       \
-        if (!(cond)) {                                                                  \
-            ++failures;                                                                 \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": check failed: " #cond "\n"; \
-        }                                                                               \
-    } while (0)
-
-/// Run `f`, expecting an imhost::Error with `status`; returns its message.
-template <class F>
-std::string expect_error(imh_status status, F&& f) {
-    ++checks;
-    try {
-        f();
-    } catch (const imhost::Error& e) {
-        if (e.status() != status) {
-            ++failures;
-            std::cerr << "expected " << imh_status_name(status) << ", got " << e.status_name() << ": " << e.what() << "\n";
-        }
-        return e.what();
-    } catch (const std::exception& e) {
-        ++failures;
-        std::cerr << "expected imhost::Error, got: " << e.what() << "\n";
-        return {};
-    }
-    ++failures;
-    std::cerr << "expected " << imh_status_name(status) << ", but nothing was thrown\n";
-    return {};
-}
 
 constexpr int64_t NI = 6, NJ = 5, NK = 4, NT = 7;
 

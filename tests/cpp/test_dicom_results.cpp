@@ -10,37 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "imhost.hpp"
 
 namespace {
-
-int failures = 0;
-int checks = 0;
-
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        ++checks;                                                                       \
-        if (!(cond)) {                                                                  \
-            ++failures;                                                                 \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": check failed: " #cond "\n"; \
-        }                                                                               \
-    } while (0)
-
-template <class F>
-void expect_error(imh_status status, F&& f) {
-    ++checks;
-    try {
-        f();
-    } catch (const imhost::Error& e) {
-        if (e.status() != status) {
-            ++failures;
-            std::cerr << "expected " << imh_status_name(status) << ", got " << e.status_name() << ": " << e.what() << "\n";
-        }
-        return;
-    }
-    ++failures;
-    std::cerr << "expected " << imh_status_name(status) << ", but nothing was thrown\n";
-}
 
 const char* FIXED = R"({"uid_seed": "cpp", "content_date": "20260101", "content_time": "120000"})";
 

@@ -89,15 +89,7 @@ pub fn write(
     };
     let results = model_results(output, manifest, &source, png.as_deref(), &options)?;
     results.write_to(staged.path())?;
-    let index = serde_json::json!({
-        "schema": "imhost-dicom-results/1",
-        "research_use_only": true,
-        "model": {"id": manifest.id, "version": manifest.version},
-        "source_series_instance_uid": source.series_instance_uid,
-        "study_instance_uid": source.study.study_instance_uid,
-        "instances": results.instances,
-        "skipped": results.skipped.iter().map(|(n, why)| serde_json::json!({"output": n, "reason": why})).collect::<Vec<_>>(),
-    });
+    let index = results.index_json(manifest, &source);
     write_json(&staged.path().join("dicom-results.json"), &index)?;
     let count = results.instances.len();
     staged.commit("DICOM results")?;

@@ -86,21 +86,20 @@ fn source_of(
     Ok(ResultSource::new_study(*grid.geometry(), [ni, nj, nk], options))
 }
 
-fn hand_out_results(results: DicomResults, manifest: &Manifest, out: *mut *mut imh_dicom_results) -> FfiResult<()> {
+fn hand_out_results(
+    results: DicomResults,
+    manifest: &Manifest,
+    source: &ResultSource,
+    out: *mut *mut imh_dicom_results,
+) -> FfiResult<()> {
     let names = results
         .instances
         .iter()
         .map(|r| CString::new(r.file_name.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
-    let json = serde_json::json!({
-        "schema": "imhost-dicom-results/1",
-        "research_use_only": true,
-        "model": {"id": manifest.id, "version": manifest.version},
-        "instances": results.instances,
-        "skipped": results.skipped.iter().map(|(n, why)| serde_json::json!({"output": n, "reason": why})).collect::<Vec<_>>(),
-    });
-    let json = CString::new(json.to_string()).map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
+    let json = CString::new(results.index_json(manifest, source).to_string())
+        .map_err(|e| FfiError::new(imh_status::Internal, e.to_string()))?;
     // SAFETY: checked by arg_out! in the caller.
     unsafe { out.write(Box::into_raw(Box::new(imh_dicom_results { results, names, json }))) };
     Ok(())
@@ -185,7 +184,7 @@ unsafe fn to_dicom<'a>(
         let results = imhost_core::memory::with_limit(context.memory_limit(), || {
             write_results(&borrowed, &parts.manifest, &source, preview, &options)
         })?;
-        hand_out_results(results, &parts.manifest, out)
+        hand_out_results(results, &parts.manifest, &source, out)
     })
 }
 
@@ -243,7 +242,8 @@ pub unsafe extern "C" fn imh_dicom_results_instance(
 }
 
 /// What `results` holds, as JSON (owned by `results`): `{"schema": "imhost-dicom-results/1",
-/// "research_use_only", "model": {id, version}, "instances": [{output, kind, file_name,
+/// "research_use_only", "model": {id, version}, "source_series_instance_uid",
+/// "study_instance_uid", "instances": [{output, kind, file_name,
 /// sop_class_uid, sop_instance_uid, series_instance_uid}], "skipped": [{output, reason}]}`, the
 /// instances in the order of `imh_dicom_results_instance`. NULL for NULL.
 ///

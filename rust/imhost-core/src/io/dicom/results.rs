@@ -246,6 +246,21 @@ pub struct DicomResults {
 }
 
 impl DicomResults {
+    /// What the results hold (`imhost-dicom-results/1`): the model, the source series and
+    /// study, every instance (output, kind, file name, SOP class/instance and series UIDs) and
+    /// the outputs skipped with their reason. `dicom-results.json` and `imh_dicom_results_json`.
+    pub fn index_json(&self, manifest: &Manifest, source: &ResultSource) -> Value {
+        serde_json::json!({
+            "schema": "imhost-dicom-results/1",
+            "research_use_only": true,
+            "model": {"id": manifest.id, "version": manifest.version},
+            "source_series_instance_uid": source.series_instance_uid,
+            "study_instance_uid": source.study.study_instance_uid,
+            "instances": self.instances,
+            "skipped": self.skipped.iter().map(|(n, why)| serde_json::json!({"output": n, "reason": why})).collect::<Vec<_>>(),
+        })
+    }
+
     /// Write every instance into `dir` (created if needed), each file atomically.
     pub fn write_to(&self, dir: &std::path::Path) -> Result<()> {
         // File names come from output names: never a path (a manifest used unvalidated).
@@ -606,8 +621,8 @@ impl Writer<'_> {
         out
     }
 
-    fn dimensions(&self, role: &str, indices: &[(Tag, Tag, &str)]) -> Vec<Elem> {
-        let organisation = fnv_uid(&self.uids, role);
+    fn dimensions(&mut self, role: &str, indices: &[(Tag, Tag, &str)]) -> Vec<Elem> {
+        let organisation = self.uids.next(&format!("{role}/dimensions"));
         vec![
             seq(
                 tags::DIMENSION_ORGANIZATION_SEQUENCE,
@@ -689,17 +704,23 @@ impl Writer<'_> {
     }
 }
 
-/// A UID for a role that is the same within one run (the dimension organisation).
-fn fnv_uid(uids: &Uids, role: &str) -> String {
-    let seed = uids.seed.clone().unwrap_or_else(crate::io::output::random_name);
-    format!("{}.{}", uids.root, fnv1a_128(format!("{seed}\u{0}{role}").as_bytes()).max(1))
-}
-
 fn referenced_instance(ids: &InstanceIds) -> Obj {
     obj(vec![
         uid(tags::REFERENCED_SOP_CLASS_UID, &ids.sop_class_uid),
         uid(tags::REFERENCED_SOP_INSTANCE_UID, &ids.sop_instance_uid),
     ])
+}
+
+/// A per-frame Frame Content item with the frame's dimension index values (1-based).
+fn frame_content(indices: &[u32]) -> Elem {
+    seq(
+        tags::FRAME_CONTENT_SEQUENCE,
+        vec![obj(vec![DataElement::new(
+            tags::DIMENSION_INDEX_VALUES,
+            VR::UL,
+            PrimitiveValue::U32(indices.to_vec().into()),
+        )])],
+    )
 }
 
 /// A reference to the instance (and, in a multi-frame source, the frame) of one source slice.
@@ -833,14 +854,7 @@ fn parametric_map(w: &mut Writer<'_>, spec: &OutputSpec, map: &Volume<f32>) -> R
     let per_frame: Vec<Obj> = (0..nk)
         .map(|k| {
             let mut f = w.frame_geometry(k, &derivation);
-            f.push(seq(
-                tags::FRAME_CONTENT_SEQUENCE,
-                vec![obj(vec![DataElement::new(
-                    tags::DIMENSION_INDEX_VALUES,
-                    VR::UL,
-                    PrimitiveValue::from(k as u32 + 1),
-                )])],
-            ));
+            f.push(frame_content(&[k as u32 + 1]));
             obj(f)
         })
         .collect();
@@ -956,14 +970,7 @@ fn segmentation(
                 }
             }
             let mut f = w.frame_geometry(k, &derivation);
-            f.push(seq(
-                tags::FRAME_CONTENT_SEQUENCE,
-                vec![obj(vec![DataElement::new(
-                    tags::DIMENSION_INDEX_VALUES,
-                    VR::UL,
-                    PrimitiveValue::U32([n as u32 + 1, k as u32 + 1].to_vec().into()),
-                )])],
-            ));
+            f.push(frame_content(&[n as u32 + 1, k as u32 + 1]));
             f.push(seq(
                 tags::SEGMENT_IDENTIFICATION_SEQUENCE,
                 vec![obj(vec![us(tags::REFERENCED_SEGMENT_NUMBER, n as u16 + 1)])],
