@@ -47,6 +47,12 @@
 #define IMH_PERFUSION_NO_FILTER 8
 
 /**
+ * `imh_perfusion_options.flags`: estimate motion (and flag it) but do not correct it, even
+ * when `registration` is set. Added in 0.2.
+ */
+#define IMH_PERFUSION_NO_MOTION_CORRECTION 16
+
+/**
  * Major version of this header. Checked against Cargo.toml by `tests/header.rs`; compare with
  * `imh_version()` at run time to detect a header/library mismatch.
  */
@@ -390,6 +396,32 @@ typedef struct imh_run_options {
 typedef uint32_t imh_perfusion_method;
 
 /**
+ * Rigid registration supplied by the host for motion correction (e.g. 3D Slicer's own ITK, so
+ * that no second ITK enters its process). Register `moving` onto `fixed` — two 3-D frames of
+ * `shape[0] × shape[1] × shape[2]` float32 HU voxels, i fastest, on the grid `geometry` (LPS) —
+ * and fill:
+ * - `motion[6]`: the transform found, fixed → moving points `p' = R·(p − c) + c + t`: Euler
+ *   angles about x, y, z in radians (ITK's `Euler3DTransform`, R = Rz·Ry·Rx), then the
+ *   translation `t` in mm (LPS); the centre `c` is the host's choice (the report keeps only
+ *   angles and translation);
+ * - `resampled`: `moving` resampled through that transform onto `fixed`'s grid (same size;
+ *   −1024 HU where it has no data).
+ *
+ * Return 0 (`IMH_STATUS_OK`) on success; any other value stops the run with
+ * `IMH_STATUS_INTERNAL` naming the registration and that value (log the reason yourself).
+ * **Called from the library's worker threads, several frames at once** (up to the context's
+ * thread count): it must be thread-safe and must return normally (no exception, no longjmp).
+ * The buffers are valid only during the call.
+ */
+typedef uint32_t (*imh_rigid_registration_fn)(void *user_data,
+                                              const float *fixed,
+                                              const float *moving,
+                                              const int64_t *shape,
+                                              const struct imh_geometry *geometry,
+                                              double *motion,
+                                              float *resampled);
+
+/**
  * Options of `imh_perfusion_run`. Size-prefixed and zero meaning default for every field:
  * `imh_perfusion_options o = {sizeof o};` runs the default pipeline. Fields beyond the caller's
  * `struct_size` take their defaults.
@@ -432,6 +464,21 @@ typedef struct imh_perfusion_options {
      * NULL otherwise). Added in 0.2.
      */
     const struct imh_model *model;
+    /**
+     * Host-supplied rigid registration: frames are registered to the first where the motion
+     * estimate finds motion (≥ 0.5 mm); NULL: motion is estimated and flagged, not corrected.
+     * Used by the classical methods. Added in 0.2.
+     */
+    imh_rigid_registration_fn registration;
+    /**
+     * Passed back to `registration` unchanged.
+     */
+    void *registration_user_data;
+    /**
+     * What `registration` is, for the report (e.g. "ITK 5.4 rigid (Euler3D, mean squares)");
+     * NULL: "host registration". Borrowed for the call. Added in 0.2.
+     */
+    const char *registration_name;
 } imh_perfusion_options;
 
 /**
@@ -875,9 +922,10 @@ imh_status imh_mip(const struct imh_context *context,
  * deconvolution, read-out) on a borrowed 4-D view in HU with frame times. `options` and
  * `run_options` may be NULL (defaults). On success `*out` receives a result holding the maps,
  * masks and `report.json`; QC problems (no plausible AIF, truncated bolus, motion, too few
- * frames) are flags in the report, not errors. Motion is estimated and flagged but not
- * corrected through this call. The library works on several threads; progress is still only
- * reported on the calling thread. Research use only.
+ * frames) are flags in the report, not errors. Motion is estimated and flagged; it is
+ * corrected where the host supplies `options->registration` (the library links no ITK). The
+ * library works on several threads; progress is still only reported on the calling thread.
+ * Research use only.
  *
  * Thread safety: may be called from any thread, concurrently with other calls.
  */

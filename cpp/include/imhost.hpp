@@ -474,6 +474,15 @@ struct PerfusionOptions {
     double filter_range_hu = 0.0;  ///< 0: the library's default
     /// The model of IMH_PERFUSION_METHOD_CNN (borrowed; must outlive the call).
     const Model* model = nullptr;
+    /// Correct motion where it is found (needs `registration`); false: estimate and flag only.
+    bool motion_correction = true;
+    /// The host's rigid registration (see imh_rigid_registration_fn: called from worker
+    /// threads, must be thread-safe and noexcept), e.g. `imhost::itk::registration_callback`
+    /// from imhost_itk.hpp; nullptr: motion is estimated and flagged, not corrected.
+    imh_rigid_registration_fn registration = nullptr;
+    void* registration_user_data = nullptr;
+    /// What `registration` is, for the report (borrowed; must outlive the call).
+    const char* registration_name = nullptr;
 
     imh_perfusion_options c() const {
         imh_perfusion_options o{};
@@ -489,6 +498,10 @@ struct PerfusionOptions {
         o.filter_sigma_mm = filter_sigma_mm;
         o.filter_range_hu = filter_range_hu;
         o.model = model ? model->c() : nullptr;
+        if (!motion_correction) o.flags |= IMH_PERFUSION_NO_MOTION_CORRECTION;
+        o.registration = registration;
+        o.registration_user_data = registration_user_data;
+        o.registration_name = registration_name;
         return o;
     }
 };

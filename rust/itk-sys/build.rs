@@ -23,6 +23,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/shim.h");
     println!("cargo:rerun-if-changed=src/lib.rs");
+    println!("cargo:rerun-if-changed=../../cpp/include/imhost_itk.hpp");
+    println!("cargo:rerun-if-changed=../../include/imhost.h");
     println!("cargo:rerun-if-env-changed=ITK_DIR");
     let mut configure = Command::new("cmake");
     configure.arg("-S").arg(manifest.join("probe")).arg("-B").arg(&out).arg("-DCMAKE_BUILD_TYPE=Release");
@@ -59,6 +61,10 @@ fn main() {
         }
     }
     build.include(manifest.join("src"));
+    // The registration itself is the header hosts use (cpp/include/imhost_itk.hpp, which
+    // includes imhost.h).
+    build.include(manifest.join("../../cpp/include"));
+    build.include(manifest.join("../../include"));
     build.compile("itk_shim");
     // Libraries from the link line: full paths and -l flags, in order.
     let mut dirs = std::collections::BTreeSet::new();

@@ -35,6 +35,6 @@ impl RigidRegistration for ItkRigid {
     }
 
     fn describe(&self) -> String {
-        "ITK 5.2 rigid (Euler3D, mean squares, regular-step gradient descent, pyramid)".into()
+        itk_sys::describe()
     }
 }

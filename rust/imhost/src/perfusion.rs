@@ -44,6 +44,38 @@ pub const IMH_PERFUSION_HAS_NIHSS: u32 = 2;
 pub const IMH_PERFUSION_MANUAL_AIF: u32 = 4;
 /// `imh_perfusion_options.flags`: skip the bilateral filter.
 pub const IMH_PERFUSION_NO_FILTER: u32 = 8;
+/// `imh_perfusion_options.flags`: estimate motion (and flag it) but do not correct it, even
+/// when `registration` is set. Added in 0.2.
+pub const IMH_PERFUSION_NO_MOTION_CORRECTION: u32 = 16;
+
+/// Rigid registration supplied by the host for motion correction (e.g. 3D Slicer's own ITK, so
+/// that no second ITK enters its process). Register `moving` onto `fixed` — two 3-D frames of
+/// `shape[0] × shape[1] × shape[2]` float32 HU voxels, i fastest, on the grid `geometry` (LPS) —
+/// and fill:
+/// - `motion[6]`: the transform found, fixed → moving points `p' = R·(p − c) + c + t`: Euler
+///   angles about x, y, z in radians (ITK's `Euler3DTransform`, R = Rz·Ry·Rx), then the
+///   translation `t` in mm (LPS); the centre `c` is the host's choice (the report keeps only
+///   angles and translation);
+/// - `resampled`: `moving` resampled through that transform onto `fixed`'s grid (same size;
+///   −1024 HU where it has no data).
+///
+/// Return 0 (`IMH_STATUS_OK`) on success; any other value stops the run with
+/// `IMH_STATUS_INTERNAL` naming the registration and that value (log the reason yourself).
+/// **Called from the library's worker threads, several frames at once** (up to the context's
+/// thread count): it must be thread-safe and must return normally (no exception, no longjmp).
+/// The buffers are valid only during the call.
+#[allow(non_camel_case_types)]
+pub type imh_rigid_registration_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut std::ffi::c_void,
+        fixed: *const f32,
+        moving: *const f32,
+        shape: *const i64,
+        geometry: *const crate::view::imh_geometry,
+        motion: *mut f64,
+        resampled: *mut f32,
+    ) -> u32,
+>;
 
 /// Options of `imh_perfusion_run`. Size-prefixed and zero meaning default for every field:
 /// `imh_perfusion_options o = {sizeof o};` runs the default pipeline. Fields beyond the caller's
@@ -71,6 +103,90 @@ pub struct imh_perfusion_options {
     /// The model of `IMH_PERFUSION_METHOD_CNN` (from `imh_model_load`; borrowed for the call,
     /// NULL otherwise). Added in 0.2.
     pub model: *const imh_model,
+    /// Host-supplied rigid registration: frames are registered to the first where the motion
+    /// estimate finds motion (≥ 0.5 mm); NULL: motion is estimated and flagged, not corrected.
+    /// Used by the classical methods. Added in 0.2.
+    pub registration: imh_rigid_registration_fn,
+    /// Passed back to `registration` unchanged.
+    pub registration_user_data: *mut std::ffi::c_void,
+    /// What `registration` is, for the report (e.g. "ITK 5.4 rigid (Euler3D, mean squares)");
+    /// NULL: "host registration". Borrowed for the call. Added in 0.2.
+    pub registration_name: *const c_char,
+}
+
+/// The host's registration callback as the pipeline's back end.
+struct HostRegistration {
+    callback: unsafe extern "C" fn(
+        *mut std::ffi::c_void,
+        *const f32,
+        *const f32,
+        *const i64,
+        *const crate::view::imh_geometry,
+        *mut f64,
+        *mut f32,
+    ) -> u32,
+    user_data: *mut std::ffi::c_void,
+    name: String,
+}
+
+// SAFETY: the header requires the callback to be thread-safe for its user data; the pointers
+// are only passed back to it.
+unsafe impl Send for HostRegistration {}
+// SAFETY: as above.
+unsafe impl Sync for HostRegistration {}
+
+impl imhost_core::perfusion::motion::RigidRegistration for HostRegistration {
+    fn register(
+        &self,
+        fixed: &[f32],
+        moving: &[f32],
+        shape: [usize; 3],
+        geometry: &imhost_core::Geometry,
+    ) -> imhost_core::Result<(imhost_core::phantom::ctp::RigidMotion, Vec<f32>)> {
+        let n = shape.iter().product::<usize>();
+        if fixed.len() != n || moving.len() != n {
+            return Err(imhost_core::Error::internal("registration frames do not match their shape"));
+        }
+        let dims = shape.map(|d| d as i64);
+        let grid = crate::view::imh_geometry::from(geometry);
+        let mut motion = [f64::NAN; 6];
+        let mut resampled = vec![f32::NAN; n];
+        // SAFETY: every pointer is valid for the call and sized as the header says; the
+        // callback's contract (thread-safe, returns normally) is the host's.
+        let status = unsafe {
+            (self.callback)(
+                self.user_data,
+                fixed.as_ptr(),
+                moving.as_ptr(),
+                dims.as_ptr(),
+                &grid,
+                motion.as_mut_ptr(),
+                resampled.as_mut_ptr(),
+            )
+        };
+        if status != 0 {
+            return Err(imhost_core::Error::internal(format!(
+                "the host's registration ({}) failed with {}",
+                self.name,
+                imh_status::name(status).to_string_lossy()
+            )));
+        }
+        if motion.iter().any(|x| !x.is_finite()) {
+            return Err(imhost_core::Error::internal(format!(
+                "the host's registration ({}) returned a non-finite transform",
+                self.name
+            )));
+        }
+        let motion = imhost_core::phantom::ctp::RigidMotion {
+            angles: [motion[0], motion[1], motion[2]],
+            translation: [motion[3], motion[4], motion[5]],
+        };
+        Ok((motion, resampled))
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
 }
 
 /// Which output of a perfusion result (`imh_perfusion_result_volume`).
@@ -145,6 +261,9 @@ unsafe fn read_options(ptr: *const imh_perfusion_options) -> FfiResult<imh_perfu
         filter_sigma_mm: 0.0,
         filter_range_hu: 0.0,
         model: std::ptr::null(),
+        registration: None,
+        registration_user_data: std::ptr::null_mut(),
+        registration_name: std::ptr::null(),
     };
     let minimum = std::mem::offset_of!(imh_perfusion_options, flags);
     // SAFETY: forwarded header contract; the struct holds integers, floats and one borrowed
@@ -165,7 +284,11 @@ fn model_and_options(o: &imh_perfusion_options) -> FfiResult<(Arc<dyn Model>, Ma
         IMH_PERFUSION_METHOD_CNN => Method::Cnn,
         m => return Err(invalid(format!("unknown perfusion method {m}"))),
     };
-    let known = IMH_PERFUSION_HAS_AGE | IMH_PERFUSION_HAS_NIHSS | IMH_PERFUSION_MANUAL_AIF | IMH_PERFUSION_NO_FILTER;
+    let known = IMH_PERFUSION_HAS_AGE
+        | IMH_PERFUSION_HAS_NIHSS
+        | IMH_PERFUSION_MANUAL_AIF
+        | IMH_PERFUSION_NO_FILTER
+        | IMH_PERFUSION_NO_MOTION_CORRECTION;
     if o.flags & !known != 0 {
         return Err(invalid(format!("unknown perfusion flags {:#x}", o.flags & !known)));
     }
@@ -190,6 +313,7 @@ fn model_and_options(o: &imh_perfusion_options) -> FfiResult<(Arc<dyn Model>, Ma
         }
     }
     options.insert("bilateral_filter".into(), json!(o.flags & IMH_PERFUSION_NO_FILTER == 0));
+    options.insert("motion_correction".into(), json!(o.flags & IMH_PERFUSION_NO_MOTION_CORRECTION == 0));
     // SAFETY: NULL or a live imh_model for the duration of the call (header contract).
     let model = unsafe { o.model.as_ref() };
     let model: Arc<dyn Model> = match (method, model) {
@@ -198,7 +322,29 @@ fn model_and_options(o: &imh_perfusion_options) -> FfiResult<(Arc<dyn Model>, Ma
         }
         (Method::Cnn, Some(m)) => m.model.clone(),
         (_, Some(_)) => return Err(invalid("options.model is only for IMH_PERFUSION_METHOD_CNN".into())),
-        (m, None) => Arc::new(Perfusion::classical(m)),
+        (m, None) => {
+            let model = Perfusion::classical(m);
+            Arc::new(match o.registration {
+                Some(callback) => {
+                    // SAFETY: NULL or a NUL-terminated string live for the call (header).
+                    let name = if o.registration_name.is_null() {
+                        "host registration".to_owned()
+                    } else {
+                        // SAFETY: a NUL-terminated string live for the call (header).
+                        unsafe { std::ffi::CStr::from_ptr(o.registration_name) }
+                            .to_str()
+                            .map_err(|_| invalid("registration_name is not valid UTF-8".into()))?
+                            .to_owned()
+                    };
+                    model.with_registration(Arc::new(HostRegistration {
+                        callback,
+                        user_data: o.registration_user_data,
+                        name,
+                    }))
+                }
+                None => model,
+            })
+        }
     };
     // The registry's checks, now: a wrong option fails before any work.
     model.manifest().resolve_options(&options)?;
@@ -216,9 +362,10 @@ fn mask_of(labels: &Volume<u8>, value: u8) -> Volume<u8> {
 /// deconvolution, read-out) on a borrowed 4-D view in HU with frame times. `options` and
 /// `run_options` may be NULL (defaults). On success `*out` receives a result holding the maps,
 /// masks and `report.json`; QC problems (no plausible AIF, truncated bolus, motion, too few
-/// frames) are flags in the report, not errors. Motion is estimated and flagged but not
-/// corrected through this call. The library works on several threads; progress is still only
-/// reported on the calling thread. Research use only.
+/// frames) are flags in the report, not errors. Motion is estimated and flagged; it is
+/// corrected where the host supplies `options->registration` (the library links no ITK). The
+/// library works on several threads; progress is still only reported on the calling thread.
+/// Research use only.
 ///
 /// Thread safety: may be called from any thread, concurrently with other calls.
 #[unsafe(no_mangle)]

@@ -75,6 +75,9 @@ fn options(age: f64) -> imh_perfusion_options {
         filter_sigma_mm: 1.5,
         filter_range_hu: 20.0,
         model: ptr::null(),
+        registration: None,
+        registration_user_data: ptr::null_mut(),
+        registration_name: ptr::null(),
     }
 }
 

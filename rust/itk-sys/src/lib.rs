@@ -1,6 +1,7 @@
 //! # itk-sys
 //!
-//! imhost's own bridge to ITK (Debian's `libinsighttoolkit5-dev`, ITK 5.2) through `cxx`:
+//! imhost's own bridge to ITK (Debian's `libinsighttoolkit5-dev`, ITK 5.2) through `cxx`, over
+//! the header hosts use to supply their own ITK (`cpp/include/imhost_itk.hpp`):
 //! rigid (Euler 3-D) registration of one 3-D image onto another with ITK's v4 registration
 //! framework, and resampling of the moving image onto the fixed grid. ITK exceptions come back
 //! as `Err`; nothing C++ crosses into Rust unwinding.
@@ -55,10 +56,13 @@ mod ffi {
             settings: &RigidSettings,
             resampled: &mut [f32],
         ) -> Result<RigidTransform>;
+
+        /// "ITK <version> rigid (…)", for the report.
+        fn describe() -> String;
     }
 }
 
-pub use ffi::{Grid, RigidSettings, RigidTransform, register_rigid};
+pub use ffi::{Grid, RigidSettings, RigidTransform, describe, register_rigid};
 
 impl Default for RigidSettings {
     fn default() -> Self {

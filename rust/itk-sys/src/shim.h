@@ -8,4 +8,5 @@ struct RigidSettings;
 struct RigidTransform;
 RigidTransform register_rigid(rust::Slice<const float> fixed, rust::Slice<const float> moving, const Grid &grid,
                               const RigidSettings &settings, rust::Slice<float> resampled);
+rust::String describe();
 }  // namespace imhost_itk
