@@ -20,6 +20,8 @@ HIGHDICOM_VERSION=0.28.2  # reads our Parametric Maps, SEGs and SRs back (MIT); 
 PILLOW_VERSION=13.0.0
 PYJPEGLS_VERSION=1.5.1
 TORCH_VERSION=2.11.0    # LibTorch for tch 0.24.0 (the version on the GPU machines)
+SLICER_CORE_VERSION=5.13.31053.0  # Slicer's Qt-free libraries (MRML, module logics, ITK 5.4)
+VTK_VERSION=9.6.2                 # the VTK those wheels are built with
 CACHE="$PWD/.cache"
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -120,4 +122,26 @@ with zipfile.ZipFile(wheel) as z:
                 f.write(z.read(name))
 PY
   touch "$testdata/.imhost-$NIBABEL_VERSION"
+fi
+
+# --- 3D Slicer's real libraries for the extension's tests: slicer-core + slicer-core-sdk (MRML,
+# module logics, ITK 5.4) and their VTK in a venv, and VTK's C++ headers from ../shared/sdk
+# (no registry has them). See ../shared/notes/slicer.md. Skipped where ../shared is absent. ---
+vtk_sdk="$PWD/../shared/sdk/vtk-$VTK_VERSION"
+if [ -x "$vtk_sdk/unpack.sh" ]; then
+  venv="$CACHE/slicer-venv"
+  marker="$venv/.imhost-slicer-$SLICER_CORE_VERSION-vtk-$VTK_VERSION"
+  if [ ! -f "$marker" ]; then
+    say "installing slicer-core $SLICER_CORE_VERSION, slicer-core-sdk and vtk $VTK_VERSION into .cache/slicer-venv (~1.3 GB)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "slicer-core==$SLICER_CORE_VERSION" \
+      "slicer-core-sdk==$SLICER_CORE_VERSION" "vtk==$VTK_VERSION" ninja==1.13.2 pytest==9.2.0 \
+      "nibabel==$NIBABEL_VERSION"
+    "$venv/bin/python" -c "import slicer, vtk" && touch "$marker"
+  fi
+  site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  "$vtk_sdk/unpack.sh" "$CACHE/slicer-sdk" "$site" "$venv/bin/python" >/dev/null
+else
+  say "../shared/sdk/vtk-$VTK_VERSION is absent: the 3D Slicer extension's tests will be skipped"
 fi

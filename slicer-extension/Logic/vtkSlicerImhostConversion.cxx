@@ -1,0 +1,291 @@
+// MRML ↔ imhost conversion (see the header).
+#include "vtkSlicerImhostConversion.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <sstream>
+
+#include <vtkImageData.h>
+#include <vtkMRMLScalarVolumeDisplayNode.h>
+#include <vtkMRMLScalarVolumeNode.h>
+#include <vtkMRMLScene.h>
+#include <vtkMRMLSequenceNode.h>
+#include <vtkMatrix4x4.h>
+#include <vtkNew.h>
+#include <vtkPointData.h>
+
+namespace imhost_slicer {
+namespace {
+
+std::array<double, 16> MatrixOf(vtkMRMLVolumeNode* node) {
+    vtkNew<vtkMatrix4x4> m;
+    node->GetIJKToRASMatrix(m);
+    std::array<double, 16> out{};
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) out[static_cast<std::size_t>(4 * r + c)] = m->GetElement(r, c);
+    return out;
+}
+
+bool SameGeometry(const std::array<double, 16>& a, const std::array<double, 16>& b) {
+    for (std::size_t n = 0; n < 16; ++n)
+        if (std::abs(a[n] - b[n]) > 1e-4 * (1.0 + std::abs(a[n]))) return false;
+    return true;
+}
+
+std::string Dims(const int d[3]) {
+    return std::to_string(d[0]) + "×" + std::to_string(d[1]) + "×" + std::to_string(d[2]);
+}
+
+/// Why a single volume node is not a 4-D CT study, or "" when it is one.
+std::string NotCT(vtkMRMLVolumeNode* node, vtkImageData* image) {
+    if (!image) return "'" + std::string(node->GetName() ? node->GetName() : "") + "' has no image data";
+    if (node->IsA("vtkMRMLLabelMapVolumeNode")) return "'" + std::string(node->GetName()) + "' is a label map, not CT";
+    const int c = image->GetNumberOfScalarComponents();
+    const int type = image->GetScalarType();
+    if (node->IsA("vtkMRMLVectorVolumeNode") || (c == 3 && type == VTK_UNSIGNED_CHAR) || (c == 4 && type == VTK_UNSIGNED_CHAR))
+        return "'" + std::string(node->GetName()) + "' is a colour (RGB) image, not CT in Hounsfield units";
+    return "";
+}
+}  // namespace
+
+imhost::View Study::view() const {
+    const imhost::Geometry geometry = imhost::Geometry::from_ijk_to_ras(ijk_to_ras);
+    const imhost::Span<const double> times(times_s.data(), times_s.size());
+    if (borrowed) {
+        // One component per frame, interleaved: (i, j, k, t) at ((k·nj + j)·ni + i)·nt + t.
+        const int64_t nt = shape[3];
+        const imhost::Strides strides{nt, shape[0] * nt, shape[0] * shape[1] * nt, 1};
+        void* p = borrowed->GetScalarPointer();
+        if (borrowed->GetScalarType() == VTK_SHORT)
+            return imhost::View::four_d(static_cast<const int16_t*>(p), shape, strides, geometry, times);
+        return imhost::View::four_d(static_cast<const float*>(p), shape, strides, geometry, times);
+    }
+    const imhost::Strides strides = imhost::nifti_strides(shape);
+    if (!i16.empty()) return imhost::View::four_d(i16.data(), shape, strides, geometry, times);
+    return imhost::View::four_d(f32.data(), shape, strides, geometry, times);
+}
+
+bool FrameTimes(const std::vector<std::string>& values, const std::string& unit, std::vector<double>& seconds,
+                std::string& note, std::string& error) {
+    double scale = 1.0;
+    if (unit == "s" || unit == "sec" || unit == "second" || unit == "seconds") {
+        note = "frame times from the sequence's index (s)";
+    } else if (unit == "ms" || unit == "msec") {
+        scale = 1e-3, note = "frame times from the sequence's index (ms)";
+    } else if (unit == "min") {
+        scale = 60.0, note = "frame times from the sequence's index (min)";
+    } else if (unit.empty()) {
+        note = "frame times from the sequence's index (no unit given: read as seconds)";
+    } else {
+        error = "the sequence's index unit '" + unit + "' is not a time (s, ms or min)";
+        return false;
+    }
+    seconds.clear();
+    for (const std::string& v : values) {
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        if (v.empty() || end == v.c_str() || *end != '\0' || !std::isfinite(x)) {
+            error = "the sequence's index value '" + v + "' is not a number: it has no usable frame times";
+            return false;
+        }
+        if (!seconds.empty() && x * scale <= seconds.back()) {
+            error = "the sequence's frame times do not increase (" + v + " after " +
+                    std::to_string(seconds.back() / scale) + "): sort the sequence by time";
+            return false;
+        }
+        seconds.push_back(x * scale);
+    }
+    return true;
+}
+
+bool ReadStudy(vtkMRMLNode* input, Study& study, std::string& error) {
+    study = Study{};
+    if (!input) {
+        error = "choose a CT perfusion study (a sequence of volumes over time)";
+        return false;
+    }
+    study.name = input->GetName() ? input->GetName() : "study";
+    if (auto* sequence = vtkMRMLSequenceNode::SafeDownCast(input)) {
+        const int nt = sequence->GetNumberOfDataNodes();
+        if (nt < 2) {
+            error = "'" + study.name + "' has " + std::to_string(nt) + " frame" + (nt == 1 ? "" : "s") +
+                    ": perfusion needs a series of frames over time";
+            return false;
+        }
+        std::vector<vtkMRMLScalarVolumeNode*> frames;
+        std::vector<std::string> values;
+        for (int t = 0; t < nt; ++t) {
+            auto* frame = vtkMRMLScalarVolumeNode::SafeDownCast(sequence->GetNthDataNode(t));
+            if (!frame) {
+                error = "frame " + std::to_string(t + 1) + " of '" + study.name + "' is not a scalar volume";
+                return false;
+            }
+            std::string why = NotCT(frame, frame->GetImageData());
+            if (!why.empty()) {
+                error = "frame " + std::to_string(t + 1) + ": " + why;
+                return false;
+            }
+            if (frame->GetImageData()->GetNumberOfScalarComponents() != 1) {
+                error = "frame " + std::to_string(t + 1) + " of '" + study.name + "' has " +
+                        std::to_string(frame->GetImageData()->GetNumberOfScalarComponents()) + " components, not one";
+                return false;
+            }
+            frames.push_back(frame);
+            values.push_back(sequence->GetNthIndexValue(t));
+        }
+        if (sequence->GetIndexType() != vtkMRMLSequenceNode::NumericIndex) {
+            error = "'" + study.name + "' is indexed by text, not time: it has no usable frame times";
+            return false;
+        }
+        if (!FrameTimes(values, sequence->GetIndexUnit(), study.times_s, study.time_note, error)) return false;
+        int dims[3];
+        frames[0]->GetImageData()->GetDimensions(dims);
+        study.ijk_to_ras = MatrixOf(frames[0]);
+        const int type = frames[0]->GetImageData()->GetScalarType();
+        bool all_short = true;
+        for (int t = 0; t < nt; ++t) {
+            int d[3];
+            frames[static_cast<std::size_t>(t)]->GetImageData()->GetDimensions(d);
+            if (d[0] != dims[0] || d[1] != dims[1] || d[2] != dims[2]) {
+                error = "frame " + std::to_string(t + 1) + " is " + Dims(d) + " voxels, frame 1 " + Dims(dims) +
+                        ": every frame must share one grid";
+                return false;
+            }
+            if (!SameGeometry(MatrixOf(frames[static_cast<std::size_t>(t)]), study.ijk_to_ras)) {
+                error = "frame " + std::to_string(t + 1) +
+                        " lies elsewhere in space than frame 1 (its IJK-to-RAS differs): every frame must share one grid";
+                return false;
+            }
+            all_short = all_short && frames[static_cast<std::size_t>(t)]->GetImageData()->GetScalarType() == VTK_SHORT;
+        }
+        (void)type;
+        study.shape = {dims[0], dims[1], dims[2], nt};
+        const std::size_t frame_voxels = static_cast<std::size_t>(dims[0]) * static_cast<std::size_t>(dims[1]) *
+                                         static_cast<std::size_t>(dims[2]);
+        if (frame_voxels == 0 || frame_voxels > std::numeric_limits<std::size_t>::max() / 8 / static_cast<std::size_t>(nt)) {
+            error = "'" + study.name + "' has an empty or impossibly large grid (" + Dims(dims) + ")";
+            return false;
+        }
+        try {
+            // The one copy: Sequences keep one buffer per frame, the library reads one array.
+            if (all_short) {
+                study.i16.resize(frame_voxels * static_cast<std::size_t>(nt));
+                for (int t = 0; t < nt; ++t)
+                    std::memcpy(study.i16.data() + frame_voxels * static_cast<std::size_t>(t),
+                                frames[static_cast<std::size_t>(t)]->GetImageData()->GetScalarPointer(),
+                                frame_voxels * sizeof(int16_t));
+                study.copied_bytes = study.i16.size() * sizeof(int16_t);
+            } else {
+                study.f32.resize(frame_voxels * static_cast<std::size_t>(nt));
+                for (int t = 0; t < nt; ++t) {
+                    vtkDataArray* a = frames[static_cast<std::size_t>(t)]->GetImageData()->GetPointData()->GetScalars();
+                    float* out = study.f32.data() + frame_voxels * static_cast<std::size_t>(t);
+                    for (std::size_t n = 0; n < frame_voxels; ++n) out[n] = static_cast<float>(a->GetComponent(static_cast<vtkIdType>(n), 0));
+                }
+                study.copied_bytes = study.f32.size() * sizeof(float);
+            }
+        } catch (const std::bad_alloc&) {
+            error = "not enough memory to hold '" + study.name + "' for the run";
+            study = Study{};
+            return false;
+        }
+        return true;
+    }
+    auto* volume = vtkMRMLScalarVolumeNode::SafeDownCast(input);
+    if (!volume) {
+        error = "'" + study.name + "' is a " + input->GetClassName() + ", not a CT perfusion study";
+        return false;
+    }
+    vtkImageData* image = volume->GetImageData();
+    std::string why = NotCT(volume, image);
+    if (!why.empty()) {
+        error = why;
+        return false;
+    }
+    const int nt = image->GetNumberOfScalarComponents();
+    const char* labels = volume->GetAttribute("MultiVolume.FrameLabels");
+    if (nt < 2 || !labels) {
+        error = "'" + study.name +
+                "' is a 3-D volume: Generate perfusion maps needs a 4-D CT perfusion study (a sequence of volumes over time)";
+        return false;
+    }
+    if (image->GetScalarType() != VTK_SHORT && image->GetScalarType() != VTK_FLOAT) {
+        error = "'" + study.name + "' holds " + image->GetScalarTypeAsString() + " frames; 4-D volumes must be short or float";
+        return false;
+    }
+    std::vector<std::string> values;
+    std::stringstream list(labels);
+    for (std::string item; std::getline(list, item, ',');) values.push_back(item);
+    if (static_cast<int>(values.size()) != nt) {
+        error = "'" + study.name + "' has " + std::to_string(nt) + " frames but " + std::to_string(values.size()) + " frame labels";
+        return false;
+    }
+    const char* unit = volume->GetAttribute("MultiVolume.FrameIdentifyingDICOMTagUnits");
+    if (!FrameTimes(values, unit ? unit : "", study.times_s, study.time_note, error)) return false;
+    int dims[3];
+    image->GetDimensions(dims);
+    study.shape = {dims[0], dims[1], dims[2], nt};
+    study.ijk_to_ras = MatrixOf(volume);
+    study.borrowed = image;  // read in place: no copy
+    return true;
+}
+
+vtkSmartPointer<vtkImageData> ImageFromView(const imhost::View& view) {
+    const imhost::Shape s = view.shape();
+    auto image = vtkSmartPointer<vtkImageData>::New();
+    image->SetDimensions(static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2]));
+    const bool u8 = view.dtype() == imhost::DType::U8;
+    image->AllocateScalars(u8 ? VTK_UNSIGNED_CHAR : VTK_FLOAT, 1);
+    const imhost::Strides st = view.strides();
+    std::size_t n = 0;
+    for (int64_t k = 0; k < s[2]; ++k)
+        for (int64_t j = 0; j < s[1]; ++j)
+            for (int64_t i = 0; i < s[0]; ++i, ++n) {
+                const int64_t offset = i * st[0] + j * st[1] + k * st[2];
+                if (u8)
+                    static_cast<uint8_t*>(image->GetScalarPointer())[n] = static_cast<const uint8_t*>(view.c().data)[offset];
+                else if (view.dtype() == imhost::DType::F32)
+                    static_cast<float*>(image->GetScalarPointer())[n] = static_cast<const float*>(view.c().data)[offset];
+                else
+                    static_cast<float*>(image->GetScalarPointer())[n] = static_cast<float>(view.at<int16_t>(i, j, k));
+            }
+    return image;
+}
+
+vtkSmartPointer<vtkMatrix4x4> IJKToRAS(const imhost::View& view) {
+    const imhost::Matrix4 m = view.geometry().ijk_to_ras();
+    auto out = vtkSmartPointer<vtkMatrix4x4>::New();
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) out->SetElement(r, c, m[static_cast<std::size_t>(4 * r + c)]);
+    return out;
+}
+
+vtkMRMLScalarVolumeNode* AddVolume(vtkMRMLScene* scene, const std::string& name, const imhost::View& view) {
+    auto* node = vtkMRMLScalarVolumeNode::SafeDownCast(scene->AddNewNodeByClass("vtkMRMLScalarVolumeNode", name));
+    node->SetIJKToRASMatrix(IJKToRAS(view));
+    node->SetAndObserveImageData(ImageFromView(view));
+    node->CreateDefaultDisplayNodes();
+    return node;
+}
+
+bool RASToVoxel(const std::array<double, 16>& ijk_to_ras, const std::array<int64_t, 4>& shape, const double ras[3],
+                std::array<uint32_t, 3>& voxel) {
+    vtkNew<vtkMatrix4x4> m;
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) m->SetElement(r, c, ijk_to_ras[static_cast<std::size_t>(4 * r + c)]);
+    m->Invert();
+    const double p[4] = {ras[0], ras[1], ras[2], 1.0};
+    double ijk[4];
+    m->MultiplyPoint(p, ijk);
+    for (int a = 0; a < 3; ++a) {
+        const double x = std::floor(ijk[a] + 0.5);
+        if (!(x >= 0 && x < static_cast<double>(shape[static_cast<std::size_t>(a)]))) return false;
+        voxel[static_cast<std::size_t>(a)] = static_cast<uint32_t>(x);
+    }
+    return true;
+}
+
+}  // namespace imhost_slicer

@@ -1,0 +1,121 @@
+// The run controller (see the header).
+#include "vtkSlicerImhostRunController.h"
+
+#include <exception>
+
+namespace imhost_slicer {
+
+RunController::RunController() {
+    context_.set_log_callback(
+        [this](imhost::LogLevel level, std::string_view target, std::string_view message) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (log_.size() < 10000) log_.push_back({static_cast<imh_log_level>(level), std::string(target), std::string(message)});
+        },
+        imhost::LogLevel::Info);
+}
+
+RunController::~RunController() {
+    Cancel();
+    Join();
+    context_.set_log_callback(nullptr);
+}
+
+bool RunController::Start(Work work) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (state_ == State::Running) return false;
+    }
+    Join();  // a finished worker not yet joined
+    cancel_.reset();
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        state_ = State::Running;
+        taken_ = false;
+        message_.clear();
+        fraction_ = 0.0;
+        stage_ = "starting";
+        started_ = std::chrono::steady_clock::now();
+    }
+    worker_ = std::thread([this, work = std::move(work)]() {
+        imhost::RunOptions options;
+        options.cancel = &cancel_;
+        options.progress = [this](double fraction, std::string_view stage) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            fraction_ = fraction;
+            stage_ = std::string(stage);
+            return true;
+        };
+        State end = State::Succeeded;
+        std::string message;
+        try {
+            work(context_, options);
+        } catch (const imhost::Error& e) {
+            end = e.status() == IMH_STATUS_CANCELLED ? State::Cancelled : State::Failed;
+            message = e.what();
+        } catch (const std::exception& e) {
+            end = State::Failed;
+            message = e.what();
+        } catch (...) {
+            end = State::Failed;
+            message = "unknown failure";
+        }
+        if (end != State::Cancelled && cancel_.cancelled()) end = State::Cancelled, message = "cancelled";
+        std::lock_guard<std::mutex> lock(mutex_);
+        state_ = end;
+        message_ = message;
+        if (end == State::Succeeded) fraction_ = 1.0, stage_ = "done";
+    });
+    return true;
+}
+
+void RunController::Cancel() {
+    if (cancel_.c()) cancel_.cancel();
+}
+
+void RunController::Join() {
+    if (worker_.joinable()) worker_.join();
+}
+
+RunController::State RunController::state() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return state_;
+}
+
+RunController::State RunController::Take(std::string* message) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ == State::Running || state_ == State::Idle || taken_) return State::Idle;
+    taken_ = true;
+    if (message) *message = message_;
+    return state_;
+}
+
+double RunController::fraction() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return fraction_;
+}
+
+std::string RunController::stage() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stage_;
+}
+
+double RunController::elapsed_s() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ == State::Idle) return 0.0;
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+}
+
+double RunController::seconds_left() const {
+    const double f = fraction(), t = elapsed_s();
+    if (!(f > 0.02) || f >= 1.0) return -1.0;
+    return t * (1.0 - f) / f;
+}
+
+std::vector<LogRecord> RunController::DrainLog() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<LogRecord> out;
+    out.swap(log_);
+    return out;
+}
+
+}  // namespace imhost_slicer
