@@ -233,6 +233,61 @@ bool ReadStudy(vtkMRMLNode* input, Study& study, std::string& error) {
     return true;
 }
 
+imhost::View Image3D::view() const {
+    int d[3];
+    image->GetDimensions(d);
+    const imhost::Shape shape{d[0], d[1], d[2], 1};
+    const imhost::Strides strides = imhost::nifti_strides(shape);
+    const imhost::Geometry g = imhost::Geometry::from_ijk_to_ras(ijk_to_ras);
+    void* p = image->GetScalarPointer();
+    switch (dtype) {
+        case imhost::DType::U8: return imhost::View::three_d(static_cast<const uint8_t*>(p), shape, strides, g);
+        case imhost::DType::I16: return imhost::View::three_d(static_cast<const int16_t*>(p), shape, strides, g);
+        case imhost::DType::U16: return imhost::View::three_d(static_cast<const uint16_t*>(p), shape, strides, g);
+        case imhost::DType::I32: return imhost::View::three_d(static_cast<const int32_t*>(p), shape, strides, g);
+        case imhost::DType::F64: return imhost::View::three_d(static_cast<const double*>(p), shape, strides, g);
+        default: return imhost::View::three_d(static_cast<const float*>(p), shape, strides, g);
+    }
+}
+
+bool ReadImage(vtkMRMLNode* input, Image3D& out, std::string& error) {
+    out = Image3D{};
+    auto* volume = vtkMRMLScalarVolumeNode::SafeDownCast(input);
+    if (!volume) {
+        error = input ? "'" + std::string(input->GetName() ? input->GetName() : "") + "' is not a volume" : "choose an input volume";
+        return false;
+    }
+    out.name = volume->GetName() ? volume->GetName() : "volume";
+    vtkImageData* image = volume->GetImageData();
+    if (!image) {
+        error = "'" + out.name + "' has no image data";
+        return false;
+    }
+    std::string why = NotCT(volume, image);
+    if (!why.empty() && !volume->IsA("vtkMRMLLabelMapVolumeNode")) {
+        error = why;
+        return false;
+    }
+    if (image->GetNumberOfScalarComponents() != 1) {
+        error = "'" + out.name + "' has " + std::to_string(image->GetNumberOfScalarComponents()) + " components; the model reads one";
+        return false;
+    }
+    switch (image->GetScalarType()) {
+        case VTK_UNSIGNED_CHAR: out.dtype = imhost::DType::U8; break;
+        case VTK_SHORT: out.dtype = imhost::DType::I16; break;
+        case VTK_UNSIGNED_SHORT: out.dtype = imhost::DType::U16; break;
+        case VTK_INT: out.dtype = imhost::DType::I32; break;
+        case VTK_FLOAT: out.dtype = imhost::DType::F32; break;
+        case VTK_DOUBLE: out.dtype = imhost::DType::F64; break;
+        default:
+            error = "'" + out.name + "' holds " + image->GetScalarTypeAsString() + " voxels (u8, i16, u16, i32, f32 or f64 are read)";
+            return false;
+    }
+    out.image = image;
+    out.ijk_to_ras = MatrixOf(volume);
+    return true;
+}
+
 vtkSmartPointer<vtkImageData> ImageFromView(const imhost::View& view) {
     const imhost::Shape s = view.shape();
     auto image = vtkSmartPointer<vtkImageData>::New();

@@ -38,6 +38,21 @@ struct VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT Study {
     imhost::View view() const;
 };
 
+/// A 3-D scalar volume read in place (no copy): the node's image, kept alive for the run.
+struct VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT Image3D {
+    std::string name;
+    vtkSmartPointer<vtkImageData> image;
+    std::array<double, 16> ijk_to_ras{};
+    imhost::DType dtype = imhost::DType::F32;
+
+    /// The view over the node's pixels (valid while this Image3D lives).
+    imhost::View view() const;
+};
+
+/// Read a 3-D scalar volume node (u8, i16, u16, i32, f32 or f64 voxels, one component) in place;
+/// false with a reason otherwise.
+VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT bool ReadImage(vtkMRMLNode* input, Image3D& image, std::string& error);
+
 /// Read `input` (a vtkMRMLSequenceNode of scalar volumes, or a scalar volume whose image has one
 /// component per frame with MultiVolume frame labels) into `study`. On failure returns false
 /// and a one-line reason a user can act on in `error`; nothing is allocated beyond the check.
