@@ -22,6 +22,7 @@ PYJPEGLS_VERSION=1.5.1
 TORCH_VERSION=2.11.0    # LibTorch for tch 0.24.0 (the version on the GPU machines)
 SLICER_CORE_VERSION=5.13.31053.0  # Slicer's Qt-free libraries (MRML, module logics, ITK 5.4)
 VTK_VERSION=9.6.2                 # the VTK those wheels are built with
+OTHER_TORCH_VERSION=2.10.0        # "Slicer's own PyTorch" in the coexistence test: not ours
 CACHE="$PWD/.cache"
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -142,6 +143,31 @@ if [ -x "$vtk_sdk/unpack.sh" ]; then
   fi
   site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   "$vtk_sdk/unpack.sh" "$CACHE/slicer-sdk" "$site" "$venv/bin/python" >/dev/null
+
+  # Another PyTorch's LibTorch, as a Slicer with SlicerPyTorch has in its process: the extension's
+  # test loads it before running the CNN (which must still work: libimhost never loads LibTorch).
+  # Only the CPU libraries and the two CUDA runtime libraries they need are kept (~470 MB).
+  other="$CACHE/torch-$OTHER_TORCH_VERSION-libs"
+  if [ ! -f "$other/.imhost-complete" ]; then
+    say "fetching LibTorch $OTHER_TORCH_VERSION's CPU libraries into .cache/torch-$OTHER_TORCH_VERSION-libs (Slicer coexistence test)"
+    rm -rf "$other" "$CACHE/wheels/torch-$OTHER_TORCH_VERSION"
+    mkdir -p "$other" "$CACHE/wheels/torch-$OTHER_TORCH_VERSION"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$CACHE/wheels/torch-$OTHER_TORCH_VERSION" \
+      "torch==$OTHER_TORCH_VERSION" nvidia-cuda-runtime-cu12==12.8.90 nvidia-cuda-cupti-cu12==12.8.90
+    python3 - "$CACHE/wheels/torch-$OTHER_TORCH_VERSION" "$other" <<'PY'
+import glob, os, sys, zipfile
+src, out = sys.argv[1], sys.argv[2]
+keep = ("torch/lib/libc10.so", "torch/lib/libgomp.so.1", "torch/lib/libtorch_cpu.so",
+        "nvidia/cuda_runtime/lib/libcudart.so.12", "nvidia/cuda_cupti/lib/libcupti.so.12")
+for wheel in glob.glob(os.path.join(src, "*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if name in keep:
+                z.extract(name, out)
+PY
+    rm -rf "$CACHE/wheels/torch-$OTHER_TORCH_VERSION"
+    [ -f "$other/torch/lib/libtorch_cpu.so" ] && [ -f "$other/nvidia/cuda_runtime/lib/libcudart.so.12" ] && touch "$other/.imhost-complete"
+  fi
 else
   say "../shared/sdk/vtk-$VTK_VERSION is absent: the 3D Slicer extension's tests will be skipped"
 fi

@@ -2,6 +2,8 @@
 #include "vtkSlicerImhostConversion.h"
 
 #include <cmath>
+#include <dlfcn.h>
+#include <sys/stat.h>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -341,6 +343,17 @@ bool RASToVoxel(const std::array<double, 16>& ijk_to_ras, const std::array<int64
         voxel[static_cast<std::size_t>(a)] = static_cast<uint32_t>(x);
     }
     return true;
+}
+
+std::string InstalledModelDirectory(const std::string& name) {
+    Dl_info info{};
+    if (!dladdr(reinterpret_cast<void*>(&imh_version), &info) || !info.dli_fname) return "";
+    std::string lib = info.dli_fname;
+    const std::size_t slash = lib.rfind('/');
+    if (slash == std::string::npos) return "";
+    const std::string dir = lib.substr(0, slash) + "/../share/imhost/models/" + name;
+    struct stat st {};
+    return stat((dir + "/manifest.json").c_str(), &st) == 0 ? dir : "";
 }
 
 }  // namespace imhost_slicer

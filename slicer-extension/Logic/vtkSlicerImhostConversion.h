@@ -77,6 +77,9 @@ VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT bool RASToVoxel(const std::array<double, 1
                                                       const std::array<int64_t, 4>& shape, const double ras[3],
                                                       std::array<uint32_t, 3>& voxel);
 
+/// `<prefix>/share/imhost/models/<name>` of the libimhost this process loaded, or "" when absent.
+VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT std::string InstalledModelDirectory(const std::string& name);
+
 /// LPS (mm) → RAS (mm).
 inline void LPSToRAS(const double lps[3], double ras[3]) {
     ras[0] = -lps[0];

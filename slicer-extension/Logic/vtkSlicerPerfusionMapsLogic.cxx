@@ -207,9 +207,10 @@ bool vtkSlicerPerfusionMapsLogic::StartPerfusion(vtkMRMLNode* input) {
     }
     if (!this->Controller) this->Controller = std::make_unique<imhost_slicer::RunController>();
     if (code == IMH_PERFUSION_METHOD_CNN) {
-        const std::string dir = this->CNNModelDirectory ? this->CNNModelDirectory : "";
+        std::string dir = this->CNNModelDirectory ? this->CNNModelDirectory : "";
+        if (dir.empty()) dir = imhost_slicer::InstalledModelDirectory("perfusion-cnn");
         if (dir.empty()) {
-            this->StatusMessage = "the CNN needs its model folder (CNNModelDirectory: manifest.json and weights)";
+            this->StatusMessage = "the CNN's model folder was not found next to libimhost (choose it: manifest.json and weights)";
             return false;
         }
         try {

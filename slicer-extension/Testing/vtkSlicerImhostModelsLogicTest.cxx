@@ -26,19 +26,11 @@
 #include VTK_NLOHMANN_JSON(json.hpp)
 
 #include "imhost.hpp"
+#include "vtkSlicerImhostTestUtils.h"
 #include "vtkSlicerImhostConversion.h"
 #include "vtkSlicerImhostModelsLogic.h"
 
 using json = nlohmann::json;
-static int failures = 0;
-#define CHECK(cond, what)                                                              \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": FAILED: " << what << "\n"; \
-            ++failures;                                                                \
-        }                                                                              \
-    } while (0)
-
 namespace {
 /// Voxels of segment `id` that differ from `want(i, j, k)`, and how many are set.
 template <class F>
@@ -192,7 +184,7 @@ int main(int argc, char** argv) {
     CHECK(!logic->StartModel("no.such-model", {node}, ""), "unknown model refused");
     CHECK(scene->GetNumberOfNodes() == with_rgb && with_rgb == before + 1, "nothing added");
 
-    if (failures) std::cerr << failures << " check(s) failed\n";
+    if (TestFailures()) std::cerr << TestFailures() << " check(s) failed\n";
     else std::cout << "all imhost Models logic checks passed\n";
-    return failures ? 1 : 0;
+    return TestFailures() ? 1 : 0;
 }

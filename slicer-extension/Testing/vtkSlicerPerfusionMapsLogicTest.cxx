@@ -37,19 +37,11 @@
 #include VTK_NLOHMANN_JSON(json.hpp)
 
 #include "imhost.hpp"
+#include "vtkSlicerImhostTestUtils.h"
 #include "vtkSlicerImhostConversion.h"
 #include "vtkSlicerPerfusionMapsLogic.h"
 
 using json = nlohmann::json;
-
-static int failures = 0;
-#define CHECK(cond, what)                                                               \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": FAILED: " << what << "\n";  \
-            ++failures;                                                                 \
-        }                                                                               \
-    } while (0)
 
 namespace {
 // A rotated (about z by 20°, about x by 10°), anisotropic grid, in Slicer's RAS.
@@ -66,39 +58,6 @@ vtkSmartPointer<vtkMatrix4x4> RotatedGrid(const double spacing[3]) {
         }
     m->SetElement(0, 3, -31.5), m->SetElement(1, 3, 12.25), m->SetElement(2, 3, -40.0);
     return m;
-}
-
-std::string Text(double x) {
-    std::ostringstream s;
-    s.precision(17);
-    s << x;
-    return s.str();
-}
-
-/// The study as Slicer's DICOM/Sequences import gives it: one scalar volume per frame, index =
-/// acquisition time in seconds.
-vtkMRMLSequenceNode* AddSequence(vtkMRMLScene* scene, const imhost::View& v, vtkMatrix4x4* ijk_to_ras, const char* name) {
-    auto* seq = vtkMRMLSequenceNode::SafeDownCast(scene->AddNewNodeByClass("vtkMRMLSequenceNode", name));
-    seq->SetIndexName("time");
-    seq->SetIndexUnit("s");
-    seq->SetIndexType(vtkMRMLSequenceNode::NumericIndex);
-    const imhost::Shape s = v.shape();
-    for (int64_t t = 0; t < s[3]; ++t) {
-        vtkNew<vtkMRMLScalarVolumeNode> frame;
-        vtkNew<vtkImageData> image;
-        image->SetDimensions(static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2]));
-        image->AllocateScalars(VTK_SHORT, 1);
-        auto* out = static_cast<int16_t*>(image->GetScalarPointer());
-        std::size_t n = 0;
-        for (int64_t k = 0; k < s[2]; ++k)
-            for (int64_t j = 0; j < s[1]; ++j)
-                for (int64_t i = 0; i < s[0]; ++i) out[n++] = v.at<int16_t>(i, j, k, t);
-        frame->SetAndObserveImageData(image);
-        frame->SetIJKToRASMatrix(ijk_to_ras);
-        frame->SetName((std::string(name) + " frame " + std::to_string(t)).c_str());
-        seq->SetDataNodeAtValue(frame, Text(v.frame_times()[static_cast<std::size_t>(t)]));
-    }
-    return seq;
 }
 
 int NodeCount(vtkMRMLScene* scene) { return scene->GetNumberOfNodes(); }
@@ -150,7 +109,6 @@ int main(int argc, char** argv) {
     CHECK(std::system(cli.c_str()) == 0, "the imhost command ran: " << cli);
 
     vtkNew<vtkMRMLScene> scene;
-    if (!scene->IsNodeClassRegistered("vtkMRMLSequenceNode")) scene->RegisterNodeClass(vtkNew<vtkMRMLSequenceNode>());
     vtkNew<vtkSlicerPerfusionMapsLogic> logic;
     logic->SetMRMLScene(scene);
     vtkMRMLSequenceNode* seq = AddSequence(scene, study, grid, "CTP phantom");
@@ -422,7 +380,7 @@ int main(int argc, char** argv) {
         CHECK(scene->GetFirstNodeByName("CTP phantom CBF") == nullptr, "nothing added to the closed scene");
     }
 
-    if (failures) std::cerr << failures << " check(s) failed\n";
+    if (TestFailures()) std::cerr << TestFailures() << " check(s) failed\n";
     else std::cout << "all Perfusion Maps logic checks passed\n";
-    return failures ? 1 : 0;
+    return TestFailures() ? 1 : 0;
 }
