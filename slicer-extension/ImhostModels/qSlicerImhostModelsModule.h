@@ -1,0 +1,36 @@
+// imhost Models: the module class (help, categories, logic, widget). Thin: every behaviour is
+// in vtkSlicerImhostModelsLogic. Builds inside a Slicer build tree only.
+#pragma once
+
+#include "qSlicerLoadableModule.h"
+#include "qSlicerImhostModelsModuleExport.h"
+
+class qSlicerImhostModelsModulePrivate;
+
+class Q_SLICER_QTMODULES_IMHOSTMODELS_EXPORT qSlicerImhostModelsModule : public qSlicerLoadableModule {
+    Q_OBJECT
+    Q_PLUGIN_METADATA(IID "org.slicer.modules.loadable.qSlicerLoadableModule/1.0");
+    Q_INTERFACES(qSlicerLoadableModule);
+
+public:
+    typedef qSlicerLoadableModule Superclass;
+    explicit qSlicerImhostModelsModule(QObject* parent = nullptr);
+    ~qSlicerImhostModelsModule() override;
+
+    qSlicerGetTitleMacro(tr("imhost Models"));
+
+    QString helpText() const override;
+    QString acknowledgementText() const override;
+    QStringList contributors() const override;
+    QIcon icon() const override;
+    QStringList categories() const override;
+    QStringList dependencies() const override;
+
+protected:
+    void setup() override;
+    qSlicerAbstractModuleRepresentation* createWidgetRepresentation() override;
+    vtkMRMLAbstractLogic* createLogic() override;
+
+private:
+    Q_DISABLE_COPY(qSlicerImhostModelsModule);
+};
