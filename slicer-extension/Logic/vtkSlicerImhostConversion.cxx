@@ -53,6 +53,32 @@ std::string NotCT(vtkMRMLVolumeNode* node, vtkImageData* image) {
 }
 }  // namespace
 
+void Study::Copy() {
+    if (frames.empty()) return;  // a 4-D volume is read in place
+    const std::size_t frame_voxels =
+        static_cast<std::size_t>(shape[0]) * static_cast<std::size_t>(shape[1]) * static_cast<std::size_t>(shape[2]);
+    const std::size_t nt = frames.size();
+    try {
+        // The one copy: Sequences keep one buffer per frame, the library reads one array.
+        if (short_frames) {
+            i16.resize(frame_voxels * nt);
+            for (std::size_t t = 0; t < nt; ++t)
+                std::memcpy(i16.data() + frame_voxels * t, frames[t]->GetScalarPointer(), frame_voxels * sizeof(int16_t));
+        } else {
+            f32.resize(frame_voxels * nt);
+            for (std::size_t t = 0; t < nt; ++t) {
+                vtkDataArray* a = frames[t]->GetPointData()->GetScalars();
+                float* out = f32.data() + frame_voxels * t;
+                for (std::size_t n = 0; n < frame_voxels; ++n) out[n] = static_cast<float>(a->GetComponent(static_cast<vtkIdType>(n), 0));
+            }
+        }
+    } catch (const std::bad_alloc&) {
+        i16.clear(), f32.clear();
+        throw imhost::Error(IMH_STATUS_TOO_LARGE, "not enough memory to hold '" + name + "' for the run");
+    }
+    frames.clear();  // the copy is all the run needs
+}
+
 imhost::View Study::view() const {
     const imhost::Geometry geometry = imhost::Geometry::from_ijk_to_ras(ijk_to_ras);
     const imhost::Span<const double> times(times_s.data(), times_s.size());
@@ -171,29 +197,10 @@ bool ReadStudy(vtkMRMLNode* input, Study& study, std::string& error) {
             error = "'" + study.name + "' has an empty or impossibly large grid (" + Dims(dims) + ")";
             return false;
         }
-        try {
-            // The one copy: Sequences keep one buffer per frame, the library reads one array.
-            if (all_short) {
-                study.i16.resize(frame_voxels * static_cast<std::size_t>(nt));
-                for (int t = 0; t < nt; ++t)
-                    std::memcpy(study.i16.data() + frame_voxels * static_cast<std::size_t>(t),
-                                frames[static_cast<std::size_t>(t)]->GetImageData()->GetScalarPointer(),
-                                frame_voxels * sizeof(int16_t));
-                study.copied_bytes = study.i16.size() * sizeof(int16_t);
-            } else {
-                study.f32.resize(frame_voxels * static_cast<std::size_t>(nt));
-                for (int t = 0; t < nt; ++t) {
-                    vtkDataArray* a = frames[static_cast<std::size_t>(t)]->GetImageData()->GetPointData()->GetScalars();
-                    float* out = study.f32.data() + frame_voxels * static_cast<std::size_t>(t);
-                    for (std::size_t n = 0; n < frame_voxels; ++n) out[n] = static_cast<float>(a->GetComponent(static_cast<vtkIdType>(n), 0));
-                }
-                study.copied_bytes = study.f32.size() * sizeof(float);
-            }
-        } catch (const std::bad_alloc&) {
-            error = "not enough memory to hold '" + study.name + "' for the run";
-            study = Study{};
-            return false;
-        }
+        // The frames' buffers, kept alive; Copy() makes the one copy (on the worker thread).
+        for (auto* f : frames) study.frames.push_back(f->GetImageData());
+        study.short_frames = all_short;
+        study.copied_bytes = frame_voxels * static_cast<std::size_t>(nt) * (all_short ? sizeof(int16_t) : sizeof(float));
         return true;
     }
     auto* volume = vtkMRMLScalarVolumeNode::SafeDownCast(input);
@@ -297,6 +304,12 @@ vtkSmartPointer<vtkImageData> ImageFromView(const imhost::View& view) {
     const bool u8 = view.dtype() == imhost::DType::U8;
     image->AllocateScalars(u8 ? VTK_UNSIGNED_CHAR : VTK_FLOAT, 1);
     const imhost::Strides st = view.strides();
+    const std::size_t count = static_cast<std::size_t>(s[0] * s[1] * s[2]);
+    const bool contiguous = st[0] == 1 && st[1] == s[0] && st[2] == s[0] * s[1];
+    if (contiguous && (u8 || view.dtype() == imhost::DType::F32)) {
+        std::memcpy(image->GetScalarPointer(), view.c().data, count * (u8 ? 1 : sizeof(float)));
+        return image;
+    }
     std::size_t n = 0;
     for (int64_t k = 0; k < s[2]; ++k)
         for (int64_t j = 0; j < s[1]; ++j)

@@ -29,12 +29,18 @@ struct VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT Study {
     std::vector<int16_t> i16;            ///< the copy (short CT), or
     std::vector<float> f32;              ///< the copy (any other scalar type)
     vtkSmartPointer<vtkImageData> borrowed;  ///< the 4-D volume's image (no copy), kept alive
+    std::vector<vtkSmartPointer<vtkImageData>> frames;  ///< a Sequence's frames until Copy()
+    bool short_frames = true;                ///< every frame holds short voxels
     std::vector<double> times_s;
     std::array<double, 16> ijk_to_ras{};  ///< the input's IJK-to-RAS, row-major
     std::string time_note;                ///< how the frame times were read
-    std::size_t copied_bytes = 0;         ///< what the conversion copied
+    std::size_t copied_bytes = 0;         ///< what the conversion copies
 
-    /// The view over the pixels (valid while this Study lives and is not moved).
+    /// Make the one copy of a Sequence's frames (worker thread: the main thread is not held
+    /// for it; the frames' buffers are kept alive by `frames`). Throws imhost::Error when memory
+    /// runs out.
+    void Copy();
+    /// The view over the pixels, after Copy() (valid while this Study lives and is not moved).
     imhost::View view() const;
 };
 
@@ -53,9 +59,10 @@ struct VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT Image3D {
 /// false with a reason otherwise.
 VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT bool ReadImage(vtkMRMLNode* input, Image3D& image, std::string& error);
 
-/// Read `input` (a vtkMRMLSequenceNode of scalar volumes, or a scalar volume whose image has one
-/// component per frame with MultiVolume frame labels) into `study`. On failure returns false
-/// and a one-line reason a user can act on in `error`; nothing is allocated beyond the check.
+/// Check `input` (a vtkMRMLSequenceNode of scalar volumes, or a scalar volume whose image has one
+/// component per frame with MultiVolume frame labels) and describe it in `study` (main thread;
+/// nothing is copied yet: see Study::Copy). On failure returns false and a one-line reason a
+/// user can act on in `error`.
 VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT bool ReadStudy(vtkMRMLNode* input, Study& study, std::string& error);
 
 /// The frame times (s) from a Sequence's index values and unit; false with a reason otherwise.

@@ -51,7 +51,7 @@ struct vtkSlicerImhostModelsLogic::Pending {
     std::string id, name, input_name;
     std::vector<imhost_slicer::Image3D> images;
     std::vector<imhost_slicer::Study> studies;
-    std::vector<imhost::View> views;
+    std::vector<std::pair<bool, std::size_t>> order;  ///< per input: (a 4-D study?, its index)
     std::string options;
     std::unique_ptr<imhost::ModelResult> result;
 };
@@ -260,12 +260,12 @@ bool vtkSlicerImhostModelsLogic::StartModel(const std::string& id, const std::ve
             run->studies.emplace_back();
             if (!imhost_slicer::ReadStudy(inputs[n], run->studies.back(), error))
                 return this->StatusMessage = fields[n].name + ": " + error, false;
-            run->views.push_back(run->studies.back().view());
+            run->order.emplace_back(true, run->studies.size() - 1);
         } else {
             run->images.emplace_back();
             if (!imhost_slicer::ReadImage(inputs[n], run->images.back(), error))
                 return this->StatusMessage = fields[n].name + ": " + error, false;
-            run->views.push_back(run->images.back().view());
+            run->order.emplace_back(false, run->images.size() - 1);
         }
         if (n == 0) run->input_name = inputs[n]->GetName() ? inputs[n]->GetName() : "input";
     }
@@ -274,7 +274,12 @@ bool vtkSlicerImhostModelsLogic::StartModel(const std::string& id, const std::ve
     const imhost::Registry* registry = this->Registry.get();
     this->Run = std::move(run);
     this->Controller->Start([p, registry](const imhost::Context& context, const imhost::RunOptions& options) {
-        imhost::ModelResult result = registry->run(context, p->id, p->views, p->options, options);
+        std::vector<imhost::View> views;  // a Sequence is copied here, off the main thread
+        for (const auto& [study, index] : p->order) {
+            if (study) p->studies[index].Copy();
+            views.push_back(study ? p->studies[index].view() : p->images[index].view());
+        }
+        imhost::ModelResult result = registry->run(context, p->id, views, p->options, options);
         p->result = std::make_unique<imhost::ModelResult>(std::move(result));
     });
     this->StatusMessage = "running " + this->Run->name + " on '" + this->Run->input_name + "'";

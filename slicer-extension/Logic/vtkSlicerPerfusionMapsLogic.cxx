@@ -103,11 +103,52 @@ std::string Number(const json& v, int digits) {
 }
 }  // namespace
 
+/// One run: the input, then what the worker prepared from the result — the VTK images of every
+/// output, built off the main thread (plain data objects, in no scene), so that the main thread
+/// only creates nodes and hands them their images.
 struct vtkSlicerPerfusionMapsLogic::Pending {
     imhost_slicer::Study study;
     std::string method;
     std::unique_ptr<imhost::Model> model;
-    std::unique_ptr<imhost::PerfusionResult> result;
+    std::string name;  ///< the study's name (the Study itself is released after the run)
+    std::string report_json;
+    std::vector<std::pair<const MapSpec*, vtkSmartPointer<vtkImageData>>> maps;
+    vtkSmartPointer<vtkMatrix4x4> ijk_to_ras;
+    vtkSmartPointer<vtkOrientedImageData> core, penumbra;
+
+    /// Worker thread: the result's outputs as VTK images.
+    void Prepare(const imhost::PerfusionResult& result) {
+        report_json = result.report_json();
+        for (const MapSpec& spec : kMaps) {
+            if (method == "cnn" && spec.output == IMH_PERFUSION_TMAX) continue;  // the CNN estimates no Tmax
+            maps.emplace_back(&spec, imhost_slicer::ImageFromView(result.view(spec.output)));
+        }
+        const imhost::View c = result.view(IMH_PERFUSION_CORE);
+        const imhost::View h = result.view(IMH_PERFUSION_HYPOPERFUSION);
+        ijk_to_ras = imhost_slicer::IJKToRAS(c);
+        const imhost::Shape shape = c.shape();
+        auto mask = [&](bool penumbra_mask) {
+            auto image = vtkSmartPointer<vtkOrientedImageData>::New();
+            image->SetDimensions(static_cast<int>(shape[0]), static_cast<int>(shape[1]), static_cast<int>(shape[2]));
+            image->AllocateScalars(VTK_UNSIGNED_CHAR, 1);
+            image->SetImageToWorldMatrix(ijk_to_ras);
+            auto* out = static_cast<uint8_t*>(image->GetScalarPointer());
+            const auto* cp = static_cast<const uint8_t*>(c.c().data);
+            const auto* hp = static_cast<const uint8_t*>(h.c().data);
+            const imhost::Strides cs = c.strides(), hs = h.strides();
+            std::size_t n = 0;
+            for (int64_t k = 0; k < shape[2]; ++k)
+                for (int64_t j = 0; j < shape[1]; ++j)
+                    for (int64_t i = 0; i < shape[0]; ++i, ++n) {
+                        const bool in_core = cp[i * cs[0] + j * cs[1] + k * cs[2]] != 0;
+                        const bool hypo = hp[i * hs[0] + j * hs[1] + k * hs[2]] != 0;
+                        out[n] = penumbra_mask ? (hypo && !in_core) : in_core;
+                    }
+            return image;
+        };
+        core = mask(false);
+        penumbra = mask(true);
+    }
 };
 
 vtkStandardNewMacro(vtkSlicerPerfusionMapsLogic);
@@ -187,6 +228,7 @@ bool vtkSlicerPerfusionMapsLogic::StartPerfusion(vtkMRMLNode* input) {
         this->StatusMessage = error;
         return false;
     }
+    run->name = run->study.name;
     imhost::PerfusionOptions options;
     options.method = code;
     if (!this->AutomaticAIF) {
@@ -227,10 +269,12 @@ bool vtkSlicerPerfusionMapsLogic::StartPerfusion(vtkMRMLNode* input) {
     Pending* p = run.get();
     this->Run = std::move(run);
     this->Controller->Start([p, options](const imhost::Context& context, const imhost::RunOptions& run_options) {
-        imhost::PerfusionResult result = imhost::perfusion(context, p->study.view(), options, run_options);
-        p->result = std::make_unique<imhost::PerfusionResult>(std::move(result));
+        p->study.Copy();  // the one copy of a Sequence's frames, off the main thread
+        const imhost::PerfusionResult result = imhost::perfusion(context, p->study.view(), options, run_options);
+        p->study = imhost_slicer::Study{};  // the copy is not needed any more
+        p->Prepare(result);
     });
-    this->StatusMessage = "running " + std::string(MethodLabel(method)) + " on '" + this->Run->study.name + "'";
+    this->StatusMessage = "running " + std::string(MethodLabel(method)) + " on '" + this->Run->name + "'";
     return true;
 }
 
@@ -294,10 +338,9 @@ int vtkSlicerPerfusionMapsLogic::RunAndWait(vtkMRMLNode* input) {
 void vtkSlicerPerfusionMapsLogic::ApplyResult() {
     vtkMRMLScene* scene = this->GetMRMLScene();
     Pending& run = *this->Run;
-    const imhost::PerfusionResult& result = *run.result;
-    this->ReportJSON = result.report_json();
+    this->ReportJSON = run.report_json;
     const json report = json::parse(this->ReportJSON);
-    const std::string study = run.study.name;
+    const std::string study = run.name;
     const std::string label = MethodLabel(run.method);
     std::vector<vtkMRMLNode*> added;
     auto mark = [&](vtkMRMLNode* node) {
@@ -339,50 +382,37 @@ void vtkSlicerPerfusionMapsLogic::ApplyResult() {
         colors->SetTypeToRainbow();
         colors->SetAttribute("Category", "imhost");
     }
-    for (const MapSpec& spec : kMaps) {
-        if (run.method == "cnn" && spec.output == IMH_PERFUSION_TMAX) continue;  // the CNN estimates no Tmax
-        const imhost::View view = result.view(spec.output);
-        auto* node = imhost_slicer::AddVolume(scene, study + " " + spec.label, view);
-        vtkMRMLScalarVolumeDisplayNode* display = node->GetScalarVolumeDisplayNode();
-        display->SetAndObserveColorNodeID(colors->GetID());
+    for (const auto& [spec, image] : run.maps) {
+        auto* node = vtkMRMLScalarVolumeNode::SafeDownCast(
+            scene->AddNewNodeByClass("vtkMRMLScalarVolumeNode", study + " " + spec->label));
+        // The display first, with automatic window/level off: else attaching the image makes
+        // the display node compute a histogram of every voxel on this thread.
+        auto* display = vtkMRMLScalarVolumeDisplayNode::SafeDownCast(scene->AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode"));
         display->AutoWindowLevelOff();
-        display->SetWindowLevel(spec.window, spec.level);
+        display->AutoThresholdOff();
+        display->SetWindowLevel(spec->window, spec->level);
+        display->SetAndObserveColorNodeID(colors->GetID());
+        node->SetAndObserveDisplayNodeID(display->GetID());
+        node->SetIJKToRASMatrix(run.ijk_to_ras);
+        node->SetAndObserveImageData(image);  // prepared by the worker: no copy here
         vtkNew<vtkCodedEntry> quantity, units;
-        quantity->SetValueSchemeMeaning(spec.quantity_code, "DCM", spec.quantity_meaning);
-        units->SetValueSchemeMeaning(spec.ucum, "UCUM", spec.unit);
+        quantity->SetValueSchemeMeaning(spec->quantity_code, "DCM", spec->quantity_meaning);
+        units->SetValueSchemeMeaning(spec->ucum, "UCUM", spec->unit);
         node->SetVoxelValueQuantity(quantity);
         node->SetVoxelValueUnits(units);
-        node->SetAttribute("imhost.Map", spec.label);
-        node->SetAttribute("imhost.Unit", spec.unit);
+        node->SetAttribute("imhost.Map", spec->label);
+        node->SetAttribute("imhost.Unit", spec->unit);
         node->SetAttribute("imhost.Method", label.c_str());
         mark(node);
     }
 
     // Core and penumbra (hypoperfusion minus core) as one segmentation.
-    const imhost::View core = result.view(IMH_PERFUSION_CORE);
-    const imhost::View hypo = result.view(IMH_PERFUSION_HYPOPERFUSION);
-    const imhost::Shape shape = core.shape();
-    auto mask = [&](bool penumbra) {
-        vtkNew<vtkOrientedImageData> image;
-        image->SetDimensions(static_cast<int>(shape[0]), static_cast<int>(shape[1]), static_cast<int>(shape[2]));
-        image->AllocateScalars(VTK_UNSIGNED_CHAR, 1);
-        image->SetImageToWorldMatrix(imhost_slicer::IJKToRAS(core));
-        auto* out = static_cast<uint8_t*>(image->GetScalarPointer());
-        std::size_t n = 0;
-        for (int64_t k = 0; k < shape[2]; ++k)
-            for (int64_t j = 0; j < shape[1]; ++j)
-                for (int64_t i = 0; i < shape[0]; ++i, ++n) {
-                    const bool c = core.at<uint8_t>(i, j, k) != 0;
-                    out[n] = penumbra ? (hypo.at<uint8_t>(i, j, k) != 0 && !c) : c;
-                }
-        return vtkSmartPointer<vtkOrientedImageData>(image.GetPointer());
-    };
     auto* segmentation =
         vtkMRMLSegmentationNode::SafeDownCast(scene->AddNewNodeByClass("vtkMRMLSegmentationNode", study + " core and penumbra"));
     segmentation->CreateDefaultDisplayNodes();
     double red[3] = {0.85, 0.1, 0.1}, yellow[3] = {0.95, 0.8, 0.1};
-    segmentation->AddSegmentFromBinaryLabelmapRepresentation(mask(false), "Ischemic core", red, "core");
-    segmentation->AddSegmentFromBinaryLabelmapRepresentation(mask(true), "Penumbra", yellow, "penumbra");
+    segmentation->AddSegmentFromBinaryLabelmapRepresentation(run.core, "Ischemic core", red, "core");
+    segmentation->AddSegmentFromBinaryLabelmapRepresentation(run.penumbra, "Penumbra", yellow, "penumbra");
     mark(segmentation);
 
     // The read-out table.
