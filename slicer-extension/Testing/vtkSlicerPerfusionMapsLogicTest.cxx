@@ -258,6 +258,72 @@ int main(int argc, char** argv) {
     for (const std::string& line : logic->GetLogLines()) logged = logged || line.find("perfusion done") != std::string::npos;
     CHECK(logged, "library log records reached the logic");
 
+    // --- A 4-D volume node (one component per frame, MultiVolume frame labels): read in place ---
+    {
+        const imhost::Shape s = study.shape();
+        auto* mv = vtkMRMLScalarVolumeNode::SafeDownCast(scene->AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CTP as 4-D volume"));
+        vtkNew<vtkImageData> image;
+        image->SetDimensions(static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2]));
+        image->AllocateScalars(VTK_SHORT, static_cast<int>(s[3]));
+        auto* px = static_cast<int16_t*>(image->GetScalarPointer());
+        std::size_t n = 0;
+        for (int64_t k = 0; k < s[2]; ++k)
+            for (int64_t j = 0; j < s[1]; ++j)
+                for (int64_t i = 0; i < s[0]; ++i)
+                    for (int64_t t = 0; t < s[3]; ++t) px[n++] = study.at<int16_t>(i, j, k, t);
+        mv->SetAndObserveImageData(image);
+        mv->SetIJKToRASMatrix(grid);
+        std::string labels;
+        for (int64_t t = 0; t < s[3]; ++t)
+            labels += (t ? "," : "") + ExactText(study.frame_times()[static_cast<std::size_t>(t)] * 1000.0);
+        mv->SetAttribute("MultiVolume.FrameLabels", labels.c_str());
+        mv->SetAttribute("MultiVolume.FrameIdentifyingDICOMTagUnits", "ms");
+        CHECK(logic->RunAndWait(mv) == vtkSlicerPerfusionMapsLogic::Succeeded, "4-D volume run: " << logic->GetStatusMessage());
+        CHECK(logic->GetInputCopyBytes() == 0, "a 4-D volume is read in place");
+        const json r4 = json::parse(logic->GetReportJSON());
+        CHECK(r4["readout"] == cli_report["readout"], "the 4-D volume gives the command's read-out");
+        auto* cbf = vtkMRMLScalarVolumeNode::SafeDownCast(scene->GetFirstNodeByName("CTP as 4-D volume CBF"));
+        imhost::Volume expected = context.read(work + "/cli/cbf.nii.gz");
+        const imhost::View ev = expected.view();
+        std::size_t differ = 0, idx = 0;
+        if (cbf) {
+            const float* m = static_cast<const float*>(cbf->GetImageData()->GetScalarPointer());
+            for (int64_t k = 0; k < s[2]; ++k)
+                for (int64_t j = 0; j < s[1]; ++j)
+                    for (int64_t i = 0; i < s[0]; ++i, ++idx) differ += m[idx] != ev.at<float>(i, j, k);
+        }
+        CHECK(cbf && differ == 0, "the 4-D volume's CBF equals the command's (" << differ << " differ)");
+    }
+
+    // --- A manual AIF (a point placed in an artery) and age/NIHSS for DAWN ----------------------
+    {
+        const json& voxel = cli_report["aif"]["voxels"][0];
+        const double ijk[4] = {voxel[0].get<double>(), voxel[1].get<double>(), voxel[2].get<double>(), 1.0};
+        double ras[4];
+        grid->MultiplyPoint(ijk, ras);
+        ras[0] += 0.2;  // a click a little off the voxel's centre rounds to it
+        logic->SetAutomaticAIF(false);
+        logic->SetAIFPointRAS(ras);
+        logic->SetAge(72);
+        logic->SetNIHSS(14);
+        CHECK(logic->RunAndWait(seq) == vtkSlicerPerfusionMapsLogic::Succeeded, "manual AIF run: " << logic->GetStatusMessage());
+        const json r = json::parse(logic->GetReportJSON());
+        CHECK(r["aif"]["source"] == "manual", "the AIF is the user's: " << r["aif"]["source"]);
+        CHECK(r["aif"]["voxels"][0] == voxel, "at the placed voxel: " << r["aif"]["voxels"][0] << " vs " << voxel);
+        CHECK(r["readout"]["criteria"]["dawn"]["evaluated"] == true, "DAWN evaluated with age and NIHSS");
+        auto* t = vtkMRMLTableNode::SafeDownCast(scene->GetFirstNodeByName("CTP phantom perfusion read-out"));
+        CHECK(t && Cell(t, "DAWN imaging criteria", 1) != "not evaluated", "DAWN row filled");
+        const double outside[3] = {1e4, 0, 0};
+        logic->SetAIFPointRAS(const_cast<double*>(outside));
+        const int n = NodeCount(scene);
+        CHECK(!logic->StartPerfusion(seq) && logic->GetStatusMessage().find("outside the study") != std::string::npos,
+              "an AIF point outside the study is refused: " << logic->GetStatusMessage());
+        CHECK(NodeCount(scene) == n, "nothing added");
+        logic->SetAutomaticAIF(true);
+        logic->SetAge(-1);
+        logic->SetNIHSS(-1);
+    }
+
     // --- Re-running: replace, or add ------------------------------------------------------------
     const int after_first = NodeCount(scene);
     CHECK(after_first > before, "nodes were added");
