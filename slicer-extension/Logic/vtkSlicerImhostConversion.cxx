@@ -11,7 +11,13 @@
 #include <sstream>
 
 #include <vtkImageData.h>
+#include <vtkIdList.h>
+#include <vtkMRMLDisplayNode.h>
+#include <vtkMRMLDisplayableNode.h>
 #include <vtkMRMLScalarVolumeDisplayNode.h>
+#include <vtkMRMLStorageNode.h>
+#include <vtkMRMLStorableNode.h>
+#include <vtkMRMLSubjectHierarchyNode.h>
 #include <vtkMRMLScalarVolumeNode.h>
 #include <vtkMRMLScene.h>
 #include <vtkMRMLSequenceNode.h>
@@ -356,6 +362,39 @@ bool RASToVoxel(const std::array<double, 16>& ijk_to_ras, const std::array<int64
         voxel[static_cast<std::size_t>(a)] = static_cast<uint32_t>(x);
     }
     return true;
+}
+
+long long FileInFolder(vtkMRMLScene* scene, const std::string& name, const std::vector<vtkMRMLNode*>& nodes) {
+    vtkMRMLSubjectHierarchyNode* sh = vtkMRMLSubjectHierarchyNode::GetSubjectHierarchyNode(scene);
+    if (!sh) return 0;
+    const vtkIdType folder = sh->CreateFolderItem(sh->GetSceneItemID(), name);
+    sh->SetItemAttribute(folder, "imhost.ResearchUseOnly", kResearchUseOnly);
+    for (vtkMRMLNode* node : nodes) {
+        const vtkIdType item = sh->GetItemByDataNode(node);
+        if (!item) sh->CreateItem(folder, node);
+        else sh->SetItemParent(item, folder);
+    }
+    return folder;
+}
+
+void RemoveFolder(vtkMRMLScene* scene, const std::string& name) {
+    vtkMRMLSubjectHierarchyNode* sh = vtkMRMLSubjectHierarchyNode::GetSubjectHierarchyNode(scene);
+    const vtkIdType previous = sh ? sh->GetItemChildWithName(sh->GetSceneItemID(), name) : 0;
+    if (!previous) return;
+    vtkNew<vtkIdList> children;
+    sh->GetItemChildren(previous, children, true);
+    std::vector<vtkMRMLNode*> remove;
+    for (vtkIdType n = 0; n < children->GetNumberOfIds(); ++n) {
+        vtkMRMLNode* node = sh->GetItemDataNode(children->GetId(n));
+        if (auto* d = vtkMRMLDisplayableNode::SafeDownCast(node))
+            for (int i = 0; i < d->GetNumberOfDisplayNodes(); ++i) remove.push_back(d->GetNthDisplayNode(i));
+        if (auto* st = vtkMRMLStorableNode::SafeDownCast(node))
+            for (int i = 0; i < st->GetNumberOfStorageNodes(); ++i) remove.push_back(st->GetNthStorageNode(i));
+        if (node) remove.push_back(node);
+    }
+    for (vtkMRMLNode* node : remove)
+        if (node && scene->IsNodePresent(node)) scene->RemoveNode(node);
+    sh->RemoveItem(previous, false, true);
 }
 
 std::string InstalledModelDirectory(const std::string& name) {

@@ -84,6 +84,18 @@ VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT bool RASToVoxel(const std::array<double, 1
                                                       const std::array<int64_t, 4>& shape, const double ras[3],
                                                       std::array<uint32_t, 3>& voxel);
 
+/// What every result node and folder says.
+constexpr const char* kResearchUseOnly = "RESEARCH USE ONLY - not for diagnosis or treatment decisions.";
+
+/// A new subject-hierarchy folder `name` under the scene item (marked research use only) holding
+/// `nodes`; 0 when the scene has no hierarchy. Call after a batch, when the hierarchy has seen them.
+VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT long long FileInFolder(vtkMRMLScene* scene, const std::string& name,
+                                                             const std::vector<vtkMRMLNode*>& nodes);
+
+/// Remove the top-level folder `name` (if any) with every node in it and their display and
+/// storage nodes (the hierarchy itself removes only the data nodes).
+VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT void RemoveFolder(vtkMRMLScene* scene, const std::string& name);
+
 /// `<prefix>/share/imhost/models/<name>` of the libimhost this process loaded, or "" when absent.
 VTK_SLICER_IMHOST_MODULE_LOGIC_EXPORT std::string InstalledModelDirectory(const std::string& name);
 

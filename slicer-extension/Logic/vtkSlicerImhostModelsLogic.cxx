@@ -31,7 +31,7 @@
 using json = nlohmann::json;
 
 namespace {
-const char* const kResearchUseOnly = "RESEARCH USE ONLY - not for diagnosis or treatment decisions.";
+using imhost_slicer::kResearchUseOnly;
 
 std::string Text(const json& v) {
     if (v.is_string()) return v.get<std::string>();
@@ -110,8 +110,7 @@ bool vtkSlicerImhostModelsLogic::RefreshModels() {
     this->LoadProblems.clear();
     const json list = json::parse(this->ListJSON);
     for (const json& p : list["problems"]) this->LoadProblems.push_back(p.value("path", "") + ": " + p.value("message", ""));
-    for (const auto& r : this->Controller->DrainLog())
-        if (r.level <= IMH_LOG_WARN) vtkOutputWindow::GetInstance()->DisplayWarningText(("imhost: " + r.message + "\n").c_str());
+    this->Controller->ForwardLog();
     std::ostringstream status;
     status << list["models"].size() << " models";
     if (!this->LoadProblems.empty()) status << "; " << this->LoadProblems.size() << " could not be loaded (see the list)";
@@ -288,11 +287,7 @@ bool vtkSlicerImhostModelsLogic::StartModel(const std::string& id, const std::ve
 
 int vtkSlicerImhostModelsLogic::ProcessRun() {
     if (!this->Controller) return Idle;
-    for (const auto& r : this->Controller->DrainLog()) {
-        const std::string line = "imhost: " + r.target + ": " + r.message + "\n";
-        if (r.level <= IMH_LOG_WARN) vtkOutputWindow::GetInstance()->DisplayWarningText(line.c_str());
-        else vtkOutputWindow::GetInstance()->DisplayDebugText(line.c_str());
-    }
+    this->Controller->ForwardLog();
     std::string message;
     using S = imhost_slicer::RunController::State;
     const S s = this->Controller->Take(&message);
@@ -398,17 +393,7 @@ void vtkSlicerImhostModelsLogic::ApplyResult() {
         mark(table);
     }
     scene->EndState(vtkMRMLScene::BatchProcessState);
-    vtkMRMLSubjectHierarchyNode* sh = vtkMRMLSubjectHierarchyNode::GetSubjectHierarchyNode(scene);
-    vtkIdType folder = 0;
-    if (sh) {
-        folder = sh->CreateFolderItem(sh->GetSceneItemID(), run.input_name + " - " + run.name + " (research use only)");
-        sh->SetItemAttribute(folder, "imhost.ResearchUseOnly", kResearchUseOnly);
-        for (vtkMRMLNode* node : added) {
-            vtkIdType item = sh->GetItemByDataNode(node);
-            if (!item) item = sh->CreateItem(folder, node);
-            else sh->SetItemParent(item, folder);
-        }
-    }
+    const long long folder = imhost_slicer::FileInFolder(scene, run.input_name + " - " + run.name + " (research use only)", added);
     this->ResultFolderItemID = folder;
     this->ResultNodeIDs.clear();
     for (vtkMRMLNode* node : added) this->ResultNodeIDs.push_back(node->GetID());

@@ -1,7 +1,10 @@
 // The run controller (see the header).
 #include "vtkSlicerImhostRunController.h"
 
+#include <algorithm>
 #include <exception>
+
+#include <vtkOutputWindow.h>
 
 namespace imhost_slicer {
 
@@ -116,6 +119,20 @@ std::vector<LogRecord> RunController::DrainLog() {
     std::vector<LogRecord> out;
     out.swap(log_);
     return out;
+}
+
+std::vector<std::string> RunController::ForwardLog() {
+    static const char* const names[] = {"", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
+    std::vector<std::string> lines;
+    for (const LogRecord& r : DrainLog()) {
+        const std::string line = std::string(names[std::min<unsigned>(r.level, 5)]) + " " + r.target + ": " + r.message;
+        const std::string text = "imhost: " + line + "\n";
+        if (r.level == IMH_LOG_ERROR) vtkOutputWindow::GetInstance()->DisplayErrorText(text.c_str());
+        else if (r.level == IMH_LOG_WARN) vtkOutputWindow::GetInstance()->DisplayWarningText(text.c_str());
+        else vtkOutputWindow::GetInstance()->DisplayDebugText(text.c_str());
+        lines.push_back(line);
+    }
+    return lines;
 }
 
 }  // namespace imhost_slicer

@@ -61,6 +61,10 @@ public:
     double seconds_left() const;
     /// Log records received since the last call (main thread drains them into Slicer's log).
     std::vector<LogRecord> DrainLog();
+    /// Main thread: send the records received since the last call to VTK's output window
+    /// (Slicer's log: errors, warnings, the rest as debug text) and return them as lines
+    /// "LEVEL target: message".
+    std::vector<std::string> ForwardLog();
 
 private:
     static void LogTrampoline(void* user, imh_log_level level, const char* target, const char* message);

@@ -46,7 +46,7 @@
 using json = nlohmann::json;
 
 namespace {
-const char* const kResearchUseOnly = "RESEARCH USE ONLY - not for diagnosis or treatment decisions.";
+using imhost_slicer::kResearchUseOnly;
 
 struct MapSpec {
     imh_perfusion_output output;
@@ -280,14 +280,7 @@ bool vtkSlicerPerfusionMapsLogic::StartPerfusion(vtkMRMLNode* input) {
 
 void vtkSlicerPerfusionMapsLogic::DrainLog() {
     if (!this->Controller) return;
-    static const char* const names[] = {"", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
-    for (const auto& r : this->Controller->DrainLog()) {
-        const std::string line = std::string(names[std::min<unsigned>(r.level, 5)]) + " " + r.target + ": " + r.message;
-        this->LogLines.push_back(line);
-        if (r.level == IMH_LOG_ERROR) vtkOutputWindow::GetInstance()->DisplayErrorText(("imhost: " + line + "\n").c_str());
-        else if (r.level == IMH_LOG_WARN) vtkOutputWindow::GetInstance()->DisplayWarningText(("imhost: " + line + "\n").c_str());
-        else vtkOutputWindow::GetInstance()->DisplayDebugText(("imhost: " + line + "\n").c_str());
-    }
+    for (std::string& line : this->Controller->ForwardLog()) this->LogLines.push_back(std::move(line));
 }
 
 int vtkSlicerPerfusionMapsLogic::ProcessRun() {
@@ -349,29 +342,8 @@ void vtkSlicerPerfusionMapsLogic::ApplyResult() {
         added.push_back(node);
     };
 
-    vtkMRMLSubjectHierarchyNode* sh = vtkMRMLSubjectHierarchyNode::GetSubjectHierarchyNode(scene);
     const std::string folderName = study + " - imhost " + label + " (research use only)";
-    if (this->ReplaceResults && sh) {
-        const vtkIdType previous = sh->GetItemChildWithName(sh->GetSceneItemID(), folderName);
-        if (previous) {
-            // The folder's nodes with their display and storage nodes (the hierarchy removes
-            // only the data nodes).
-            vtkNew<vtkIdList> children;
-            sh->GetItemChildren(previous, children, true);
-            std::vector<vtkMRMLNode*> remove;
-            for (vtkIdType n = 0; n < children->GetNumberOfIds(); ++n) {
-                vtkMRMLNode* node = sh->GetItemDataNode(children->GetId(n));
-                if (auto* d = vtkMRMLDisplayableNode::SafeDownCast(node))
-                    for (int i = 0; i < d->GetNumberOfDisplayNodes(); ++i) remove.push_back(d->GetNthDisplayNode(i));
-                if (auto* st = vtkMRMLStorableNode::SafeDownCast(node))
-                    for (int i = 0; i < st->GetNumberOfStorageNodes(); ++i) remove.push_back(st->GetNthStorageNode(i));
-                if (node) remove.push_back(node);
-            }
-            for (vtkMRMLNode* node : remove)
-                if (node && scene->IsNodePresent(node)) scene->RemoveNode(node);
-            sh->RemoveItem(previous, false, true);
-        }
-    }
+    if (this->ReplaceResults) imhost_slicer::RemoveFolder(scene, folderName);
     // Subject-hierarchy items are filed after the batch, when the hierarchy has seen the nodes.
     scene->StartState(vtkMRMLScene::BatchProcessState);
 
@@ -501,16 +473,7 @@ void vtkSlicerPerfusionMapsLogic::ApplyResult() {
     mark(points);
     scene->EndState(vtkMRMLScene::BatchProcessState);
 
-    vtkIdType folder = 0;
-    if (sh) {
-        folder = sh->CreateFolderItem(sh->GetSceneItemID(), folderName);
-        sh->SetItemAttribute(folder, "imhost.ResearchUseOnly", kResearchUseOnly);
-        for (vtkMRMLNode* node : added) {
-            vtkIdType item = sh->GetItemByDataNode(node);
-            if (!item) item = sh->CreateItem(folder, node);
-            else sh->SetItemParent(item, folder);
-        }
-    }
+    const long long folder = imhost_slicer::FileInFolder(scene, folderName, added);
     this->ResultFolderItemID = folder;
     this->ResultNodeIDs.clear();
     for (vtkMRMLNode* n : added) this->ResultNodeIDs.push_back(n->GetID());
