@@ -517,6 +517,20 @@ typedef struct imh_registry_options {
      * Device of learned models (`"cpu"`, `"cuda"`, …) or NULL (`IMHOST_DEVICE`, then auto).
      */
     const char *device;
+    /**
+     * Host-supplied rigid registration for the perfusion models' motion correction (see
+     * `imh_rigid_registration_fn`; the same contract as `imh_perfusion_options.registration`);
+     * NULL: they estimate and flag motion. Added in 0.2.
+     */
+    imh_rigid_registration_fn registration;
+    /**
+     * Passed back to `registration` unchanged.
+     */
+    void *registration_user_data;
+    /**
+     * What `registration` is, for reports; NULL: "host registration". Added in 0.2.
+     */
+    const char *registration_name;
 } imh_registry_options;
 
 /**

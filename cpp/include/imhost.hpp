@@ -628,6 +628,12 @@ struct RegistryOptions {
     bool isolate_all = false;
     /// Device of learned models ("cpu", "cuda", …; empty: IMHOST_DEVICE, then auto).
     std::string device;
+    /// The host's rigid registration for the perfusion models (see imh_rigid_registration_fn),
+    /// e.g. `imhost::itk::registration_callback`; nullptr: motion is estimated and flagged.
+    imh_rigid_registration_fn registration = nullptr;
+    void* registration_user_data = nullptr;
+    /// What `registration` is, for reports (borrowed; must outlive the registry).
+    const char* registration_name = nullptr;
 };
 
 /// Owns an imh_registry: every model a host can run — built in, learned, packaged, plugins —
@@ -644,6 +650,9 @@ public:
         o.paths = paths.empty() ? nullptr : paths.data();
         o.n_paths = paths.size();
         o.device = options.device.empty() ? nullptr : options.device.c_str();
+        o.registration = options.registration;
+        o.registration_user_data = options.registration_user_data;
+        o.registration_name = options.registration_name;
         detail::check(imh_registry_open(context.c(), &o, &ptr_));
     }
     ~Registry() { imh_registry_free(ptr_); }

@@ -25,6 +25,7 @@
 #include VTK_NLOHMANN_JSON(json.hpp)
 
 #include "imhost.hpp"
+#include "imhost_itk.hpp"
 #include "vtkSlicerImhostConversion.h"
 #include "vtkSlicerImhostRunController.h"
 
@@ -99,6 +100,9 @@ bool vtkSlicerImhostModelsLogic::RefreshModels() {
     imhost::RegistryOptions options;
     options.standard_locations = this->StandardLocations;
     if (this->PluginFolder && *this->PluginFolder) options.paths.push_back(this->PluginFolder);
+    // The perfusion models correct motion with Slicer's own ITK.
+    options.registration = &imhost::itk::registration_callback;
+    options.registration_name = imhost::itk::description().c_str();
     try {
         this->Registry = std::make_unique<imhost::Registry>(this->Controller->context(), options);
         this->ListJSON = this->Registry->list_json();

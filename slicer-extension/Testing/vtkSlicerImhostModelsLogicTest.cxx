@@ -3,7 +3,8 @@
 // the manifest; the C plugin and the TorchScript package run on a CT volume node, their label
 // maps as segmentations equal to the imhost command's outputs (and, for the threshold, to a hand
 // computation), scores in a table; bad input refused with nothing added.
-//   vtkSlicerImhostModelsLogicTest IMHOST_COMMAND PHANTOM_DIR PLUGIN_DIR PACKAGES_DIR WORK_DIR
+// A registry perfusion model on a moving phantom corrects motion with Slicer's ITK.
+//   vtkSlicerImhostModelsLogicTest IMHOST_COMMAND PHANTOM_DIR MOVING_PHANTOM_DIR PLUGIN_DIR PACKAGES_DIR WORK_DIR
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -55,11 +56,12 @@ std::pair<std::size_t, std::size_t> Compare(vtkMRMLSegmentationNode* seg, const 
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 6) {
-        std::cerr << "usage: " << argv[0] << " IMHOST_COMMAND PHANTOM_DIR PLUGIN_DIR PACKAGES_DIR WORK_DIR\n";
+    if (argc != 7) {
+        std::cerr << "usage: " << argv[0] << " IMHOST_COMMAND PHANTOM_DIR MOVING_PHANTOM_DIR PLUGIN_DIR PACKAGES_DIR WORK_DIR\n";
         return 2;
     }
-    const std::string command = argv[1], phantom = argv[2], plugins = argv[3], packages = argv[4], work = argv[5];
+    const std::string command = argv[1], phantom = argv[2], moving = argv[3], plugins = argv[4], packages = argv[5],
+                      work = argv[6];
     imhost::Context context;
     // A CT volume: the phantom's first frame, written and read back so both paths see one file.
     imhost::Volume ctp = context.read(phantom + "/ctp.nii.gz");
@@ -169,6 +171,25 @@ int main(int argc, char** argv) {
         CHECK(differ == 0 && count > 0, differ << " voxels differ from the command's lesion (" << count << " set)");
     }
     CHECK(scene->GetFirstNodeByName("CT probability") != nullptr, "maps as volumes");
+
+    // A registry perfusion model on a 4-D input (a Sequence), motion corrected by Slicer's ITK.
+    {
+        imhost::Volume mv = context.read(moving + "/ctp.nii.gz");
+        const imhost::View v = mv.view();
+        vtkMRMLSequenceNode* seq = AddSequence(scene, v, MatrixOfView(v), "Moving phantom");
+        const auto fields4 = logic->GetInputFields("perfusion-bsvd");
+        CHECK(fields4.size() == 1 && fields4[0].dims == 4, "perfusion takes one 4-D input");
+        CHECK(logic->RunAndWait("perfusion-bsvd", {seq}, "") == vtkSlicerImhostModelsLogic::Succeeded,
+              "perfusion-bsvd ran: " << logic->GetStatusMessage());
+        const json r = json::parse(logic->GetResultJSON());
+        const json& motion = r["report"]["motion"];
+        CHECK(motion["corrected"] == true && motion["backend"].is_string() &&
+                  motion["backend"].get<std::string>().find("ITK 5.4") == 0,
+              "the registry's perfusion model corrected motion with Slicer's ITK: " << motion.dump().substr(0, 200));
+        auto* lesions = vtkMRMLSegmentationNode::SafeDownCast(scene->GetFirstNodeByName("Moving phantom lesions"));
+        CHECK(lesions && lesions->GetSegmentation()->GetNumberOfSegments() >= 2, "the lesion label map as segments");
+        CHECK(scene->GetFirstNodeByName("Moving phantom cbf") != nullptr, "the CBF map as a volume");
+    }
 
     // Bad input: nothing added.
     const int before = scene->GetNumberOfNodes();

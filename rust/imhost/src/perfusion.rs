@@ -114,6 +114,30 @@ pub struct imh_perfusion_options {
     pub registration_name: *const c_char,
 }
 
+/// The host's registration (`callback`, its user data and name, from an options struct) as the
+/// pipeline's back end; `None` without a callback.
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated and live for the call; the callback honours the header's
+/// contract (thread-safe for `user_data`, returns normally).
+pub(crate) unsafe fn host_registration(
+    callback: imh_rigid_registration_fn,
+    user_data: *mut std::ffi::c_void,
+    name: *const c_char,
+) -> FfiResult<Option<Arc<dyn imhost_core::perfusion::motion::RigidRegistration + Send>>> {
+    let Some(callback) = callback else { return Ok(None) };
+    let name = if name.is_null() {
+        "host registration".to_owned()
+    } else {
+        // SAFETY: caller contract.
+        unsafe { std::ffi::CStr::from_ptr(name) }
+            .to_str()
+            .map_err(|_| FfiError::new(imh_status::InvalidArgument, "registration_name is not valid UTF-8"))?
+            .to_owned()
+    };
+    Ok(Some(Arc::new(HostRegistration { callback, user_data, name })))
+}
+
 /// The host's registration callback as the pipeline's back end.
 struct HostRegistration {
     callback: unsafe extern "C" fn(
@@ -324,26 +348,13 @@ fn model_and_options(o: &imh_perfusion_options) -> FfiResult<(Arc<dyn Model>, Ma
         (_, Some(_)) => return Err(invalid("options.model is only for IMH_PERFUSION_METHOD_CNN".into())),
         (m, None) => {
             let model = Perfusion::classical(m);
-            Arc::new(match o.registration {
-                Some(callback) => {
-                    // SAFETY: NULL or a NUL-terminated string live for the call (header).
-                    let name = if o.registration_name.is_null() {
-                        "host registration".to_owned()
-                    } else {
-                        // SAFETY: a NUL-terminated string live for the call (header).
-                        unsafe { std::ffi::CStr::from_ptr(o.registration_name) }
-                            .to_str()
-                            .map_err(|_| invalid("registration_name is not valid UTF-8".into()))?
-                            .to_owned()
-                    };
-                    model.with_registration(Arc::new(HostRegistration {
-                        callback,
-                        user_data: o.registration_user_data,
-                        name,
-                    }))
-                }
-                None => model,
-            })
+            // SAFETY: header contract for the three registration fields.
+            Arc::new(
+                match unsafe { host_registration(o.registration, o.registration_user_data, o.registration_name) }? {
+                    Some(r) => model.with_registration(r),
+                    None => model,
+                },
+            )
         }
     };
     // The registry's checks, now: a wrong option fails before any work.

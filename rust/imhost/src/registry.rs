@@ -34,6 +34,14 @@ pub struct imh_registry_options {
     pub n_paths: usize,
     /// Device of learned models (`"cpu"`, `"cuda"`, …) or NULL (`IMHOST_DEVICE`, then auto).
     pub device: *const c_char,
+    /// Host-supplied rigid registration for the perfusion models' motion correction (see
+    /// `imh_rigid_registration_fn`; the same contract as `imh_perfusion_options.registration`);
+    /// NULL: they estimate and flag motion. Added in 0.2.
+    pub registration: crate::perfusion::imh_rigid_registration_fn,
+    /// Passed back to `registration` unchanged.
+    pub registration_user_data: *mut std::ffi::c_void,
+    /// What `registration` is, for reports; NULL: "host registration". Added in 0.2.
+    pub registration_name: *const c_char,
 }
 
 /// The models a host can run. Free with `imh_registry_free`.
@@ -107,6 +115,9 @@ pub unsafe extern "C" fn imh_registry_open(
             paths: std::ptr::null(),
             n_paths: 0,
             device: std::ptr::null(),
+            registration: None,
+            registration_user_data: std::ptr::null_mut(),
+            registration_name: std::ptr::null(),
         };
         let minimum = std::mem::offset_of!(imh_registry_options, paths);
         // SAFETY: header contract; integers, bools and borrowed pointers.
@@ -127,13 +138,17 @@ pub unsafe extern "C" fn imh_registry_open(
             // SAFETY: NUL-terminated (header contract).
             Some(unsafe { str_arg(o.device, "device") }?.to_string())
         };
+        // SAFETY: header contract (a NUL-terminated name, a thread-safe callback).
+        let registration = unsafe {
+            crate::perfusion::host_registration(o.registration, o.registration_user_data, o.registration_name)
+        }?;
         let registry = context.scope(|| {
             open(&RegistryOptions {
                 paths,
                 standard_locations: o.standard_locations,
                 isolate_all: o.isolate_all,
                 device,
-                registration: None,
+                registration,
                 // libimhost.so does not link LibTorch: learned models run in imhost-model-worker.
                 in_process: None,
             })

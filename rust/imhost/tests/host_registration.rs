@@ -146,3 +146,61 @@ fn no_motion_correction_never_calls_the_registration() {
 }
 
 const IMH_STATUS_INTERNAL_CODE: u32 = imh_status::Internal as u32;
+
+#[test]
+fn the_registrys_perfusion_models_use_the_hosts_registration() {
+    let h = host(0);
+    let mut options = PhantomOptions::default();
+    options.motion = true;
+    options.shape = Some([48, 48, 6]);
+    options.frame_times = Some((0..24).map(|t| 2.0 * t as f64).collect());
+    let phantom = generate(&options).unwrap();
+    let v = phantom.ctp.data();
+    let s = v.strides();
+    let [ni, nj, nk, nt] = phantom.ctp.shape();
+    let g = phantom.ctp.geometry();
+    let times = phantom.ctp.frame_times().unwrap().as_slice().to_vec();
+    let view = imh_view {
+        data: v.as_ptr().cast(),
+        dtype: IMH_DTYPE_I16,
+        ndim: 4,
+        shape: [ni as i64, nj as i64, nk as i64, nt as i64],
+        strides: [s[0] as i64, s[1] as i64, s[2] as i64, s[3] as i64],
+        geometry: imh_geometry {
+            spacing: g.spacing,
+            origin: g.origin,
+            direction: std::array::from_fn(|n| g.direction[n / 3][n % 3]),
+        },
+        frame_times: times.as_ptr(),
+    };
+    let o = imh_registry_options {
+        struct_size: size_of::<imh_registry_options>() as u32,
+        standard_locations: false,
+        isolate_all: false,
+        paths: ptr::null(),
+        n_paths: 0,
+        device: ptr::null(),
+        registration: Some(register),
+        registration_user_data: (&h as *const Host).cast_mut().cast(),
+        registration_name: c"test registration".as_ptr(),
+    };
+    let mut ctx = ptr::null_mut();
+    assert_eq!(unsafe { imh_context_new(&mut ctx) }, imh_status::Ok);
+    let mut registry = ptr::null_mut();
+    assert_eq!(unsafe { imh_registry_open(ctx, &o, &mut registry) }, imh_status::Ok);
+    let mut result = ptr::null_mut();
+    let status = unsafe {
+        imh_registry_run(ctx, registry, c"perfusion-bsvd".as_ptr(), &view, 1, ptr::null(), ptr::null(), &mut result)
+    };
+    let message = unsafe { CStr::from_ptr(imh_last_error_message()) }.to_string_lossy().into_owned();
+    assert_eq!(status, imh_status::Ok, "{message}");
+    let summary: Value =
+        serde_json::from_str(unsafe { CStr::from_ptr(imh_model_result_json(result)) }.to_str().unwrap()).unwrap();
+    let motion = &summary["report"]["motion"];
+    assert_eq!(motion["corrected"], true, "{motion}");
+    assert_eq!(motion["backend"], "test registration");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 23);
+    unsafe { imh_model_result_free(result) };
+    unsafe { imh_registry_free(registry) };
+    unsafe { imh_context_free(ctx) };
+}
