@@ -292,37 +292,16 @@ bool vtkSlicerImhostModelsLogic::StartModel(const std::string& id, const std::ve
 int vtkSlicerImhostModelsLogic::ProcessRun() {
     if (!this->Controller) return Idle;
     this->Controller->ForwardLog();
-    std::string message;
-    using S = imhost_slicer::RunController::State;
-    const S s = this->Controller->Take(&message);
-    if (s == S::Idle) return this->IsRunning() ? Running : Idle;
-    this->Controller->Join();
-    int state = Failed;
-    if (s == S::Succeeded && !this->DiscardResult && this->GetMRMLScene()) {
-        try {
-            this->ApplyResult();
-            state = Succeeded;
-        } catch (const std::exception& e) {
-            this->StatusMessage = std::string("could not add the results: ") + e.what();
-        }
-    } else if (s == S::Cancelled || this->DiscardResult) {
-        this->StatusMessage = "cancelled: nothing was added";
-        state = Cancelled;
-    } else {
-        this->StatusMessage = message;
-    }
-    this->Run.reset();
+    const bool keep = !this->DiscardResult && this->GetMRMLScene();
+    const int state = this->Controller->Process(!keep, [this] { this->ApplyResult(); }, this->StatusMessage);
+    if (state != Running && state != Idle) this->Run.reset();
     return state;
 }
 
 int vtkSlicerImhostModelsLogic::RunAndWait(const std::string& id, const std::vector<vtkMRMLNode*>& inputs,
                                            const std::string& optionsJSON) {
     if (!this->StartModel(id, inputs, optionsJSON)) return Failed;
-    for (;;) {
-        const int state = this->ProcessRun();
-        if (state != Running) return state;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    return imhost_slicer::RunController::WaitFor([this] { return this->ProcessRun(); });
 }
 
 void vtkSlicerImhostModelsLogic::ApplyResult() {

@@ -49,6 +49,7 @@ public:
     vtkTypeMacro(vtkSlicerImhostModelsLogic, vtkSlicerModuleLogic);
     void PrintSelf(ostream& os, vtkIndent indent) override;
 
+    /// The values of imhost_slicer::RunController::Outcome.
     enum RunState { Idle = 0, Running, Succeeded, Failed, Cancelled };
 
     /// The module setting: a folder of plugins / model packages searched besides

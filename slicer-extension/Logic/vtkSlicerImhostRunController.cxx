@@ -121,6 +121,36 @@ std::vector<LogRecord> RunController::DrainLog() {
     return out;
 }
 
+int RunController::Process(bool discard, const std::function<void()>& apply, std::string& status) {
+    std::string message;
+    const State s = Take(&message);
+    if (s == State::Idle) return state() == State::Running ? OutcomeRunning : OutcomeIdle;
+    Join();
+    if (s == State::Succeeded && !discard) {
+        try {
+            apply();
+            return OutcomeSucceeded;
+        } catch (const std::exception& e) {
+            status = std::string("could not add the results: ") + e.what();
+            return OutcomeFailed;
+        }
+    }
+    if (s == State::Cancelled || discard) {
+        status = "cancelled: nothing was added";
+        return OutcomeCancelled;
+    }
+    status = message;
+    return OutcomeFailed;
+}
+
+int RunController::WaitFor(const std::function<int()>& process) {
+    for (;;) {
+        const int outcome = process();
+        if (outcome != OutcomeRunning) return outcome;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
 std::vector<std::string> RunController::ForwardLog() {
     static const char* const names[] = {"", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
     std::vector<std::string> lines;

@@ -48,6 +48,15 @@ public:
     /// Wait for the worker to end (tests; the GUI polls instead).
     void Join();
 
+    /// What the logics' ProcessRun() return (their RunState enums have these values).
+    enum Outcome { OutcomeIdle = 0, OutcomeRunning, OutcomeSucceeded, OutcomeFailed, OutcomeCancelled };
+    /// Main thread, periodically: while running, OutcomeRunning; once the run has ended, join it
+    /// and, for a success not to be `discard`ed, call `apply` (which adds the nodes; an exception
+    /// there is a failure) — then the outcome, once, with its status line in `status`.
+    int Process(bool discard, const std::function<void()>& apply, std::string& status);
+    /// Call `process` every 20 ms until it returns something other than OutcomeRunning.
+    static int WaitFor(const std::function<int()>& process);
+
     /// Main thread: the current state; Succeeded/Failed/Cancelled are reported once by Take().
     State state() const;
     /// Main thread: when the run has ended, the final state (and its message) — once; Idle while

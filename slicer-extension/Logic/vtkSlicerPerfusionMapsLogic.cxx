@@ -287,30 +287,10 @@ int vtkSlicerPerfusionMapsLogic::ProcessRun() {
     const auto start = std::chrono::steady_clock::now();
     this->DrainLog();
     if (!this->Controller) return Idle;
-    std::string message;
-    using S = imhost_slicer::RunController::State;
-    const S s = this->Controller->Take(&message);
-    int state = Idle;
-    if (s == S::Idle) {
-        state = this->IsRunning() ? Running : Idle;
-    } else {
-        this->Controller->Join();
+    const bool keep = !this->DiscardResult && this->GetMRMLScene();
+    const int state = this->Controller->Process(!keep, [this] { this->ApplyResult(); }, this->StatusMessage);
+    if (state != Running && state != Idle) {
         this->DrainLog();
-        if (s == S::Succeeded && !this->DiscardResult && this->GetMRMLScene()) {
-            try {
-                this->ApplyResult();
-                state = Succeeded;
-            } catch (const std::exception& e) {
-                this->StatusMessage = std::string("could not add the results: ") + e.what();
-                state = Failed;
-            }
-        } else if (s == S::Cancelled || this->DiscardResult) {
-            this->StatusMessage = "cancelled: nothing was added";
-            state = Cancelled;
-        } else {
-            this->StatusMessage = message;
-            state = Failed;
-        }
         this->Run.reset();
     }
     const double held = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -321,11 +301,7 @@ int vtkSlicerPerfusionMapsLogic::ProcessRun() {
 int vtkSlicerPerfusionMapsLogic::RunAndWait(vtkMRMLNode* input) {
     this->LongestMainThreadUpdate = 0.0;
     if (!this->StartPerfusion(input)) return Failed;
-    for (;;) {
-        const int state = this->ProcessRun();
-        if (state != Running) return state;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    return imhost_slicer::RunController::WaitFor([this] { return this->ProcessRun(); });
 }
 
 void vtkSlicerPerfusionMapsLogic::ApplyResult() {

@@ -34,6 +34,7 @@ public:
     vtkTypeMacro(vtkSlicerPerfusionMapsLogic, vtkSlicerModuleLogic);
     void PrintSelf(ostream& os, vtkIndent indent) override;
 
+    /// The values of imhost_slicer::RunController::Outcome.
     enum RunState { Idle = 0, Running, Succeeded, Failed, Cancelled };
 
     /// Method: "osvd" (default), "bsvd", "ssvd", "tikhonov", "nlr" or "cnn".

@@ -48,18 +48,24 @@ unsafe extern "C" fn register(
     0
 }
 
-fn run(host: &Host, flags: u32) -> (imh_status, Option<Value>, String) {
+/// A moving anatomical phantom (48×48×6, 24 frames 2 s apart) and its frame times.
+fn moving_phantom() -> (imhost_core::phantom::ctp::CtpPhantom, Vec<f64>) {
     let mut options = PhantomOptions::default();
     options.motion = true;
     options.shape = Some([48, 48, 6]);
     options.frame_times = Some((0..24).map(|t| 2.0 * t as f64).collect());
     let phantom = generate(&options).unwrap();
+    let times = phantom.ctp.frame_times().unwrap().as_slice().to_vec();
+    (phantom, times)
+}
+
+/// A C view of the phantom (borrowing it and `times`).
+fn view_of(phantom: &imhost_core::phantom::ctp::CtpPhantom, times: &[f64]) -> imh_view {
     let v = phantom.ctp.data();
     let s = v.strides();
     let [ni, nj, nk, nt] = phantom.ctp.shape();
     let g = phantom.ctp.geometry();
-    let times = phantom.ctp.frame_times().unwrap().as_slice().to_vec();
-    let view = imh_view {
+    imh_view {
         data: v.as_ptr().cast(),
         dtype: IMH_DTYPE_I16,
         ndim: 4,
@@ -71,7 +77,12 @@ fn run(host: &Host, flags: u32) -> (imh_status, Option<Value>, String) {
             direction: std::array::from_fn(|n| g.direction[n / 3][n % 3]),
         },
         frame_times: times.as_ptr(),
-    };
+    }
+}
+
+fn run(host: &Host, flags: u32) -> (imh_status, Option<Value>, String) {
+    let (phantom, times) = moving_phantom();
+    let view = view_of(&phantom, &times);
     let o = imh_perfusion_options {
         struct_size: size_of::<imh_perfusion_options>() as u32,
         method: IMH_PERFUSION_METHOD_DEFAULT,
@@ -150,29 +161,8 @@ const IMH_STATUS_INTERNAL_CODE: u32 = imh_status::Internal as u32;
 #[test]
 fn the_registrys_perfusion_models_use_the_hosts_registration() {
     let h = host(0);
-    let mut options = PhantomOptions::default();
-    options.motion = true;
-    options.shape = Some([48, 48, 6]);
-    options.frame_times = Some((0..24).map(|t| 2.0 * t as f64).collect());
-    let phantom = generate(&options).unwrap();
-    let v = phantom.ctp.data();
-    let s = v.strides();
-    let [ni, nj, nk, nt] = phantom.ctp.shape();
-    let g = phantom.ctp.geometry();
-    let times = phantom.ctp.frame_times().unwrap().as_slice().to_vec();
-    let view = imh_view {
-        data: v.as_ptr().cast(),
-        dtype: IMH_DTYPE_I16,
-        ndim: 4,
-        shape: [ni as i64, nj as i64, nk as i64, nt as i64],
-        strides: [s[0] as i64, s[1] as i64, s[2] as i64, s[3] as i64],
-        geometry: imh_geometry {
-            spacing: g.spacing,
-            origin: g.origin,
-            direction: std::array::from_fn(|n| g.direction[n / 3][n % 3]),
-        },
-        frame_times: times.as_ptr(),
-    };
+    let (phantom, times) = moving_phantom();
+    let view = view_of(&phantom, &times);
     let o = imh_registry_options {
         struct_size: size_of::<imh_registry_options>() as u32,
         standard_locations: false,
