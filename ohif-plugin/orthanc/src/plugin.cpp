@@ -179,7 +179,7 @@ struct Request {
     std::vector<std::string> series;  // Orthanc series ids in the model's input order, or empty
     json options = json::object();
 
-    // Orthanc reserves "Type" in a serialized job for its own use.
+    // Orthanc adds "Type" to a serialized job itself (and refuses one that has it).
     json to_json() const { return {{"Model", model}, {"Study", study}, {"Series", series}, {"Options", options}}; }
 
     /// Parse a request body (`{"model", "study" | "series", "options"}`) or a serialized job;
@@ -193,7 +193,7 @@ struct Request {
         const char* options_key = serialized ? "Options" : "options";
         for (const auto& [key, value] : body.items()) {
             (void)value;
-            if (key != model_key && key != study_key && key != series_key && key != options_key) {
+            if (key != model_key && key != study_key && key != series_key && key != options_key && !(serialized && key == "Type")) {
                 throw std::invalid_argument("unknown key \"" + key + "\" (allowed: model, study, series, options)");
             }
         }
@@ -254,7 +254,9 @@ public:
             worker_ = std::thread([this] { run(); });
         }
         done_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return state_ == State::Done; });
-        if (state_ != State::Done) return OrthancPluginJobStepStatus_Continue;
+        // A pause (Orthanc stopping) may arrive while this step waits: the run it cancels is not a
+        // failure, the job starts again when resumed.
+        if (state_ != State::Done || (!ok_ && pausing_)) return OrthancPluginJobStepStatus_Continue;
         const bool ok = ok_;
         lock.unlock();
         join();
@@ -263,6 +265,7 @@ public:
 
     void stop(OrthancPluginJobStopReason reason) {
         if (reason == OrthancPluginJobStopReason_Success || reason == OrthancPluginJobStopReason_Failure) return;
+        if (reason == OrthancPluginJobStopReason_Paused) pausing_ = true;
         cancel_.cancel();
         join();
         std::lock_guard<std::mutex> lock(m_);
@@ -272,6 +275,7 @@ public:
         } else if (!ok_) {
             // Paused (e.g. Orthanc stopping): start again from the beginning when resumed.
             state_ = State::Idle;
+            pausing_ = false;
             stage_ = "paused";
             progress_ = 0.0;
         }
@@ -371,7 +375,8 @@ private:
         if (!series || !series->is_array()) throw std::invalid_argument("study " + req_.study + " does not exist");
         std::vector<std::string> chosen;
         for (const auto& input : inputs) {
-            const std::string modality = input.value("modality", "");
+            std::string modality = input.value("modality", "");
+            if (modality == "any") modality.clear();
             std::string best;
             std::size_t best_count = 0;
             for (const auto& s : *series) {
@@ -517,6 +522,7 @@ private:
     mutable std::mutex m_;
     std::condition_variable done_cv_;
     State state_ = State::Idle;
+    std::atomic<bool> pausing_{false};
     bool ok_ = false;
     std::string stage_ = "queued";
     double progress_ = 0.0;
