@@ -171,3 +171,25 @@ PY
 else
   say "../shared/sdk/vtk-$VTK_VERSION is absent: the 3D Slicer extension's tests will be skipped"
 fi
+
+# --- Orthanc and OHIF for the ohif-plugin tests: Debian's Orthanc 1.10 with its DICOMweb plugin
+# and plugin SDK, nlohmann-json (the plugin's JSON), Chromium (the browser tests), iproute2 (the
+# tests' private network namespace); the prebuilt OHIF viewer from npm (pinned) and
+# puppeteer-core from ohif-plugin/package-lock.json. See ../shared/notes/orthanc-ohif.md. ------
+apt_install "Orthanc plugin and OHIF tests" orthanc orthanc-dicomweb orthanc-dev nlohmann-json3-dev chromium iproute2
+OHIF_VERSION=3.13.2
+ohif="$CACHE/ohif/app-$OHIF_VERSION"
+if [ ! -f "$ohif/.imhost-complete" ]; then
+  say "fetching the prebuilt OHIF viewer @ohif/app@$OHIF_VERSION into .cache/ohif (~50 MB)"
+  rm -rf "$ohif"
+  mkdir -p "$ohif"
+  (cd "$ohif" && npm pack --silent --cache "$CACHE/npm" "@ohif/app@$OHIF_VERSION" >/dev/null && tar xzf "ohif-app-$OHIF_VERSION.tgz" && rm "ohif-app-$OHIF_VERSION.tgz")
+  [ -f "$ohif/package/dist/index.html" ] && touch "$ohif/.imhost-complete"
+fi
+[ -f "$ohif/.imhost-complete" ] || { echo "setup: the OHIF viewer did not install" >&2; exit 1; }
+lock_hash=$(sha256sum ohif-plugin/package-lock.json | cut -c1-16)
+if [ ! -f "ohif-plugin/node_modules/.imhost-$lock_hash" ]; then
+  say "installing ohif-plugin's npm packages (puppeteer-core) from its lock file"
+  (cd ohif-plugin && npm ci --silent --cache "$CACHE/npm" --no-audit --no-fund)
+  touch "ohif-plugin/node_modules/.imhost-$lock_hash"
+fi
