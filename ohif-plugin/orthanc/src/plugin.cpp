@@ -628,18 +628,19 @@ OrthancPluginJob* job_unserialize(const char* type, const char* serialized) noex
 
 // --- REST ------------------------------------------------------------------------------------
 
-OrthancPluginErrorCode rest_models(OrthancPluginRestOutput* output, const char*, const OrthancPluginHttpRequest* request) noexcept {
+/// Run a REST handler for `method` only; an exception becomes a 500 with its message, never
+/// reaching Orthanc.
+template <class Handler>
+OrthancPluginErrorCode rest_route(OrthancPluginRestOutput* output, const OrthancPluginHttpRequest* request, OrthancPluginHttpMethod method,
+                                  const char* allowed, Handler&& handler) noexcept {
     try {
-        if (request->method != OrthancPluginHttpMethod_Get) {
-            OrthancPluginSendMethodNotAllowed(io::context(), output, "GET");
+        if (request->method != method) {
+            OrthancPluginSendMethodNotAllowed(io::context(), output, allowed);
             return OrthancPluginErrorCode_Success;
         }
         auto g = globals();
         if (!g) return OrthancPluginErrorCode_Plugin;
-        json list = json::parse(g->registry->list_json());
-        list["research_use_only"] = true;
-        list["disclaimer"] = kResearchUseOnly;
-        io::answer_json(output, list);
+        handler(*g, g);
         return OrthancPluginErrorCode_Success;
     } catch (const std::exception& e) {
         io::answer_error(output, 500, e.what());
@@ -649,62 +650,43 @@ OrthancPluginErrorCode rest_models(OrthancPluginRestOutput* output, const char*,
     }
 }
 
+OrthancPluginErrorCode rest_models(OrthancPluginRestOutput* output, const char*, const OrthancPluginHttpRequest* request) noexcept {
+    return rest_route(output, request, OrthancPluginHttpMethod_Get, "GET", [&](Globals& g, const std::shared_ptr<Globals>&) {
+        json list = json::parse(g.registry->list_json());
+        list["research_use_only"] = true;
+        list["disclaimer"] = kResearchUseOnly;
+        io::answer_json(output, list);
+    });
+}
+
 OrthancPluginErrorCode rest_jobs(OrthancPluginRestOutput* output, const char*, const OrthancPluginHttpRequest* request) noexcept {
-    try {
-        if (request->method != OrthancPluginHttpMethod_Post) {
-            OrthancPluginSendMethodNotAllowed(io::context(), output, "POST");
-            return OrthancPluginErrorCode_Success;
-        }
-        auto g = globals();
-        if (!g) return OrthancPluginErrorCode_Plugin;
-        if (request->bodySize > g->config.max_request_bytes) {
+    return rest_route(output, request, OrthancPluginHttpMethod_Post, "POST", [&](Globals& g, const std::shared_ptr<Globals>& shared) {
+        if (request->bodySize > g.config.max_request_bytes) {
             io::answer_error(output, 413, "the request body has " + std::to_string(request->bodySize) + " bytes; the limit is " +
-                                              std::to_string(g->config.max_request_bytes));
-            return OrthancPluginErrorCode_Success;
+                                              std::to_string(g.config.max_request_bytes));
+            return;
         }
-        json body = json::parse(static_cast<const char*>(request->body), static_cast<const char*>(request->body) + request->bodySize, nullptr, false);
-        if (body.is_discarded()) {
-            io::answer_error(output, 400, "the request body is not JSON");
-            return OrthancPluginErrorCode_Success;
-        }
+        const char* body_text = static_cast<const char*>(request->body);
+        json body = json::parse(body_text, body_text + request->bodySize, nullptr, false);
+        if (body.is_discarded()) return io::answer_error(output, 400, "the request body is not JSON");
         Request r;
         try {
             r = Request::parse(body, false);
         } catch (const std::invalid_argument& e) {
-            io::answer_error(output, 400, e.what());
-            return OrthancPluginErrorCode_Success;
+            return io::answer_error(output, 400, e.what());
         }
-        const std::string id = submit(g, std::move(r));
-        if (id.empty()) {
-            io::answer_error(output, 500, "Orthanc did not accept the job");
-            return OrthancPluginErrorCode_Success;
-        }
+        const std::string id = submit(shared, std::move(r));
+        if (id.empty()) return io::answer_error(output, 500, "Orthanc did not accept the job");
         io::answer_json(output, {{"ID", id}, {"Path", "/jobs/" + id}, {"ImhostPath", "/imhost/jobs/" + id}});
-        return OrthancPluginErrorCode_Success;
-    } catch (const std::exception& e) {
-        io::answer_error(output, 500, e.what());
-        return OrthancPluginErrorCode_Success;
-    } catch (...) {
-        return OrthancPluginErrorCode_Plugin;
-    }
+    });
 }
 
 OrthancPluginErrorCode rest_job(OrthancPluginRestOutput* output, const char*, const OrthancPluginHttpRequest* request) noexcept {
-    try {
-        if (request->method != OrthancPluginHttpMethod_Get) {
-            OrthancPluginSendMethodNotAllowed(io::context(), output, "GET");
-            return OrthancPluginErrorCode_Success;
-        }
+    return rest_route(output, request, OrthancPluginHttpMethod_Get, "GET", [&](Globals&, const std::shared_ptr<Globals>&) {
         const std::string id = request->groupsCount == 1 ? request->groups[0] : "";
-        if (!is_job_id(id)) {
-            io::answer_error(output, 400, "not a job id");
-            return OrthancPluginErrorCode_Success;
-        }
+        if (!is_job_id(id)) return io::answer_error(output, 400, "not a job id");
         auto job = io::rest_get_json("/jobs/" + id);
-        if (!job || job->value("Type", "") != kJobType) {
-            io::answer_error(output, 404, "no imhost job " + id);
-            return OrthancPluginErrorCode_Success;
-        }
+        if (!job || job->value("Type", "") != kJobType) return io::answer_error(output, 404, "no imhost job " + id);
         const json content = job->value("Content", json::object());
         json out = {{"ID", id},
                     {"State", job->value("State", "")},
@@ -715,13 +697,7 @@ OrthancPluginErrorCode rest_job(OrthancPluginRestOutput* output, const char*, co
         if (content.contains("Error")) out["Error"] = content["Error"];
         if (content.contains("Result")) out["Result"] = content["Result"];
         io::answer_json(output, out);
-        return OrthancPluginErrorCode_Success;
-    } catch (const std::exception& e) {
-        io::answer_error(output, 500, e.what());
-        return OrthancPluginErrorCode_Success;
-    } catch (...) {
-        return OrthancPluginErrorCode_Plugin;
-    }
+    });
 }
 
 // --- Automatic runs on stable CT series ------------------------------------------------------
