@@ -780,7 +780,10 @@ imh_status imh_context_set_memory_limit(struct imh_context *context, uint64_t by
  * Write the results of a model run (`imh_registry_run`) as DICOM: one Parametric Map per map,
  * one Segmentation per label map, a TID 1500 measurement report of the scores (each volume
  * referencing the segment it was measured on), QC flags and the research-use statement, and
- * `preview_png` (NULL: none) as a Secondary Capture. `source` is the volume the model ran on:
+ * `preview_png` (NULL: none) as a Secondary Capture, and for a 4-D DICOM source (CTP) the
+ * temporal average of its frames as a derived CT series (one instance per slice, file names
+ * `ct_average_NNN.dcm`), which the maps and segmentations reference first so that viewers have
+ * a 3-D image to overlay them on. `source` is the volume the model ran on:
  * read with `imh_volume_read_dicom` or `imh_volume_read_dicom_folder`, the results copy its
  * patient and study, share its Frame of Reference and reference its instances; any other
  * volume (or NULL) starts a new study. `options_json` (NULL: defaults) is a JSON object:

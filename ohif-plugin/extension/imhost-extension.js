@@ -13,6 +13,7 @@ import {
   isPerfusionModel,
   optionFields,
   overlayOutput,
+  overlayWindow,
   resultRows,
 } from './imhost-logic.js';
 
@@ -227,15 +228,25 @@ class Controller {
     const dataSource = manager && manager.getActiveDataSource()[0];
     if (!dataSource) return this.showError('the results are stored, but the viewer has no data source to load them from');
     const known = new Set(displaySetService.getActiveDisplaySets().map(d => d.SeriesInstanceUID));
+    // 3.13 caches the study's metadata under "<data source name>:<uid>" but its delete takes the
+    // key: forget both forms, so the series stored since are fetched.
+    const forget = () => {
+      if (!dataSource.deleteStudyMetadataPromise) return;
+      const name = dataSource.getConfig ? (dataSource.getConfig() || {}).name : undefined;
+      dataSource.deleteStudyMetadataPromise(studyInstanceUID);
+      if (name) dataSource.deleteStudyMetadataPromise(`${name}:${studyInstanceUID}`);
+    };
     try {
-      // 3.13 caches the study's metadata under "<data source name>:<uid>" but its delete takes the
-      // key: forget both forms, so the series stored since are fetched.
-      if (dataSource.deleteStudyMetadataPromise) {
-        const name = dataSource.getConfig ? (dataSource.getConfig() || {}).name : undefined;
-        dataSource.deleteStudyMetadataPromise(studyInstanceUID);
-        if (name) dataSource.deleteStudyMetadataPromise(`${name}:${studyInstanceUID}`);
-      }
-      await dataSource.retrieve.series.metadata({ StudyInstanceUID: studyInstanceUID, madeInClient: true });
+      forget();
+      // Only the new series: the CTP's hundreds of instances are known already.
+      const fresh = [...new Set((result.outputs || []).map(o => o.series_instance_uid).filter(Boolean))];
+      await dataSource.retrieve.series.metadata({
+        StudyInstanceUID: studyInstanceUID,
+        madeInClient: true,
+        ...(fresh.length ? { filters: { seriesInstanceUID: fresh } } : {}),
+      });
+      // The cache now holds the filtered answer: forget it, so a later full load gets the study.
+      forget();
     } catch (e) {
       this.showError(`the results are stored, but the viewer could not load them: ${e.message}`);
       return;
@@ -254,6 +265,30 @@ class Controller {
       const viewportId = viewportGridService.getActiveViewportId();
       viewportGridService.setDisplaySetsForViewport({ viewportId, displaySetInstanceUIDs: [shown.displaySetInstanceUID] });
       this.root.setAttribute('data-overlay', target.output);
+      if (target.kind === 'parametric_map') await this.windowOverlay(viewportId, shown);
+    }
+  }
+
+  /**
+   * Once the viewer has drawn the map over the CTP average, show it through the map's own
+   * window (see overlayWindow) instead of OHIF's fixed one.
+   */
+  async windowOverlay(viewportId, displaySet) {
+    const range = overlayWindow(displaySet.instance);
+    const service = this.services.cornerstoneViewportService;
+    if (!range || !service) return;
+    const volumeId = displaySet.displaySetInstanceUID;
+    const deadline = Date.now() + 30000;
+    while (Date.now() < deadline) {
+      const viewport = service.getCornerstoneViewport(viewportId);
+      const actors = viewport && viewport.getActors ? viewport.getActors() : [];
+      if (displaySet.isLoaded && actors.some(a => a.uid === volumeId || a.referencedId === volumeId)) {
+        viewport.setProperties({ voiRange: range }, volumeId);
+        viewport.render();
+        this.root.setAttribute('data-overlay-window', `${range.lower},${range.upper}`);
+        return;
+      }
+      await new Promise(r => setTimeout(r, 250));
     }
   }
 }

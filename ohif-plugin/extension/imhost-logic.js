@@ -168,6 +168,23 @@ export function overlayOutput(result) {
 }
 
 /**
+ * The display range of a Parametric Map overlay, from the window the map itself carries (its
+ * Frame VOI LUT: imhost writes the 1st to 99th percentile of the map's values) times `scale`
+ * (OHIF 3.13's Parametric Map viewport multiplies the values by 100 and would otherwise show
+ * them through a fixed 0–100 window, which saturates a CBF map). `instance` is the map's
+ * metadata as OHIF holds it (naturalized DICOM JSON). Null when the map carries no window.
+ */
+export function overlayWindow(instance, scale = 100) {
+  const first = v => (Array.isArray(v) ? v[0] : v);
+  const shared = first(instance && instance.SharedFunctionalGroupsSequence);
+  const voi = first(shared && shared.FrameVOILUTSequence) || instance || {};
+  const center = Number(first(voi.WindowCenter));
+  const width = Number(first(voi.WindowWidth));
+  if (!Number.isFinite(center) || !Number.isFinite(width) || width <= 0) return null;
+  return { lower: (center - width / 2) * scale, upper: (center + width / 2) * scale };
+}
+
+/**
  * Talks to Orthanc (same origin): the model list, job submission, polling and cancel. `fetchFn`
  * is the browser's fetch (or a test's).
  */

@@ -11,7 +11,7 @@ import puppeteer from 'puppeteer-core';
 
 const [viewer, studyUID, out] = process.argv.slice(2);
 fs.mkdirSync(out, { recursive: true });
-const report = { console: [], stages: [] };
+const report = { console: [], stages: [], stageSeconds: [] };
 const t = () => Date.now();
 
 const browser = await puppeteer.launch({
@@ -22,8 +22,15 @@ const browser = await puppeteer.launch({
 });
 try {
   const page = await browser.newPage();
-  page.on('console', m => {
-    if (m.type() === 'error' && report.console.length < 40) report.console.push(m.text().slice(0, 300));
+  page.on('console', async m => {
+    if (m.type() !== 'error' || report.console.length >= 40) return;
+    let text = m.text();
+    // An Error object logs as "JSHandle@error": ask the page for its message and stack.
+    if (text.includes('JSHandle@')) {
+      text = (await Promise.all(m.args().map(a => a.evaluate(v =>
+        v instanceof Error ? `${v.message} ${String(v.stack || '').slice(0, 300)}` : String(v)).catch(() => '?')))).join(' ');
+    }
+    report.console.push(text.slice(0, 500));
   });
   page.on('pageerror', e => report.console.push(`pageerror: ${String(e.message).slice(0, 300)}`));
   await page.goto(`${viewer}/imhost-perfusion?StudyInstanceUIDs=${studyUID}`, { waitUntil: 'domcontentloaded' });
@@ -39,9 +46,18 @@ try {
 
   // The viewport before: the CT alone (grey), the baseline of the overlay's coloured pixels.
   const viewportSelector = '.cornerstone-canvas';
+  // The viewport's visible canvas: the largest one inside the window (a volume viewport also
+  // keeps a window-sized offscreen canvas in the page).
+  const viewportBox = () => page.$$eval(viewportSelector, cs => {
+    const boxes = cs.map(c => c.getBoundingClientRect())
+      .filter(r => r.width > 100 && r.height > 100 && r.width < window.innerWidth && r.height < window.innerHeight)
+      .map(r => ({ x: r.x, y: r.y, width: r.width, height: r.height }));
+    boxes.sort((a, b) => b.width * b.height - a.width * a.height);
+    return boxes[0] || null;
+  });
   const shot = async name => {
-    const box = await (await page.$(viewportSelector)).boundingBox();
-    await page.screenshot({ path: path.join(out, name), clip: box });
+    const box = await viewportBox();
+    await page.screenshot({ path: path.join(out, name), ...(box ? { clip: box } : {}) });
     return fs.readFileSync(path.join(out, name)).toString('base64');
   };
   const beforePng = await shot('ohif-ctp-before.png');
@@ -55,7 +71,9 @@ try {
   let state = 'running';
   while (t() < deadline) {
     const s = await page.$eval('[data-testid="imhost-panel"]', e => ({ state: e.getAttribute('data-state'), stage: e.querySelector('[data-testid="imhost-stage"]').textContent }));
-    stages.add(s.stage.replace(/ \(\d+ %\)$/, ''));
+    const stage = s.stage.replace(/ \(\d+ %\)$/, '');
+    if (!stages.has(stage)) report.stageSeconds.push([stage, (t() - clicked) / 1000]);
+    stages.add(stage);
     state = s.state;
     if (state && state !== 'running') break;
     await new Promise(r => setTimeout(r, 100));
@@ -72,6 +90,7 @@ try {
   // The new series in the study browser and the CBF map over the CTP.
   await page.waitForSelector('[data-testid="imhost-panel"][data-overlay]', { timeout: 60000 }).catch(() => null);
   report.overlay = await page.$eval('[data-testid="imhost-panel"]', e => e.getAttribute('data-overlay'));
+  report.overlaySelectedSeconds = (t() - clicked) / 1000;
   report.finalError = await page.$eval('[data-testid="imhost-error"]', e => e.textContent);
   report.newDisplaySets = await page.$eval('[data-testid="imhost-panel"]', e => Number(e.getAttribute('data-new-display-sets') || 0));
   // Count coloured pixels in the viewport: the CT is grey (r = g = b), the map a colour overlay.
@@ -87,25 +106,41 @@ try {
     const px = g.getImageData(0, 0, c.width, c.height).data;
     let coloured = 0;
     let grey = 0;
+    // Coloured pixels by hue, in six 60° bins (red, yellow, green, cyan, blue, magenta): a map
+    // shown through a sensible window spans several, a saturated one sits in one.
+    const hues = [0, 0, 0, 0, 0, 0];
     for (let i = 0; i < px.length; i += 4) {
-      const mx = Math.max(px[i], px[i + 1], px[i + 2]);
-      const mn = Math.min(px[i], px[i + 1], px[i + 2]);
-      if (mx - mn > 60) coloured++;
-      else if (mx > 40) grey++;
+      const [r, g, b] = [px[i], px[i + 1], px[i + 2]];
+      const mx = Math.max(r, g, b);
+      const mn = Math.min(r, g, b);
+      if (mx - mn > 60) {
+        coloured++;
+        const d = mx - mn;
+        let h = mx === r ? ((g - b) / d) % 6 : mx === g ? (b - r) / d + 2 : (r - g) / d + 4;
+        if (h < 0) h += 6;
+        hues[Math.min(5, Math.floor(h + 0.5) % 6)]++;
+      } else if (mx > 40) grey++;
     }
-    return { coloured, grey, total: px.length / 4 };
+    return { coloured, grey, total: px.length / 4, hues };
   }, data);
   report.baselinePixels = await count(beforePng);
   // The map is drawn once the viewer has loaded it over the CTP: poll the viewport.
   let png = null;
   const overlayDeadline = t() + 30000;
   while (t() < overlayDeadline) {
+    const windowed = await page.$eval('[data-testid="imhost-panel"]', e => e.getAttribute('data-overlay-window'));
+    if (windowed) {
+      if (!report.overlayWindow) report.overlayWindowSeconds = (t() - clicked) / 1000;
+      report.overlayWindow = windowed;
+      await new Promise(r => setTimeout(r, 500));
+    }
+    const taken = t();
     png = await shot('ohif-cbf-overlay.png');
     report.overlayPixels = await count(png);
-    if (report.overlayPixels.coloured > 2000 + 2 * report.baselinePixels.coloured) break;
-    await new Promise(r => setTimeout(r, 1000));
+    report.mapsShownSeconds = (taken - clicked) / 1000;
+    if (windowed && report.overlayPixels.coloured > 2000 + 2 * report.baselinePixels.coloured) break;
+    await new Promise(r => setTimeout(r, 500));
   }
-  report.mapsShownSeconds = (t() - clicked) / 1000;
   report.studyBrowserText = await page.$eval('body', b => b.innerText.slice(0, 20000));
   const panel = await page.$('[data-testid="imhost-panel"]');
   await panel.screenshot({ path: path.join(out, 'ohif-imhost-panel.png') });

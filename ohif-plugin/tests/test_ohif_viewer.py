@@ -81,17 +81,19 @@ def main():
         check("Research use only" in rows.get("research_use_only", {}).get("text", ""), "the table says research use only")
         check("defuse3" in rows and rows["defuse3"]["text"].startswith("met"), f"DEFUSE-3 shown ({rows.get('defuse3', {}).get('text')})")
         after = sorted(o.get(f"/studies/{study}")["Series"])
-        check(page.get("newSeries") == len(after) - len(before) == 10, f"the panel names the {len(after) - len(before)} new series")
+        check(page.get("newSeries") == len(after) - len(before) == 11, f"the panel names the {len(after) - len(before)} new series")
         check(page.get("newDisplaySets", 0) >= 6, f"the new series appear in the viewer ({page.get('newDisplaySets')} display sets)")
         check(page.get("overlay") == "cbf", f"the CBF map is loaded as the overlay ({page.get('overlay')})")
         px = page.get("overlayPixels", {})
         base = page.get("baselinePixels", {})
         drawn = px.get("coloured", 0) > 2000 + 2 * base.get("coloured", 0)
-        # Known limit, reported and not failed: OHIF 3.13's Parametric Map viewport does not finish
-        # loading a map whose source is a 4-D CTP series (it stays at "Loading Parametric Map...").
-        print(("ok   " if drawn else "NOTE ") + f"coloured overlay pixels in the viewport: {px.get('coloured')} of {px.get('total')} "
-              f"(the CT alone {base.get('coloured')}){'' if drawn else ': the map did not render within 30 s (known OHIF 3.13 limit with 4-D sources)'}",
-              flush=True)
+        check(drawn, f"the CBF map is drawn over the CTP average: {px.get('coloured')} coloured pixels of {px.get('total')} "
+                     f"in the viewport (the CTP alone {base.get('coloured')})")
+        hues = px.get("hues", [])
+        spread = sum(1 for h in hues if h >= 0.02 * max(1, px.get("coloured", 0)))
+        check(page.get("overlayWindow") and spread >= 3,
+              f"the map is shown through its own window ({page.get('overlayWindow')}), not saturated: "
+              f"{spread} hue bins of 6 hold ≥ 2 % of its pixels ({hues})")
         print(f"click to results {page.get('resultsShownSeconds', -1):.1f} s, to maps shown {page.get('mapsShownSeconds', -1):.1f} s", flush=True)
         check(page.get("cancelState") == "cancelled" and page.get("cancelSeconds", 99) < 2.0,
               f"Cancel in the panel ends the run in {page.get('cancelSeconds', -1):.2f} s ({page.get('cancelState')}: {page.get('cancelStage')})")

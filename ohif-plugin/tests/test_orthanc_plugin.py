@@ -15,6 +15,7 @@ CLI_OUT holds `imhost run perfusion-osvd --out CLI_OUT --dicom-out CLI_OUT-dicom
 Run it in a private network namespace (run-tests.sh does).
 """
 
+import io
 import json
 import os
 import sys
@@ -142,6 +143,21 @@ def test_read_back(o, result):
         cli_files[(ds.SOPClassUID, ds.SeriesDescription)] = os.path.join(cli_dir, name)
     compared = 0
     for out in result["outputs"]:
+        if out["kind"] == "reference_image":
+            # The CTP average: one CT image per slice, equal to the command's slice for slice.
+            cli_average = {int(pydicom.dcmread(p).InstanceNumber): pydicom.dcmread(p).pixel_array
+                           for p in (os.path.join(cli_dir, n) for n in os.listdir(cli_dir) if n.startswith("ct_average_"))}
+            stored = o.get(f"/series/{out['series']}/instances")
+            check(len(stored) == out["instances"] == len(cli_average),
+                  f"the CTP average series holds {len(stored)} slices ({out['instances']} reported, the command wrote {len(cli_average)})")
+            same = 0
+            for s in stored:
+                ds = pydicom.dcmread(io.BytesIO(o.get(f"/instances/{s['ID']}/file", raw=True)))
+                ref = cli_average.get(int(ds.InstanceNumber))
+                same += int(ref is not None and np.array_equal(ds.pixel_array, ref))
+            check(same == len(cli_average), f"the CTP average's {same} stored slices equal the command's")
+            compared += 1
+            continue
         inst = o.get(f"/series/{out['series']}/instances")[0]["ID"]
         data = o.get(f"/instances/{inst}/file", raw=True)
         path = os.path.join(WORK, f"stored_{out['output']}.dcm")

@@ -34,8 +34,12 @@ int main(int argc, char** argv) {
         imhost::PerfusionResult perfusion = imhost::perfusion(ctx, study.view());
         imhost::DicomResults a = imhost::to_dicom(ctx, perfusion, study, FIXED);
         imhost::DicomResults b = imhost::to_dicom(ctx, perfusion, study, FIXED);
-        // oSVD: six maps, three label maps (lesions, hypoperfusion, brain), the report.
-        CHECK(a.size() == 10);
+        // oSVD: six maps, three label maps (lesions, hypoperfusion, brain), the report, and the
+        // CTP average as a CT series of one image per slice.
+        const auto slices = static_cast<std::size_t>(study.view().shape()[2]);
+        CHECK(a.size() == 10 + slices);
+        CHECK(a.json().find("\"reference_image\"") != std::string::npos);
+        CHECK(a.json().find("\"ct_average_001.dcm\"") != std::string::npos);
         CHECK(a.json().find("\"sr_report.dcm\"") != std::string::npos);
         CHECK(a.json().find("\"segmentation\"") != std::string::npos);
         for (std::size_t n = 0; n < a.size() && n < b.size(); ++n) {
@@ -58,20 +62,20 @@ int main(int argc, char** argv) {
             CHECK(std::memcmp(got.data, want.data, count * sizeof(float)) == 0);
         }
         a.write(ctx, std::string(argv[2]) + "/dicom-results");
-        // A registry model's result: the MIP as a Parametric Map and the report.
+        // A registry model's result: the MIP as a Parametric Map, the report and the CTP average.
         imhost::Registry registry(ctx);
         imhost::ModelResult mip = registry.run(ctx, "mip", study.view());
         imhost::DicomResults m = imhost::to_dicom(ctx, mip, study);
-        CHECK(m.size() == 2);
+        CHECK(m.size() == 2 + slices);
         // Errors: options, index, moved-from objects, NULL handles.
         expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { imhost::to_dicom(ctx, mip, study, "{\"uid_root\": \"1.02\"}"); });
         expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { imhost::to_dicom(ctx, mip, study, "{\"colour\": 1}"); });
         expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { imhost::to_dicom(ctx, mip, study, "not json"); });
         expect_error(IMH_STATUS_FORMAT, [&] { imhost::to_dicom(ctx, mip, study, {}, std::vector<uint8_t>{1, 2, 3}); });
-        expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { (void)m[2]; });
+        expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { (void)m[2 + slices]; });
         imhost::DicomResults moved(std::move(m));
         expect_error(IMH_STATUS_NULL_ARGUMENT, [&] { (void)m.size(); });  // NOLINT(bugprone-use-after-move)
-        CHECK(moved.size() == 2);
+        CHECK(moved.size() == 2 + slices);
         imh_dicom_results* out = nullptr;
         CHECK(imh_perfusion_result_to_dicom(ctx.c(), nullptr, study.c(), nullptr, nullptr, &out) == IMH_STATUS_NULL_ARGUMENT);
         CHECK(imh_model_result_to_dicom(ctx.c(), mip.c(), study.c(), nullptr, nullptr, nullptr) == IMH_STATUS_NULL_ARGUMENT);

@@ -15,7 +15,11 @@ Checks, each against an independent reader:
   volume group referencing the right segment of the right SEG, whose voxel count times the voxel
   volume gives the same number; the research-use statement;
 - geometry (pydicom): per-frame positions, orientation, pixel spacing and slice spacing equal
-  the source series'.
+  the source series';
+- a 4-D source's temporal average (pydicom, numpy): one CT image per slice at the source
+  slice's position, each pixel within 0.5 HU of the mean over the frames of the source pixels
+  (read and rescaled by pydicom), deriving from every frame of its slice; the maps and
+  segmentations reference its series first, then the source series.
 Exits 1 with one line per failure; else prints a JSON summary of what was checked.
 """
 import json
@@ -32,7 +36,11 @@ index = json.load(open(os.path.join(out_dir, "dicom-results.json")))
 result = json.load(open(os.path.join(run_dir, "result.json")))
 specs = {o["name"]: o for o in result["outputs"]}
 failures = []
-checked = {"parametric_maps": 0, "segmentations": 0, "segments": 0, "measurements": 0, "voxels": 0, "frames": 0}
+checked = {"parametric_maps": 0, "segmentations": 0, "segments": 0, "measurements": 0, "voxels": 0, "frames": 0,
+           "average_slices": 0}
+average = [e for e in index["instances"] if e["kind"] == "reference_image"]
+average_uids = {e["sop_instance_uid"] for e in average}
+average_series = {e["series_instance_uid"] for e in average}
 
 
 def fail(what):
@@ -101,8 +109,13 @@ def check_common(ds, entry):
         if ds.FrameOfReferenceUID != first.FrameOfReferenceUID:
             fail(f"{what}: Frame of Reference is not the source's")
         refs = {i.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
-        if refs != source_uids:
-            fail(f"{what}: references {len(refs)} instances, the source series has {len(source_uids)}")
+        if refs != source_uids | average_uids:
+            fail(f"{what}: references {len(refs)} instances, the source series has {len(source_uids)} "
+                 f"and its average {len(average_uids)}")
+        series = [s.SeriesInstanceUID for s in ds.ReferencedSeriesSequence]
+        expected = sorted(average_series) + [first.SeriesInstanceUID]
+        if series != expected:
+            fail(f"{what}: references the series {series}, expected the average first then the source {expected}")
 
 
 def check_geometry(ds, what):
@@ -224,6 +237,29 @@ for entry in index["instances"]:
             if on and match[0][3] is not None and abs(match[0][3] - value) > 1e-6 * max(1.0, value):
                 fail(f"report: {name} = {value} but the referenced segment holds {match[0][3]} ml")
             checked["measurements"] += 1
+    elif entry["kind"] == "reference_image":
+        if ds.SOPClassUID != "1.2.840.10008.5.1.4.1.1.2" or ds.Modality != "CT":
+            fail(f"{what}: the average is not a CT Image ({ds.SOPClassUID}, {ds.Modality})")
+        if ds.FrameOfReferenceUID != first.FrameOfReferenceUID:
+            fail(f"{what}: Frame of Reference is not the source's")
+        p = np.array([float(x) for x in ds.ImagePositionPatient])
+        key = round(float(np.dot(p, normal)), 4)
+        frames = [d for d in source if round(float(np.dot([float(x) for x in d.ImagePositionPatient], normal)), 4) == key]
+        if not frames:
+            fail(f"{what}: at {p.tolist()}, where the source has no slice")
+        else:
+            stack = np.stack([pydicom.dcmread(d.filename).pixel_array * float(getattr(d, "RescaleSlope", 1))
+                              + float(getattr(d, "RescaleIntercept", 0)) for d in frames]).astype(np.float64)
+            mean = stack.mean(axis=0)
+            ours = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+            err = np.abs(ours - mean).max() if ours.shape == mean.shape else np.inf
+            if err > 0.5 + 1e-6:
+                fail(f"{what}: differs from the mean of the {len(frames)} source frames by {err} HU")
+            derived = {i.ReferencedSOPInstanceUID for i in ds.SourceImageSequence}
+            if derived != {d.SOPInstanceUID for d in frames}:
+                fail(f"{what}: derives from {len(derived)} instances, the slice has {len(frames)} frames")
+            checked["average_slices"] += 1
+            checked["voxels"] += int(mean.size)
     elif entry["kind"] == "secondary_capture":
         from PIL import Image
 

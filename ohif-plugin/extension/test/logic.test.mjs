@@ -1,7 +1,7 @@
 // node --test: the panel's logic against hand-written manifests, jobs and results.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { ImhostClient, buildOptions, isPerfusionModel, jobView, optionFields, overlayOutput, resultRows, sortModels } from '../imhost-logic.js';
+import { ImhostClient, buildOptions, isPerfusionModel, jobView, optionFields, overlayOutput, overlayWindow, resultRows, sortModels } from '../imhost-logic.js';
 
 const perfusion = {
   id: 'perfusion-osvd',
@@ -123,4 +123,16 @@ test('the client: lookup, submit, poll until the end, errors with the server mes
   assert.deepEqual(seen, ['reading', 'done']);
   assert.deepEqual(JSON.parse(calls[1][2]), { model: 'perfusion-osvd', study: 'abc', options: { nihss: 12 } });
   await assert.rejects(client.submit('nope', 'abc'), /no such model/);
+});
+
+test('the overlay window comes from the map\'s own Frame VOI LUT, scaled as OHIF scales the values', () => {
+  // CBF: the 1st to 99th percentile 4 to 64 ml/100 g/min, OHIF multiplies by 100.
+  const instance = { SharedFunctionalGroupsSequence: [{ FrameVOILUTSequence: [{ WindowCenter: 34, WindowWidth: 60 }] }] };
+  assert.deepEqual(overlayWindow(instance), { lower: 400, upper: 6400 });
+  // Single items may come naturalized as objects, and values as strings or arrays.
+  assert.deepEqual(overlayWindow({ SharedFunctionalGroupsSequence: { FrameVOILUTSequence: { WindowCenter: ['0.5'], WindowWidth: ['1'] } } }, 1),
+    { lower: 0, upper: 1 });
+  assert.equal(overlayWindow({}), null);
+  assert.equal(overlayWindow({ SharedFunctionalGroupsSequence: [{ FrameVOILUTSequence: [{ WindowCenter: 3, WindowWidth: 0 }] }] }), null);
+  assert.equal(overlayWindow(undefined), null);
 });

@@ -487,13 +487,23 @@ private:
             throw;
         }
 
+        // One entry per new series (the CTP average is one series of one instance per slice).
         json out_series = json::array();
+        std::map<std::string, std::size_t> entry_of;  // SeriesInstanceUID -> index in out_series
         for (const auto& inst : dicom_json["instances"]) {
+            const std::string uid = inst.value("series_instance_uid", "");
+            auto found = entry_of.find(uid);
+            if (found != entry_of.end()) {
+                out_series[found->second]["instances"] = out_series[found->second].value("instances", 1) + 1;
+                continue;
+            }
+            entry_of[uid] = out_series.size();
             out_series.push_back({{"output", inst.value("output", "")},
                                   {"kind", inst.value("kind", "")},
                                   {"sop_class_uid", inst.value("sop_class_uid", "")},
-                                  {"series_instance_uid", inst.value("series_instance_uid", "")},
-                                  {"series", series_ids[inst.value("series_instance_uid", "")]}});
+                                  {"series_instance_uid", uid},
+                                  {"series", series_ids[uid]},
+                                  {"instances", 1}});
         }
         const json r = json::parse(result.json());
         json summary = {{"model", req_.model},

@@ -74,7 +74,9 @@ pub fn write(
 ) -> Result<usize> {
     let (staged, options) = staged;
     let source = match source {
-        Some(s) => s,
+        // A 4-D series (CTP) also gets its temporal average, the 3-D image viewers draw the
+        // maps on.
+        Some(s) => s.with_temporal_average(input)?,
         None => {
             tracing::warn!(
                 "the input is not a DICOM series: the DICOM results start a new study with no patient identifiers"

@@ -98,12 +98,12 @@ fn perfusion_results_read_back_by_highdicom_and_valid_for_dciodvfy() {
     ]);
     ok(&out, "run --dicom-out");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("10 DICOM instances"),
+        String::from_utf8_lossy(&out.stdout).contains("14 DICOM instances"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // 6 maps, 3 label maps, the report.
-    assert_eq!(dicom_files(&dicom).len(), 10, "{:?}", dicom_files(&dicom));
+    // 6 maps, 3 label maps, the report, and the CTP average's 4 slices.
+    assert_eq!(dicom_files(&dicom).len(), 14, "{:?}", dicom_files(&dicom));
     let checked = oracle(&dicom, &source, &run);
     assert_eq!(checked["parametric_maps"], 6, "{checked}");
     assert_eq!(checked["segmentations"], 3, "{checked}");
@@ -112,6 +112,7 @@ fn perfusion_results_read_back_by_highdicom_and_valid_for_dciodvfy() {
     assert_eq!(checked["measurements"], 4, "{checked}");
     // 4 slices in each map and in each segment.
     assert_eq!(checked["frames"], (6 + 4) * 4, "{checked}");
+    assert_eq!(checked["average_slices"], 4, "{checked}");
     validate(&dicom);
 }
 
@@ -138,7 +139,7 @@ fn perfusion_command_writes_the_preview_too_and_the_same_bytes_for_the_same_uids
     let (maps, a) = write("a");
     let (_, b) = write("b");
     let files = dicom_files(&a);
-    assert_eq!(files.len(), 11, "maps, label maps, report and preview: {files:?}");
+    assert_eq!(files.len(), 15, "maps, label maps, report, preview and the average's 4 slices: {files:?}");
     for f in &files {
         let other = b.join(f.file_name().unwrap());
         assert!(

@@ -8,7 +8,11 @@
 //! - scores, QC flags and the reperfusion criteria → one **TID 1500 measurement report**
 //!   (Comprehensive SR) whose measurements reference the SEG segment they were measured on
 //!   (the manifest's `measured_on`), with a research-use-only statement;
-//! - a preview PNG → one **Secondary Capture** (RGB) so that a PACS shows the summary.
+//! - a preview PNG → one **Secondary Capture** (RGB) so that a PACS shows the summary;
+//! - a 4-D source (CTP) → one derived **CT series**, the temporal average of its frames, which
+//!   the maps and segmentations reference first: a 3-D anatomical image on their grid, which
+//!   viewers that overlay a map or a segmentation on a volume (OHIF's Parametric Map and SEG
+//!   viewports) need and a 4-D series cannot give them ([`ResultSource::with_temporal_average`]).
 //!
 //! Every instance copies the Patient and Study modules of the source, has the source's Frame of
 //! Reference and grid (Image Position per frame, Image Orientation, Pixel Spacing, slice spacing),
@@ -26,6 +30,7 @@ use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, Length, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use ndarray::ShapeBuilder;
 use serde_json::Value;
 
 use super::{DicomSeries, InstanceIds, SourceInstance};
@@ -46,6 +51,8 @@ pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 pub const COMPREHENSIVE_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.33";
 /// The Secondary Capture Image Storage SOP class (the preview).
 pub const SECONDARY_CAPTURE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
+/// The CT Image Storage SOP class (the temporal average of a 4-D source).
+pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 /// imhost's Implementation Class UID (UUID-derived, fixed).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.193874310526728163990117226930165713";
 /// The UID root used when none is configured: UUID-derived UIDs (PS3.5 §B.2).
@@ -163,6 +170,9 @@ pub struct ResultSource {
     pub geometry: Geometry,
     /// Its size `[ni, nj, nk]`.
     pub shape: [usize; 3],
+    /// The temporal average of a 4-D source (HU), written as a CT series the maps reference
+    /// first; `None` for a 3-D source or where not asked for.
+    pub average: Option<std::sync::Arc<Volume<i16>>>,
 }
 
 impl ResultSource {
@@ -177,7 +187,41 @@ impl ResultSource {
             instances: series.instances.clone(),
             geometry: *series.volume.geometry(),
             shape: [ni, nj, nk],
+            average: None,
         })
+    }
+
+    /// The same source with the temporal average of `volume` (the 4-D series it describes)
+    /// attached, so that the results include it as a derived CT series: each voxel the mean of
+    /// its finite values over the frames, rounded to whole HU (−1024 where no frame has one).
+    /// A 3-D volume, a volume off the source's grid or a source that is not DICOM is returned
+    /// unchanged.
+    pub fn with_temporal_average(mut self, volume: &AnyVolume) -> Result<ResultSource> {
+        let [ni, nj, nk, nt] = volume.shape();
+        if !volume.is_4d() || nt < 2 || [ni, nj, nk] != self.shape || self.series_instance_uid.is_none() {
+            return Ok(self);
+        }
+        let n = ni * nj * nk;
+        crate::memory::check(crate::memory::bytes_of(&[n], 8 + 4 + 2), "the temporal average")?;
+        let mut sum = ndarray::Array3::<f64>::zeros((ni, nj, nk).f());
+        let mut count = ndarray::Array3::<u32>::zeros((ni, nj, nk).f());
+        crate::with_volume!(volume, v => {
+            for t in 0..nt {
+                ndarray::Zip::from(&mut sum).and(&mut count).and(v.view().frame(t)).for_each(|s, c, &x| {
+                    let x = crate::dtype::Voxel::to_f64(x);
+                    if x.is_finite() {
+                        *s += x;
+                        *c += 1;
+                    }
+                });
+            }
+        });
+        let mut mean = ndarray::Array3::<i16>::zeros((ni, nj, nk).f());
+        ndarray::Zip::from(&mut mean).and(&sum).and(&count).for_each(|m, &s, &c| {
+            *m = if c == 0 { -1024 } else { (s / f64::from(c)).round().clamp(-32768.0, 32767.0) as i16 };
+        });
+        self.average = Some(std::sync::Arc::new(Volume::new_3d(mean, *volume.geometry())?));
+        Ok(self)
     }
 
     /// A source without DICOM (a NIfTI file): results start a new study and frame of reference
@@ -193,7 +237,7 @@ impl ResultSource {
             frame_of_reference_uid: uids.next("frame-of-reference"),
             ..InstanceIds::default()
         };
-        ResultSource { study, series_instance_uid: None, instances: vec![], geometry, shape }
+        ResultSource { study, series_instance_uid: None, instances: vec![], geometry, shape, average: None }
     }
 
     /// The instance of the first frame at slice `k`.
@@ -214,6 +258,8 @@ pub enum ResultKind {
     MeasurementReport,
     /// A Secondary Capture of the preview.
     SecondaryCapture,
+    /// One slice of the derived CT series (the temporal average of a 4-D source).
+    ReferenceImage,
 }
 
 /// One DICOM instance written.
@@ -472,6 +518,9 @@ struct Writer<'a> {
     date: String,
     time: String,
     series_number: u32,
+    /// The UIDs of the temporal-average series (series, then one instance per slice), drawn
+    /// before any result so that each map and segmentation can reference it.
+    average: Option<(String, Vec<String>)>,
 }
 
 /// One instance's identity.
@@ -561,13 +610,29 @@ impl Writer<'_> {
                 .filter(|i| seen.insert(i.ids.sop_instance_uid.as_str()))
                 .map(|i| referenced_instance(&i.ids))
                 .collect();
-            out.push(seq(
-                tags::REFERENCED_SERIES_SEQUENCE,
-                vec![obj(vec![
-                    seq(tags::REFERENCED_INSTANCE_SEQUENCE, instances),
-                    uid(tags::SERIES_INSTANCE_UID, series),
-                ])],
-            ));
+            let mut series_items = Vec::with_capacity(2);
+            // The temporal average first: viewers that overlay a map on a volume (OHIF) take the
+            // first referenced series as the one to draw it on, and that must be 3-D.
+            if let Some((average, slices)) = &self.average {
+                let items = slices
+                    .iter()
+                    .map(|i| {
+                        obj(vec![
+                            uid(tags::REFERENCED_SOP_CLASS_UID, CT_IMAGE_STORAGE),
+                            uid(tags::REFERENCED_SOP_INSTANCE_UID, i),
+                        ])
+                    })
+                    .collect();
+                series_items.push(obj(vec![
+                    seq(tags::REFERENCED_INSTANCE_SEQUENCE, items),
+                    uid(tags::SERIES_INSTANCE_UID, average),
+                ]));
+            }
+            series_items.push(obj(vec![
+                seq(tags::REFERENCED_INSTANCE_SEQUENCE, instances),
+                uid(tags::SERIES_INSTANCE_UID, series),
+            ]));
+            out.push(seq(tags::REFERENCED_SERIES_SEQUENCE, series_items));
             let slices: Vec<Obj> = (0..self.source.shape[2])
                 .filter_map(|k| self.source.slice_instance(k))
                 .map(|i| referenced_instance(&i.ids))
@@ -1287,6 +1352,85 @@ fn secondary_capture(w: &mut Writer<'_>, png_bytes: &[u8]) -> Result<DicomResult
     Ok(w.result("preview", ResultKind::SecondaryCapture, "sc_preview.dcm".into(), id, bytes))
 }
 
+/// The temporal average of a 4-D source as a derived CT series of single-frame CT Images (one
+/// per slice, on the source grid), each deriving from every frame of its slice; int16 HU,
+/// a brain window by default.
+fn temporal_average(w: &mut Writer<'_>, average: &Volume<i16>) -> Result<Vec<DicomResult>> {
+    let Some((series, instances)) = w.average.clone() else { return Ok(vec![]) };
+    let [ni, nj, nk, _] = average.shape();
+    let series_number = w.series_number;
+    w.series_number += 1;
+    let frames = w.source.instances.iter().map(|i| i.frame).max().map_or(0, |t| t + 1);
+    let data = average.data();
+    let g = &w.source.geometry;
+    let mut out = Vec::with_capacity(nk);
+    for (k, sop_instance) in instances.into_iter().enumerate().take(nk) {
+        let id = Identity { sop_class: CT_IMAGE_STORAGE, sop_instance, series: series.clone(), series_number };
+        let mut e: Vec<Elem> = w
+            .common(&id, "CT", &format!("CTP average ({frames} frames)"))
+            .into_iter()
+            .filter(|el| dicom_core::header::Header::tag(el) != tags::INSTANCE_NUMBER)
+            .collect();
+        let plane = g.dicom_plane(k);
+        let sources: Vec<Obj> = w
+            .source
+            .instances
+            .iter()
+            .filter(|i| i.slice == k)
+            .map(|i| {
+                let mut item = referenced_frame(i);
+                item.put(code_seq(
+                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                    &code("DCM", "121322", "Source image for image processing operation"),
+                ));
+                item
+            })
+            .collect();
+        e.extend([
+            int_string(tags::INSTANCE_NUMBER, k as i64 + 1),
+            uid(tags::FRAME_OF_REFERENCE_UID, &w.source.study.frame_of_reference_uid),
+            empty(tags::POSITION_REFERENCE_INDICATOR, VR::LO),
+            empty(tags::PATIENT_POSITION, VR::CS),
+            cs_values(tags::IMAGE_TYPE, &["DERIVED", "SECONDARY", "AXIAL"]),
+            text(
+                tags::DERIVATION_DESCRIPTION,
+                VR::ST,
+                &format!("Temporal average of the {frames} frames of the source series, per voxel"),
+            ),
+            seq(tags::SOURCE_IMAGE_SEQUENCE, sources),
+            text(tags::BURNED_IN_ANNOTATION, VR::CS, "NO"),
+            text(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
+            ds(tags::IMAGE_POSITION_PATIENT, &plane.image_position),
+            ds(tags::IMAGE_ORIENTATION_PATIENT, &plane.image_orientation),
+            ds(tags::PIXEL_SPACING, &plane.pixel_spacing),
+            ds(tags::SLICE_THICKNESS, &[g.spacing[2]]),
+            us(tags::SAMPLES_PER_PIXEL, 1),
+            text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+            us(tags::ROWS, nj as u16),
+            us(tags::COLUMNS, ni as u16),
+            us(tags::BITS_ALLOCATED, 16),
+            us(tags::BITS_STORED, 16),
+            us(tags::HIGH_BIT, 15),
+            us(tags::PIXEL_REPRESENTATION, 1),
+            ds(tags::RESCALE_INTERCEPT, &[0.0]),
+            ds(tags::RESCALE_SLOPE, &[1.0]),
+            empty(tags::KVP, VR::DS),
+            empty(tags::ACQUISITION_NUMBER, VR::IS),
+            ds(tags::WINDOW_CENTER, &[40.0]),
+            ds(tags::WINDOW_WIDTH, &[80.0]),
+        ]);
+        let mut pixels = Vec::with_capacity(ni * nj * 2);
+        for j in 0..nj {
+            for i in 0..ni {
+                pixels.extend_from_slice(&data[[i, j, k, 0]].to_le_bytes());
+            }
+        }
+        let bytes = w.file(&id, e, Some((tags::PIXEL_DATA, VR::OW, &pixels)))?;
+        out.push(w.result("average", ResultKind::ReferenceImage, format!("ct_average_{:03}.dcm", k + 1), id, bytes));
+    }
+    Ok(out)
+}
+
 /// Decode an 8-bit RGB or RGBA PNG (at most 8192 pixels a side) to RGB bytes (even length).
 fn decode_png(bytes: &[u8]) -> Result<(u16, u16, Vec<u8>)> {
     let bad = |e: &dyn std::fmt::Display| Error::format(format!("preview PNG: {e}"));
@@ -1362,15 +1506,13 @@ pub fn write_results(
 ) -> Result<DicomResults> {
     options.validate()?;
     let (date, time) = options.content_date_time.clone().unwrap_or_else(utc_now);
-    let mut w = Writer {
-        source,
-        manifest,
-        options,
-        uids: Uids::new(options),
-        date,
-        time,
-        series_number: options.first_series_number,
-    };
+    let mut uids = Uids::new(options);
+    let average = source.average.as_ref().map(|a| {
+        let series = uids.next("average/series");
+        (series, (0..a.shape()[2]).map(|k| uids.next(&format!("average/instance/{k}"))).collect())
+    });
+    let mut w =
+        Writer { source, manifest, options, uids, date, time, series_number: options.first_series_number, average };
     let mut results = DicomResults::default();
     let mut segmentations = BTreeMap::new();
     let mut maps = Vec::new();
@@ -1413,6 +1555,9 @@ pub fn write_results(
     if let Some(png) = preview_png {
         results.instances.push(secondary_capture(&mut w, png)?);
     }
+    if let Some(average) = &source.average {
+        results.instances.extend(temporal_average(&mut w, average)?);
+    }
     for (name, why) in &results.skipped {
         tracing::warn!("output {name} is not written as DICOM: {why}");
     }
@@ -1422,6 +1567,34 @@ pub fn write_results(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporal_average_by_hand_and_only_for_a_4d_dicom_source() {
+        use crate::volume::{FrameTimes, TimeSource};
+        let geometry = Geometry::axis_aligned([1.0, 1.0, 2.0], [0.0; 3]).unwrap();
+        // Voxel (0,0,0): 10, 20, 31 → 20.33 → 20; (1,0,0): 1.5, NaN, 2.5 → 2 (NaN left out);
+        // (0,1,0): NaN in every frame → −1024; (1,1,0): −3.5, −3.5, −3.5 → −4 (half away from 0).
+        let frames = [[10.0, 1.5, f32::NAN, -3.5], [20.0, f32::NAN, f32::NAN, -3.5], [31.0, 2.5, f32::NAN, -3.5]];
+        let data = ndarray::Array4::from_shape_fn((2, 2, 1, 3).f(), |(i, j, _, t)| frames[t][i + 2 * j]);
+        let times = FrameTimes::uniform(3, 0.0, 1.0, TimeSource::Caller).unwrap();
+        let ctp = AnyVolume::F32(Volume::new_4d(data, geometry, times).unwrap());
+        let options = ResultOptions::default();
+        let nifti = ResultSource::new_study(geometry, [2, 2, 1], &options);
+        // No DICOM source series: nothing to derive the series from.
+        assert!(nifti.clone().with_temporal_average(&ctp).unwrap().average.is_none());
+        let mut dicom = nifti;
+        dicom.series_instance_uid = Some("1.2.3".into());
+        let average = dicom.clone().with_temporal_average(&ctp).unwrap().average.expect("an average");
+        assert_eq!(average.shape(), [2, 2, 1, 1]);
+        let got: Vec<i16> = (0..4).map(|n| average.data()[[n % 2, n / 2, 0, 0]]).collect();
+        assert_eq!(got, vec![20, 2, -1024, -4]);
+        // A 3-D source, or one off the grid, gets none.
+        let one = AnyVolume::F32(Volume::filled([2, 2, 1, 1], 1.0, geometry, None).unwrap());
+        assert!(dicom.clone().with_temporal_average(&one).unwrap().average.is_none());
+        let times = FrameTimes::uniform(2, 0.0, 1.0, TimeSource::Caller).unwrap();
+        let other = AnyVolume::F32(Volume::filled([3, 2, 1, 2], 1.0, geometry, Some(times)).unwrap());
+        assert!(dicom.with_temporal_average(&other).unwrap().average.is_none());
+    }
 
     #[test]
     fn cielab_of_known_colours() {
