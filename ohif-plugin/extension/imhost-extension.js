@@ -286,9 +286,32 @@ class Controller {
         viewport.setProperties({ voiRange: range }, volumeId);
         viewport.render();
         this.root.setAttribute('data-overlay-window', `${range.lower},${range.upper}`);
+        // In the background: the panel is free for the next run meanwhile.
+        this.holdWindow(viewport, volumeId, range).catch(() => {});
         return;
       }
       await new Promise(r => setTimeout(r, 250));
+    }
+  }
+
+  /**
+   * For the first seconds after loading, OHIF may still reset the map to its full value range
+   * (min to max, which outliers make mostly one colour): put the map's window back if so.
+   */
+  async holdWindow(viewport, volumeId, range, seconds = 10) {
+    const deadline = Date.now() + seconds * 1000;
+    let restored = 0;
+    while (Date.now() < deadline) {
+      await new Promise(r => setTimeout(r, 250));
+      const now = viewport.getProperties ? (viewport.getProperties(volumeId) || {}).voiRange : null;
+      const off = now && (Math.abs(now.lower - range.lower) > 1e-6 * Math.max(1, Math.abs(range.lower)) ||
+        Math.abs(now.upper - range.upper) > 1e-6 * Math.max(1, Math.abs(range.upper)));
+      if (off) {
+        viewport.setProperties({ voiRange: range }, volumeId);
+        viewport.render();
+        restored++;
+        this.root.setAttribute('data-overlay-window-restored', String(restored));
+      }
     }
   }
 }

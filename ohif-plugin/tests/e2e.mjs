@@ -126,7 +126,7 @@ try {
   report.baselinePixels = await count(beforePng);
   // The map is drawn once the viewer has loaded it over the CTP: poll the viewport.
   let png = null;
-  const overlayDeadline = t() + 30000;
+  const overlayDeadline = t() + 90000;
   while (t() < overlayDeadline) {
     const windowed = await page.$eval('[data-testid="imhost-panel"]', e => e.getAttribute('data-overlay-window'));
     if (windowed) {
@@ -138,6 +138,7 @@ try {
     png = await shot('ohif-cbf-overlay.png');
     report.overlayPixels = await count(png);
     report.mapsShownSeconds = (taken - clicked) / 1000;
+    report.windowRestored = await page.$eval('[data-testid="imhost-panel"]', e => e.getAttribute('data-overlay-window-restored'));
     if (windowed && report.overlayPixels.coloured > 2000 + 2 * report.baselinePixels.coloured) break;
     await new Promise(r => setTimeout(r, 500));
   }

@@ -81,7 +81,7 @@ def main():
         check("Research use only" in rows.get("research_use_only", {}).get("text", ""), "the table says research use only")
         check("defuse3" in rows and rows["defuse3"]["text"].startswith("met"), f"DEFUSE-3 shown ({rows.get('defuse3', {}).get('text')})")
         after = sorted(o.get(f"/studies/{study}")["Series"])
-        check(page.get("newSeries") == len(after) - len(before) == 11, f"the panel names the {len(after) - len(before)} new series")
+        check(page.get("newSeries") == len(after) - len(before) == 12, f"the panel names the {len(after) - len(before)} new series")
         check(page.get("newDisplaySets", 0) >= 6, f"the new series appear in the viewer ({page.get('newDisplaySets')} display sets)")
         check(page.get("overlay") == "cbf", f"the CBF map is loaded as the overlay ({page.get('overlay')})")
         px = page.get("overlayPixels", {})

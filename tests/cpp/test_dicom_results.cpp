@@ -34,10 +34,11 @@ int main(int argc, char** argv) {
         imhost::PerfusionResult perfusion = imhost::perfusion(ctx, study.view());
         imhost::DicomResults a = imhost::to_dicom(ctx, perfusion, study, FIXED);
         imhost::DicomResults b = imhost::to_dicom(ctx, perfusion, study, FIXED);
-        // oSVD: six maps, three label maps (lesions, hypoperfusion, brain), the report, and the
-        // CTP average as a CT series of one image per slice.
+        // oSVD: six maps, three label maps (lesions, hypoperfusion, brain), the report, the
+        // run's own preview, and the CTP average as a CT series of one image per slice.
         const auto slices = static_cast<std::size_t>(study.view().shape()[2]);
-        CHECK(a.size() == 10 + slices);
+        CHECK(a.size() == 11 + slices);
+        CHECK(a.json().find("\"sc_preview.dcm\"") != std::string::npos);
         CHECK(a.json().find("\"reference_image\"") != std::string::npos);
         CHECK(a.json().find("\"ct_average_001.dcm\"") != std::string::npos);
         CHECK(a.json().find("\"sr_report.dcm\"") != std::string::npos);

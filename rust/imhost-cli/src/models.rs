@@ -187,6 +187,12 @@ pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
         "report": output.report,
     });
     write_json(&staged.path().join("result.json"), &result)?;
+    if let Some(png) = &output.preview_png {
+        let path = staged.path().join("preview.png");
+        imhost_core::io::output::write_atomically(&path, |w| {
+            w.write_all(png).map_err(|e| Error::from(e).in_file(&path))
+        })?;
+    }
     let dicom_written = match dicom_staged {
         Some(dicom) => Some(crate::dicom_out::write(dicom, &output, &manifest, first_source, &volumes[0], None)?),
         None => None,

@@ -98,12 +98,13 @@ fn perfusion_results_read_back_by_highdicom_and_valid_for_dciodvfy() {
     ]);
     ok(&out, "run --dicom-out");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("14 DICOM instances"),
+        String::from_utf8_lossy(&out.stdout).contains("15 DICOM instances"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // 6 maps, 3 label maps, the report, and the CTP average's 4 slices.
-    assert_eq!(dicom_files(&dicom).len(), 14, "{:?}", dicom_files(&dicom));
+    // 6 maps, 3 label maps, the report, the preview and the CTP average's 4 slices.
+    assert_eq!(dicom_files(&dicom).len(), 15, "{:?}", dicom_files(&dicom));
+    assert!(run.join("preview.png").is_file(), "run writes the model's preview");
     let checked = oracle(&dicom, &source, &run);
     assert_eq!(checked["parametric_maps"], 6, "{checked}");
     assert_eq!(checked["segmentations"], 3, "{checked}");
@@ -265,6 +266,7 @@ fn any_model_on_a_real_ct_series_round_trips() {
         volumes: vec![("density".into(), AnyVolume::F32(hu.clone())), ("body".into(), AnyVolume::U8(labels.clone()))],
         scores: vec![("body_ml".into(), body_ml), ("dense_fraction".into(), 0.125)],
         report: serde_json::json!({"qc_flags": [{"flag": "test", "message": "a flag the report must carry"}]}),
+        preview_png: None,
     };
     let mut options = ResultOptions::default();
     options.uid_seed = Some("ct5n".into());

@@ -98,6 +98,7 @@ fn main() {
             ("mismatch_ratio".into(), 3.73),
         ],
         report: serde_json::json!({"qc_flags": [], "readout": {"criteria": {"defuse3": {"met": true, "detail": "bench"}}}}),
+        preview_png: None,
     };
     let models = core_models(None);
     let manifest = models.iter().find(|m| m.manifest().id == "perfusion-osvd").unwrap().manifest().clone();
@@ -126,8 +127,7 @@ fn main() {
         }
     });
     let (pm_s, _) = best(runs, || {
-        let one =
-            ModelOutput { volumes: vec![output.volumes[0].clone()], scores: vec![], report: serde_json::Value::Null };
+        let one = ModelOutput { volumes: vec![output.volumes[0].clone()], ..ModelOutput::default() };
         model_results(&one, &manifest, &source, None, &options).unwrap()
     });
     // The CBF map for highdicom, (k, j, i) order.

@@ -136,15 +136,24 @@ impl Canvas {
 
     /// Encode as PNG and write to `path` (atomically: a full disk leaves no 0-byte preview).
     pub fn save_png(&self, path: &Path) -> Result<()> {
+        crate::io::output::write_atomically(path, |w| self.encode_png(w))
+    }
+
+    /// Encode as PNG in memory (8-bit RGB).
+    pub fn png_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.pixels.len() / 4 + 1024);
+        self.encode_png(&mut out)?;
+        Ok(out)
+    }
+
+    fn encode_png<W: std::io::Write>(&self, w: W) -> Result<()> {
         let png_error = |e: png::EncodingError| Error::new(crate::ErrorKind::Io, e.to_string());
-        crate::io::output::write_atomically(path, |w| {
-            let mut encoder = png::Encoder::new(w, self.width as u32, self.height as u32);
-            encoder.set_color(png::ColorType::Rgb);
-            encoder.set_depth(png::BitDepth::Eight);
-            let mut writer = encoder.write_header().map_err(png_error)?;
-            writer.write_image_data(&self.pixels).map_err(png_error)?;
-            writer.finish().map_err(png_error)
-        })
+        let mut encoder = png::Encoder::new(w, self.width as u32, self.height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(png_error)?;
+        writer.write_image_data(&self.pixels).map_err(png_error)?;
+        writer.finish().map_err(png_error)
     }
 }
 

@@ -752,7 +752,7 @@ impl Model for IsolatedModel {
             .as_object()
             .map(|m| m.iter().filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v))).collect())
             .unwrap_or_default();
-        Ok(ModelOutput { volumes, scores, report: done["report"].clone() })
+        Ok(ModelOutput { volumes, scores, report: done["report"].clone(), preview_png: None })
     }
 }
 

@@ -189,7 +189,7 @@ impl Model for PluginModel {
             &mut outputs,
             &ControlSink(control),
         )?;
-        Ok(ModelOutput { volumes: outputs.volumes, scores: extras.scores, report: extras.report })
+        Ok(ModelOutput { volumes: outputs.volumes, scores: extras.scores, report: extras.report, preview_png: None })
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct DicomParts {
     pub report: Value,
     /// Label maps the result does not hand out as such (the perfusion `lesions` map).
     pub extra_volumes: Vec<(String, AnyVolume)>,
+    /// The run's own preview (PNG), stored when the caller passes none.
+    pub preview_png: Option<Vec<u8>>,
 }
 
 /// # Safety
@@ -184,6 +186,7 @@ unsafe fn to_dicom<'a>(
     // SAFETY: header contract for the three optional arguments.
     let (options, preview, source) =
         unsafe { (options_arg(options_json)?, preview_arg(preview_png)?, source.as_ref()) };
+    let preview = preview.or(parts.preview_png.as_deref());
     volumes.extend(parts.extra());
     context.scope(|| {
         let source = source_of(source, volumes.first().map(|v| v.1), &options)?;

@@ -430,6 +430,7 @@ pub unsafe extern "C" fn imh_perfusion_run(
                 scores,
                 report: report_value,
                 extra_volumes: vec![("lesions".into(), AnyVolume::U8(lesions))],
+                preview_png: r.preview_png.take(),
             };
             if volumes.iter().enumerate().any(|(n, v)| v.is_none() && !matches!(n, 4 | 5)) {
                 return Err(FfiError::new(imh_status::Internal, "the perfusion model left out a map it declares"));

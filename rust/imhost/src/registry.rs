@@ -260,6 +260,7 @@ pub unsafe extern "C" fn imh_registry_run(
                 scores: output.scores.clone(),
                 report: output.report.clone(),
                 extra_volumes: vec![],
+                preview_png: output.preview_png.clone(),
             };
             let volumes = output.volumes.into_iter().map(|(_, volume)| imh_volume::new(volume)).collect();
             Ok(imh_model_result { names, volumes, scores, json, dicom })

@@ -27,6 +27,15 @@ pub fn colormap(x: f64) -> Rgb {
 
 /// Render the preview of `result` to `path`.
 pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
+    draw(result).save_png(path)
+}
+
+/// The preview of `result` as PNG bytes (what DICOM results store as a Secondary Capture).
+pub fn png(result: &PerfusionResult) -> Result<Vec<u8>> {
+    draw(result).png_bytes()
+}
+
+fn draw(result: &PerfusionResult) -> Canvas {
     let [ni, nj, nk, _] = result.maps.cbf.shape();
     let hyp = result.hypoperfusion.data();
     let k =
@@ -178,5 +187,5 @@ pub fn render(result: &PerfusionResult, path: &Path) -> Result<()> {
     for f in &report.qc_flags {
         line(&mut c, &format!("QC: {}", f.flag.to_uppercase()), colors::RED);
     }
-    c.save_png(path)
+    c
 }

@@ -258,6 +258,7 @@ impl Model for Perfusion {
 /// `lesions` label map (core 1, penumbra 2), `hypoperfusion` and `brain`, the volumes as scores
 /// (absent when withheld) and the report.
 pub fn model_output(result: perfusion::PerfusionResult) -> Result<ModelOutput> {
+    let preview_png = Some(perfusion::preview::png(&result)?);
     let lesions = lesion_labels(&result.core, &result.hypoperfusion)?;
     let maps = result.maps;
     let mut volumes = vec![
@@ -283,7 +284,7 @@ pub fn model_output(result: perfusion::PerfusionResult) -> Result<ModelOutput> {
         }
     }
     let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;
-    Ok(ModelOutput { volumes, scores, report })
+    Ok(ModelOutput { volumes, scores, report, preview_png })
 }
 
 /// One label map from the core and hypoperfusion masks: core 1, hypoperfused-not-core 2.

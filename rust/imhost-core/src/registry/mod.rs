@@ -31,6 +31,9 @@ pub struct ModelOutput {
     pub scores: Vec<(String, f64)>,
     /// Anything else worth keeping (JSON object; `null` when nothing).
     pub report: Value,
+    /// A PNG summary a clinician glances at (the perfusion models draw one: maps, outlines,
+    /// curves, volumes, QC flags); DICOM results store it as a Secondary Capture.
+    pub preview_png: Option<Vec<u8>>,
 }
 
 impl ModelOutput {

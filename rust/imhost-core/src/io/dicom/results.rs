@@ -1468,7 +1468,8 @@ fn decode_png(bytes: &[u8]) -> Result<(u16, u16, Vec<u8>)> {
 
 /// Write every output of `output` (a run of the model `manifest` describes) as DICOM linked to
 /// `source`: maps → Parametric Maps, label maps → Segmentations, scores and the report's QC
-/// flags and criteria → one measurement report, `preview_png` → a Secondary Capture. Outputs
+/// flags and criteria → one measurement report, `preview_png` (else the output's own preview)
+/// → a Secondary Capture. Outputs
 /// that cannot be written (a 4-D map, a volume off the source grid) are listed in `skipped`.
 pub fn model_results(
     output: &ModelOutput,
@@ -1482,7 +1483,7 @@ pub fn model_results(
         scores: &output.scores,
         report: &output.report,
     };
-    write_results(&parts, manifest, source, preview_png, options)
+    write_results(&parts, manifest, source, preview_png.or(output.preview_png.as_deref()), options)
 }
 
 /// A run's outputs, borrowed (what [`ModelOutput`] holds, where a host keeps them apart).
@@ -1696,8 +1697,7 @@ mod tests {
         .unwrap();
         let options = ResultOptions { uid_seed: Some("bits".into()), ..ResultOptions::default() };
         let source = ResultSource::new_study(geometry, [3, 3, 2], &options);
-        let output =
-            ModelOutput { volumes: vec![("l".into(), AnyVolume::U8(volume))], scores: vec![], report: Value::Null };
+        let output = ModelOutput { volumes: vec![("l".into(), AnyVolume::U8(volume))], ..ModelOutput::default() };
         let results = model_results(&output, &manifest, &source, None, &options).unwrap();
         let seg = results.instances.iter().find(|r| r.kind == ResultKind::Segmentation).unwrap();
         let obj = dicom_object::OpenFileOptions::new().from_reader(&seg.bytes[128..]).unwrap();
