@@ -120,8 +120,9 @@ class Orthanc:
     def post(self, path, body=None, **kw):
         return self.request("POST", path, body, **kw)
 
-    def upload_folder(self, folder):
-        """POST every DICOM file of `folder` as one uncompressed ZIP; the Orthanc ids of the studies."""
+    def upload_folder(self, folder, level="ParentStudy"):
+        """POST every DICOM file of `folder` as one uncompressed ZIP; the Orthanc ids of the studies
+        (or, with level="ParentSeries", of the series)."""
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
             for root, _, files in os.walk(folder):
@@ -130,7 +131,7 @@ class Orthanc:
                         z.write(os.path.join(root, name), name)
         answer = self.post("/instances", buf.getvalue(), content_type="application/zip")
         answers = answer if isinstance(answer, list) else [answer]
-        return sorted({a["ParentStudy"] for a in answers})
+        return sorted({a[level] for a in answers})
 
     def wait_job(self, job_id, timeout=600, seen=None):
         """Poll /jobs/{id} until it leaves Pending/Running; record (progress, stage) seen."""

@@ -32,6 +32,10 @@ echo "== node --test (the extension's logic)"
 echo "== test data: the command's DICOM CTP phantom and its own results on it"
 "$prefix/bin/imhost" phantom ctp --out "$work/phantom" --dicom -q
 "$prefix/bin/imhost" run perfusion-osvd --input "$work/phantom/dicom" --out "$work/cli" --dicom-out "$work/cli-dicom" -q
+# A moving study (small, so that registering its frames takes seconds): the plugin's ITK motion
+# correction against the command's.
+"$prefix/bin/imhost" phantom ctp --motion --size 64,64,8 --frames 30 --interval 2 --out "$work/moving" --dicom -q
+"$prefix/bin/imhost" run perfusion-osvd --input "$work/moving/dicom" --out "$work/cli-moving" -q
 mkdir -p "$work/ct-slice" "$work/plugins"
 cp "$root/.cache/python/pydicom/data/test_files/CT_small.dcm" "$work/ct-slice/"
 cp "$build/tests/plugins/libtest_crash.so" "$build/tests/plugins/libtest_hang.so" "$work/plugins/"
@@ -42,7 +46,7 @@ echo "== Orthanc with the imhost plugin, then the OHIF viewer, in a private netw
 unshare -n bash -c "
   set -e
   ip link set lo up
-  python3 '$here/test_orthanc_plugin.py' '$prefix' '$work/orthanc' '$work/phantom/dicom' '$work/cli' '$work/ct-slice' '$work/plugins'
+  python3 '$here/test_orthanc_plugin.py' '$prefix' '$work/orthanc' '$work/phantom/dicom' '$work/cli' '$work/ct-slice' '$work/plugins' '$work/moving/dicom' '$work/cli-moving'
   NODE_PATH='$root/ohif-plugin/node_modules' python3 '$here/test_ohif_viewer.py' '$prefix' '$work/viewer' '$work/phantom/dicom' '$work/cli' '$dist'
 "
 echo "screenshots: $work/viewer/artefacts"

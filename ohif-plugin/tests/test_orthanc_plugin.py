@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from orthanc_env import Orthanc  # noqa: E402
 
-PREFIX, WORK, PHANTOM, CLI_OUT, CT_SLICE, PLUGIN_DIR = sys.argv[1:7]
+PREFIX, WORK, PHANTOM, CLI_OUT, CT_SLICE, PLUGIN_DIR, MOVING, CLI_MOVING = sys.argv[1:9]
 PLUGIN = os.path.join(PREFIX, "lib", "libOrthancImhost.so")
 MODELS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "models")
 IMHOST_CONFIG = {"ModelFolders": [MODELS, PLUGIN_DIR], "IsolatePlugins": True, "ConcurrentJobs": 2, "ThreadsPerJob": 1}
@@ -280,6 +280,27 @@ def test_concurrent(o, study, n=20):
           f"Orthanc resident {idle:.0f} MiB before, peak {peak[0]:.0f} MiB", flush=True)
 
 
+def test_motion(o):
+    """A moving study: the job corrects motion with the ITK the plugin links, as the command does."""
+    # The phantoms share their study UID: name the moving series itself.
+    series = o.upload_folder(MOVING, level="ParentSeries")
+    check(len(series) == 1, f"the moving phantom is one series ({len(series)})")
+    job_id, job, _ = run_job(o, {"model": "perfusion-osvd", "series": series[0]})
+    check(job["State"] == "Success", f"the moving study's job ends Success: {job.get('ErrorDescription')}")
+    result = o.get(f"/imhost/jobs/{job_id}")["Result"]
+    cli = json.load(open(os.path.join(CLI_MOVING, "result.json")))
+    motion, want = result.get("motion", {}), cli["report"]["motion"]
+    check(str(motion.get("backend", "")).startswith("ITK") and motion.get("corrected") is True,
+          f"motion corrected by ITK in the plugin ({motion.get('backend')}, corrected {motion.get('corrected')})")
+    peak = max(want["estimated_mm"])
+    check(abs(motion.get("max_estimated_mm", -1) - peak) <= 0.05,
+          f"the largest motion estimated, {motion.get('max_estimated_mm', -1):.3f} mm, is the command's {peak:.3f} mm (± 0.05)")
+    for name, value in cli["scores"].items():
+        got = result["scores"].get(name, float("nan"))
+        check(abs(got - value) <= 0.02 * max(1.0, abs(value)),
+              f"moving study: {name} {got:.3f} equals the command's {value:.3f} (± 2 %)")
+
+
 def test_restart(work, study_folder):
     """Orthanc stopped mid-job and started again: the job resumes (or fails); never half-stored."""
     o = Orthanc(os.path.join(work, "restart"), PLUGIN, imhost=dict(IMHOST_CONFIG, ConcurrentJobs=1))
@@ -346,6 +367,7 @@ def main():
         test_bad_inputs(o, study, ct_study)
         test_cancel(o, study, ct_study)
         test_concurrent(o, study)
+        test_motion(o)
     except Exception:
         traceback.print_exc()
         failures.append("an exception")

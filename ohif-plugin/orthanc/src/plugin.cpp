@@ -13,6 +13,9 @@
 #include "orthanc.hpp"
 
 #include "imhost.hpp"
+#ifdef IMHOST_ORTHANC_WITH_ITK
+#include "imhost_itk.hpp"
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -522,6 +525,18 @@ private:
             summary["warnings"] = report.value("warnings", json::array());
             if (report.contains("readout")) summary["readout"] = report["readout"];
             if (report.contains("method")) summary["method"] = report["method"];
+            if (report.contains("motion") && report["motion"].is_object()) {
+                const json& m = report["motion"];
+                double peak = 0.0;
+                for (const auto& v : m.value("estimated_mm", json::array()))
+                    if (v.is_number()) peak = std::max(peak, v.get<double>());
+                // "backend" is null where no frame needed registering.
+                const auto backend = m.find("backend");
+                const auto corrected = m.find("corrected");
+                summary["motion"] = {{"backend", backend != m.end() && backend->is_string() ? *backend : json(nullptr)},
+                                     {"corrected", corrected != m.end() && corrected->is_boolean() && corrected->get<bool>()},
+                                     {"max_estimated_mm", peak}};
+            }
         }
         io::log_info("job (" + req_.model + ") stored " + std::to_string(stored.size()) + " result instance(s) in study " + study_id);
         return summary;
@@ -774,6 +789,14 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* contex
         ro.standard_locations = g->config.standard_locations;
         ro.isolate_all = g->config.isolate_plugins;
         ro.device = g->config.device;
+#ifdef IMHOST_ORTHANC_WITH_ITK
+        // Motion correction registers moving frames with the ITK this plugin is linked to.
+        ro.registration = &imhost::itk::registration_callback;
+        ro.registration_name = imhost::itk::description().c_str();
+        io::log_info("motion correction: " + imhost::itk::description());
+#else
+        io::log_warning("built without ITK: motion is estimated and flagged, not corrected");
+#endif
         g->registry = std::make_unique<imhost::Registry>(g->context, ro);
         g->slots = std::make_unique<Slots>(g->config.concurrent_jobs);
         const json list = json::parse(g->registry->list_json());

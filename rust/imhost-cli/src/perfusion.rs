@@ -79,7 +79,13 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
     create_dir(&truth_dir)?;
     write_volume(&AnyVolume::from(phantom.ctp.clone()), &out.join("ctp.nii.gz"))?;
     if args.dicom {
-        imhost_core::io::dicom::write_dicom_series(&phantom.ctp, &out.join("dicom"), "1.2.826.0.1.3680043.10.1")?;
+        // UIDs under our phantom root, by the phantom's parameters: the same phantom gets the
+        // same UIDs, a different one (size, frames, noise, seed, motion) never collides with it
+        // in a PACS.
+        let key = format!("{options:?}");
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let root = format!("1.2.826.0.1.3680043.10.1.{}", hash % 1_000_000_000_000 + 1);
+        imhost_core::io::dicom::write_dicom_series(&phantom.ctp, &out.join("dicom"), &root)?;
     }
     let t = &phantom.truth;
     for (name, map) in [("cbf", &t.cbf), ("cbv", &t.cbv), ("mtt", &t.mtt), ("delay", &t.delay), ("tmax", &t.tmax)] {
