@@ -769,6 +769,21 @@ impl Writer<'_> {
     }
 }
 
+/// The Image Pixel attributes of a one-sample grey image of `ni` columns and `nj` rows, all
+/// `bits` bits stored.
+fn monochrome_pixels(ni: usize, nj: usize, bits: u16, signed: bool) -> [Elem; 8] {
+    [
+        us(tags::SAMPLES_PER_PIXEL, 1),
+        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us(tags::ROWS, nj as u16),
+        us(tags::COLUMNS, ni as u16),
+        us(tags::BITS_ALLOCATED, bits),
+        us(tags::BITS_STORED, bits),
+        us(tags::HIGH_BIT, bits - 1),
+        us(tags::PIXEL_REPRESENTATION, u16::from(signed)),
+    ]
+}
+
 fn referenced_instance(ids: &InstanceIds) -> Obj {
     obj(vec![
         uid(tags::REFERENCED_SOP_CLASS_UID, &ids.sop_class_uid),
@@ -1050,17 +1065,10 @@ fn segmentation(
             (tags::IMAGE_POSITION_PATIENT, tags::PLANE_POSITION_SEQUENCE, "Image Position Patient"),
         ],
     ));
+    e.extend(monochrome_pixels(ni, nj, 1, false));
     e.extend([
         cs_values(tags::IMAGE_TYPE, &["DERIVED", "PRIMARY"]),
-        us(tags::SAMPLES_PER_PIXEL, 1),
-        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
         int_string(tags::NUMBER_OF_FRAMES, frames as i64),
-        us(tags::ROWS, nj as u16),
-        us(tags::COLUMNS, ni as u16),
-        us(tags::BITS_ALLOCATED, 1),
-        us(tags::BITS_STORED, 1),
-        us(tags::HIGH_BIT, 0),
-        us(tags::PIXEL_REPRESENTATION, 0),
         text(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
         text(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"),
         seq(tags::SEGMENT_SEQUENCE, items),
@@ -1404,14 +1412,6 @@ fn temporal_average(w: &mut Writer<'_>, average: &Volume<i16>) -> Result<Vec<Dic
             ds(tags::IMAGE_ORIENTATION_PATIENT, &plane.image_orientation),
             ds(tags::PIXEL_SPACING, &plane.pixel_spacing),
             ds(tags::SLICE_THICKNESS, &[g.spacing[2]]),
-            us(tags::SAMPLES_PER_PIXEL, 1),
-            text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-            us(tags::ROWS, nj as u16),
-            us(tags::COLUMNS, ni as u16),
-            us(tags::BITS_ALLOCATED, 16),
-            us(tags::BITS_STORED, 16),
-            us(tags::HIGH_BIT, 15),
-            us(tags::PIXEL_REPRESENTATION, 1),
             ds(tags::RESCALE_INTERCEPT, &[0.0]),
             ds(tags::RESCALE_SLOPE, &[1.0]),
             empty(tags::KVP, VR::DS),
@@ -1419,6 +1419,7 @@ fn temporal_average(w: &mut Writer<'_>, average: &Volume<i16>) -> Result<Vec<Dic
             ds(tags::WINDOW_CENTER, &[40.0]),
             ds(tags::WINDOW_WIDTH, &[80.0]),
         ]);
+        e.extend(monochrome_pixels(ni, nj, 16, true));
         let mut pixels = Vec::with_capacity(ni * nj * 2);
         for j in 0..nj {
             for i in 0..ni {
