@@ -2,27 +2,67 @@
 
 use std::path::Path;
 
+use imhost_core::io::dicom::{DicomReadOptions, read_dicom_folder};
 use imhost_core::io::nifti::{ReadOptions, read_nifti};
 use imhost_core::preview::{Canvas, colors, percentile_window};
 use imhost_core::{AnyVolume, Result, Voxel, with_volume};
 use serde_json::json;
 
 pub fn run(input: &Path, as_json: bool) -> Result<()> {
+    // A DICOM folder is read as every command reads it (the same inputs everywhere).
+    if input.is_dir() {
+        let series = read_dicom_folder(input, &DicomReadOptions::default())?;
+        let mut report = json!({
+            "path": input.display().to_string(),
+            "format": "DICOM",
+            "series_instance_uid": series.series_instance_uid,
+            "instances": series.instances.iter().map(|i| &i.ids.sop_instance_uid).collect::<std::collections::BTreeSet<_>>().len(),
+        });
+        let header = vec![format!(
+            "  format     DICOM, {} instances of series {}",
+            report["instances"], series.series_instance_uid
+        )];
+        return print(input, &series.volume, &mut report, header, "DICOM image plane and positions", as_json);
+    }
     let (volume, info) = read_nifti(input, &ReadOptions::default())?;
-    let g = volume.geometry();
-    let ras = g.ijk_to_ras();
-    let times = volume.frame_times();
-    let (lo, hi) = with_volume!(&volume, v => v.data().iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        let x = x.to_f64();
-        if x.is_nan() { (a, b) } else { (a.min(x), b.max(x)) }
-    }));
-    let report = json!({
+    let mut report = json!({
         "path": input.display().to_string(),
         "format": format!("{:?}", info.version),
         "byte_order": format!("{:?}", info.endian),
         "compressed": info.compressed,
         "stored_type": info.stored_type,
         "scaling": info.scaling.map(|(m, b)| json!({"slope": m, "intercept": b})),
+        "geometry_from": format!("{:?}", info.affine_source),
+    });
+    let header = vec![format!(
+        "  format     {:?}, {:?}-endian{}, stored {}{}",
+        info.version,
+        info.endian,
+        if info.compressed { ", gzip" } else { "" },
+        info.stored_type,
+        info.scaling.map_or(String::new(), |(m, b)| format!(" scaled ×{m} {b:+}"))
+    )];
+    print(input, &volume, &mut report, header, &format!("{:?}", info.affine_source), as_json)
+}
+
+/// What every input has (type, size, geometry, frame times, value range) added to `report`,
+/// then printed after the format's own `header` lines (or as JSON).
+fn print(
+    input: &Path,
+    volume: &AnyVolume,
+    report: &mut serde_json::Value,
+    header: Vec<String>,
+    geometry_from: &str,
+    as_json: bool,
+) -> Result<()> {
+    let g = volume.geometry();
+    let ras = g.ijk_to_ras();
+    let times = volume.frame_times();
+    let (lo, hi) = with_volume!(volume, v => v.data().iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        let x = x.to_f64();
+        if x.is_nan() { (a, b) } else { (a.min(x), b.max(x)) }
+    }));
+    let common = json!({
         "dtype": volume.dtype().name(),
         "shape": volume.shape(),
         "is_4d": volume.is_4d(),
@@ -30,25 +70,22 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
         "origin_lps_mm": g.origin,
         "direction_lps": g.direction,
         "ijk_to_ras": ras,
-        "geometry_from": format!("{:?}", info.affine_source),
         "frame_times_s": times.map(|t| t.as_slice()),
         "frame_times_from": times.map(|t| t.source().name()),
         "value_range": [lo, hi],
     });
+    if let (Some(r), Some(c)) = (report.as_object_mut(), common.as_object()) {
+        r.extend(c.clone());
+    }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
         return Ok(());
     }
     let [ni, nj, nk, nt] = volume.shape();
     println!("{}", input.display());
-    println!(
-        "  format     {:?}, {:?}-endian{}, stored {}{}",
-        info.version,
-        info.endian,
-        if info.compressed { ", gzip" } else { "" },
-        info.stored_type,
-        info.scaling.map_or(String::new(), |(m, b)| format!(" scaled ×{m} {b:+}"))
-    );
+    for line in header {
+        println!("{line}");
+    }
     if volume.is_4d() {
         println!("  size       {ni}×{nj}×{nk} voxels × {nt} frames, {}", volume.dtype());
     } else {
@@ -56,7 +93,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
     }
     println!("  spacing    {:.4} × {:.4} × {:.4} mm", g.spacing[0], g.spacing[1], g.spacing[2]);
     println!("  origin     ({:.3}, {:.3}, {:.3}) mm LPS", g.origin[0], g.origin[1], g.origin[2]);
-    println!("  geometry   from the {:?}; IJK-to-RAS (Slicer, NIfTI):", info.affine_source);
+    println!("  geometry   from the {geometry_from}; IJK-to-RAS (Slicer, NIfTI):");
     for row in ras.iter().take(3) {
         println!("               [{:>10.4} {:>10.4} {:>10.4} {:>10.4}]", row[0], row[1], row[2], row[3]);
     }

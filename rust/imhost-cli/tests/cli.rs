@@ -297,3 +297,35 @@ fn motion_is_corrected_through_itk() {
     let flags = uncorrected["report"]["qc_flags"].as_array().unwrap();
     assert!(flags.iter().any(|f| f["flag"] == "too_much_motion"), "{flags:?}");
 }
+
+#[test]
+fn info_reads_a_dicom_folder_as_the_other_commands_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let ph = dir.path().join("phantom");
+    let out = imhost(&["phantom", "ctp", "--out", ph.to_str().unwrap(), "--dicom", "--size", "32,32,3", "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = |path: &Path| -> serde_json::Value {
+        let out = imhost(&["info", "--json", path.to_str().unwrap()]);
+        assert!(out.status.success(), "info {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (dicom, nifti) = (json(&ph.join("dicom")), json(&ph.join("ctp.nii.gz")));
+    assert_eq!(dicom["format"], "DICOM");
+    let frames = nifti["shape"][3].as_u64().unwrap();
+    assert_eq!(dicom["instances"].as_u64(), Some(3 * frames), "{dicom}");
+    // The same study either way: size, grid and values (the NIfTI copy is what DICOM holds).
+    for key in ["shape", "value_range"] {
+        assert_eq!(dicom[key], nifti[key], "{key}");
+    }
+    for key in ["spacing_mm", "origin_lps_mm"] {
+        let (a, b) = (dicom[key].as_array().unwrap(), nifti[key].as_array().unwrap());
+        assert!(
+            a.iter().zip(b).all(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-4),
+            "{key}: {a:?} vs {b:?}"
+        );
+    }
+    // A folder without DICOM files: one line, status 1.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_one_line_error(&imhost(&["info", empty.to_str().unwrap()]), "an empty folder");
+}

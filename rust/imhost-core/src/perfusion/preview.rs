@@ -55,16 +55,33 @@ fn draw(result: &PerfusionResult) -> Canvas {
         // The CNN gives no Tmax.
         panels.remove(3);
     }
-    let width = (20 + 5 * (pw + 30)).max(20 + panels.len() as i64 * (pw + 30));
-    let height = 60 + ph + 60 + 300;
+    // Every text first, so that the canvas is sized to hold it (a small study's panels are
+    // narrower than the title and the read-out).
+    let title =
+        format!("IMHOST CT PERFUSION ({}) - SLICE {k} - {}", report.method.name().to_uppercase(), super::DISCLAIMER);
+    let cnn = report.method == super::Method::Cnn;
+    let legend = if cnn {
+        "READ-OUT (CORE MAGENTA, REL TTP>4.5S GREEN) - PHANTOM-TRAINED CNN"
+    } else {
+        "READ-OUT (CORE MAGENTA, TMAX>6S GREEN)"
+    };
+    let lines = readout_lines(report, cnn);
+    let text_width = |t: &str, scale: i64| 6 * scale * t.chars().count() as i64;
+    let tx = 620;
+    let width = [
+        20 + 5 * (pw + 30),
+        20 + panels.len() as i64 * (pw + 30),
+        20 + text_width(&title, 2) + 20,
+        tx + text_width(legend, 1) + 20,
+        tx + lines.iter().map(|(t, _)| text_width(t, 2)).max().unwrap_or(0) + 20,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    let y1 = 60 + ph + 50;
+    let height = y1 + (22 * lines.len() as i64 + 30).max(310);
     let mut c = Canvas::new(width as usize, height as usize, colors::BACKGROUND);
-    c.text(
-        20,
-        12,
-        &format!("IMHOST CT PERFUSION ({}) - SLICE {k} - {}", report.method.name().to_uppercase(), super::DISCLAIMER),
-        colors::YELLOW,
-        2,
-    );
+    c.text(20, 12, &title, colors::YELLOW, 2);
     let core = result.core.data();
     let brain = result.brain.data();
     for (p, (title, map, (lo, hi))) in panels.iter().enumerate() {
@@ -118,7 +135,6 @@ fn draw(result: &PerfusionResult) -> Canvas {
         let label = format!("{hi:.0}");
         c.text(x0 + pw - 6 * label.len() as i64, by + 12, &label, colors::MUTED, 1);
     }
-    let y1 = 60 + ph + 50;
     let times = &report.analysis_times_s;
     let aif: Vec<f64> =
         report.aif.as_ref().map(|a| a.curve_hu.iter().map(|&v| f64::from(v)).collect()).unwrap_or_default();
@@ -132,45 +148,40 @@ fn draw(result: &PerfusionResult) -> Canvas {
         series.push(Series { label: "VOF", color: colors::BLUE, x: times, y: &vof });
     }
     line_plot(&mut c, (20, y1, 560, 280), "ARTERIAL INPUT / VENOUS OUTPUT", "S", "DELTA HU", &series);
-    let tx = 620;
-    let mut ty = y1;
-    let cnn = report.method == super::Method::Cnn;
-    let legend = if cnn {
-        "READ-OUT (CORE MAGENTA, REL TTP>4.5S GREEN) - PHANTOM-TRAINED CNN"
-    } else {
-        "READ-OUT (CORE MAGENTA, TMAX>6S GREEN)"
-    };
-    c.text(tx, ty - 16, legend, colors::MUTED, 1);
-    let mut line = |c: &mut Canvas, text: &str, color: Rgb| {
-        c.text(tx, ty, text, color, 2);
-        ty += 22;
-    };
+    c.text(tx, y1 - 16, legend, colors::MUTED, 1);
+    for (n, (text, color)) in lines.iter().enumerate() {
+        c.text(tx, y1 + 22 * n as i64, text, *color, 2);
+    }
+    c
+}
+
+/// The read-out beside the curves: volumes (or why they are withheld), criteria, QC flags.
+fn readout_lines(report: &super::Report, cnn: bool) -> Vec<(String, Rgb)> {
+    let mut lines = Vec::new();
     match &report.readout.volumes {
         Some(v) => {
-            line(&mut c, &format!("CORE (RCBF<30%): {:.1} ML", v.core_ml), colors::TEXT);
+            lines.push((format!("CORE (RCBF<30%): {:.1} ML", v.core_ml), colors::TEXT));
             let rule = if cnn { "REL TTP>4.5S" } else { "TMAX>6S" };
-            line(&mut c, &format!("{rule}: {:.1} ML", v.hypoperfusion_ml), colors::TEXT);
-            line(
-                &mut c,
-                &format!(
+            lines.push((format!("{rule}: {:.1} ML", v.hypoperfusion_ml), colors::TEXT));
+            lines.push((
+                format!(
                     "MISMATCH: {:.1} ML, RATIO {}",
                     v.mismatch_ml,
                     v.mismatch_ratio.map_or("-".into(), |r| format!("{r:.1}"))
                 ),
                 colors::TEXT,
-            );
+            ));
             if let Some(severe) = v.severe_hypoperfusion_ml {
-                line(
-                    &mut c,
-                    &format!(
+                lines.push((
+                    format!(
                         "TMAX>10S: {severe:.1} ML, HIR {}",
                         v.hypoperfusion_intensity_ratio.map_or("-".into(), |r| format!("{r:.2}"))
                     ),
                     colors::TEXT,
-                );
+                ));
             }
         }
-        None => line(&mut c, "VOLUMES WITHHELD (QC)", colors::RED),
+        None => lines.push(("VOLUMES WITHHELD (QC)".into(), colors::RED)),
     }
     if let Some(cr) = &report.readout.criteria {
         let verdict = |m: Option<bool>| match m {
@@ -178,14 +189,52 @@ fn draw(result: &PerfusionResult) -> Canvas {
             Some(false) => "NOT MET",
             None => "NOT EVALUATED",
         };
-        line(&mut c, &format!("DEFUSE-3 IMAGING: {}", verdict(cr.defuse3.met)), colors::TEXT);
-        line(&mut c, &format!("DAWN: {}", verdict(cr.dawn.met)), colors::TEXT);
+        lines.push((format!("DEFUSE-3 IMAGING: {}", verdict(cr.defuse3.met)), colors::TEXT));
+        lines.push((format!("DAWN: {}", verdict(cr.dawn.met)), colors::TEXT));
     }
     if report.qc_flags.is_empty() {
-        line(&mut c, "QC: NO FLAGS", colors::CYAN);
+        lines.push(("QC: NO FLAGS".into(), colors::CYAN));
     }
     for f in &report.qc_flags {
-        line(&mut c, &format!("QC: {}", f.flag.to_uppercase()), colors::RED);
+        lines.push((format!("QC: {}", f.flag.to_uppercase()), colors::RED));
     }
-    c
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RunControl;
+    use crate::phantom::ctp::{self, PhantomKind, PhantomOptions};
+
+    /// Columns at the right edge hold nothing but background: no text was cut off there.
+    fn right_margin_clear(c: &Canvas, columns: usize) -> bool {
+        (c.width() - columns..c.width()).all(|x| (0..c.height()).all(|y| c.pixel(x, y) == colors::BACKGROUND))
+    }
+
+    #[test]
+    fn a_small_study_preview_holds_its_title_and_read_out() {
+        // 96×96 slices: the panels are narrower than the title, and with the CNN's four panels
+        // narrower than its read-out legend too.
+        let mut options = PhantomOptions::new(PhantomKind::Anatomical);
+        options.shape = Some([96, 96, 2]);
+        let phantom = ctp::generate(&options).unwrap();
+        let input = crate::AnyVolume::from(phantom.ctp);
+        let mut result =
+            super::super::run(&input.view(), &super::super::PerfusionOptions::default(), None, &RunControl::none())
+                .unwrap();
+        let c = draw(&result);
+        assert!(right_margin_clear(&c, 12), "text reaches the right edge of a {}×{} preview", c.width(), c.height());
+        result.report.method = super::super::Method::Cnn;
+        let c = draw(&result);
+        assert!(
+            right_margin_clear(&c, 12),
+            "text reaches the right edge of the CNN's {}×{} preview",
+            c.width(),
+            c.height()
+        );
+        // The PNG bytes decode to the canvas.
+        let png = png(&result).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
 }
