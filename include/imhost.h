@@ -27,6 +27,12 @@
 #include <stdint.h>
 
 /**
+ * `imh_curve_options.flags`: leave out the hematocrit and density constants k_H/ρ (CBF in
+ * ml/100 ml/min, CBV in ml/100 ml), as conventions that omit them do.
+ */
+#define IMH_CURVES_NO_CONSTANTS 1
+
+/**
  * `imh_perfusion_options.flags`: `age` holds the patient's age in years.
  */
 #define IMH_PERFUSION_HAS_AGE 1
@@ -234,6 +240,61 @@ typedef void (*imh_log_fn)(void *user_data,
                            const char *message);
 
 /**
+ * Deconvolution method (`imh_perfusion_options.method`).
+ */
+typedef uint32_t imh_perfusion_method;
+
+/**
+ * Options of `imh_perfusion_curves`; set `struct_size = sizeof(imh_curve_options)`, zero means
+ * the default. NULL: all defaults. Added in 0.2.
+ */
+typedef struct imh_curve_options {
+    /**
+     * `sizeof(imh_curve_options)`.
+     */
+    uint32_t struct_size;
+    /**
+     * One of `IMH_PERFUSION_METHOD_*` but the CNN (0: oSVD).
+     */
+    imh_perfusion_method method;
+    /**
+     * `IMH_CURVES_*` flags.
+     */
+    uint32_t flags;
+    /**
+     * Subtract the mean of this many first samples from every curve (curves in HU); 0: the
+     * curves are concentrations or ΔHU already.
+     */
+    uint32_t baseline_frames;
+} imh_curve_options;
+
+/**
+ * What one tissue curve gives (`imh_perfusion_curves`).
+ */
+typedef struct imh_curve_perfusion {
+    /**
+     * Cerebral blood flow, ml/100 g/min (ml/100 ml/min with `IMH_CURVES_NO_CONSTANTS`).
+     */
+    double cbf;
+    /**
+     * Cerebral blood volume, ml/100 g (ml/100 ml with `IMH_CURVES_NO_CONSTANTS`).
+     */
+    double cbv;
+    /**
+     * Mean transit time CBV/CBF, s (NaN where CBF is 0).
+     */
+    double mtt;
+    /**
+     * Time of the residue function's maximum, s.
+     */
+    double tmax;
+    /**
+     * Arrival after the arterial input (20 % of peak), s.
+     */
+    double delay;
+} imh_curve_perfusion;
+
+/**
  * A borrowed byte buffer: `size` bytes at `data` (`data` may be NULL only when `size` is 0).
  */
 typedef struct imh_buffer {
@@ -389,11 +450,6 @@ typedef struct imh_run_options {
      */
     double timeout_s;
 } imh_run_options;
-
-/**
- * Deconvolution method (`imh_perfusion_options.method`).
- */
-typedef uint32_t imh_perfusion_method;
 
 /**
  * Rigid registration supplied by the host for motion correction (e.g. 3D Slicer's own ITK, so
@@ -775,6 +831,26 @@ imh_status imh_context_set_threads(struct imh_context *context, uint32_t threads
  * Thread safety: may be called while other threads use the context.
  */
 imh_status imh_context_set_memory_limit(struct imh_context *context, uint64_t bytes);
+
+/**
+ * CBF, CBV, MTT, Tmax and delay of `n_curves` tissue curves against one arterial input, all of
+ * `n_samples` samples at `times` (seconds, strictly increasing; non-uniform sampling is
+ * resampled onto a uniform grid of the smallest step): `aif` holds `n_samples` values, `tissue`
+ * `n_curves × n_samples` (curve after curve), `out` receives `n_curves` results. Arrays are
+ * borrowed for the call. Errors (nothing written to `out`): `IMH_STATUS_NULL_ARGUMENT`,
+ * `IMH_STATUS_INVALID_ARGUMENT` for fewer than 4 samples, times that do not increase, values
+ * that are not finite, an input without a bolus, the CNN or an unknown method or flag.
+ *
+ * Thread safety: may be called from any thread.
+ */
+imh_status imh_perfusion_curves(const struct imh_context *context,
+                                const double *aif,
+                                const double *tissue,
+                                size_t n_curves,
+                                size_t n_samples,
+                                const double *times,
+                                const struct imh_curve_options *options,
+                                struct imh_curve_perfusion *out);
 
 /**
  * Write the results of a model run (`imh_registry_run`) as DICOM: one Parametric Map per map,

@@ -4,6 +4,7 @@
 //! (`imhost: error: <what went wrong>`); usage errors with status 2. Progress goes to stderr
 //! when it is a terminal; results and summaries go to stdout.
 
+mod curves;
 mod demo;
 mod dicom_out;
 mod info;
@@ -62,6 +63,9 @@ enum Command {
     /// preview.png from a 4-D CT perfusion study in HU (NIfTI; frame times from pixdim[4] or a
     /// `.json` sidecar with "FrameTimes"). Research use only.
     Perfusion(perfusion::PerfusionArgs),
+    /// CBF, CBV, MTT, Tmax and delay of tissue curves against one arterial input (CSV or JSON),
+    /// with the image pipeline's deconvolution and none of its image steps.
+    PerfusionCurves(curves::CurveArgs),
     /// Regenerate the validation table of the perfusion methods against the phantoms' truth.
     Validate {
         /// Where to write the Markdown table.
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         Command::Info { input, json } => info::run(&input, json),
         Command::Phantom(PhantomCommand::Ctp(args)) => perfusion::phantom(&args),
         Command::Perfusion(args) => perfusion::run(&args, cli.quiet),
+        Command::PerfusionCurves(args) => curves::run(&args),
         Command::Validate { out, quick } => validate::run(&out, quick),
         Command::Demo { out } => demo::run(&out, cli.quiet),
         #[cfg(feature = "learned")]

@@ -329,3 +329,107 @@ fn info_reads_a_dicom_folder_as_the_other_commands_do() {
     std::fs::create_dir(&empty).unwrap();
     assert_one_line_error(&imhost(&["info", empty.to_str().unwrap()]), "an empty folder");
 }
+
+#[test]
+fn perfusion_curves_from_csv_and_json_against_analytic_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    // A gamma-variate input and two tissue curves by quadrature: CBF 60 ml/100 ml/min, box MTT 4 s
+    // (CBV 4 ml/100 ml), the second delayed by 3 s.
+    let aif = |t: f64| {
+        let s = t - 10.0;
+        if s <= 0.0 { 0.0 } else { 400.0 * (s / 8.0).powi(3) * (3.0 * (1.0 - s / 8.0)).exp() }
+    };
+    let times: Vec<f64> = (0..70).map(f64::from).collect();
+    let tissue = |delay: f64| -> Vec<f64> {
+        let h = 0.01;
+        times
+            .iter()
+            .map(|&t| {
+                let steps = ((t - delay).max(0.0) / h) as usize;
+                (0..steps).filter(|&m| t - delay - m as f64 * h < 4.0).map(|m| aif(m as f64 * h)).sum::<f64>()
+                    * h
+                    * 0.01
+            })
+            .collect()
+    };
+    let (a, c1, c2) = (times.iter().map(|&t| aif(t)).collect::<Vec<_>>(), tissue(0.0), tissue(3.0));
+    let aif_csv = dir.path().join("aif.csv");
+    std::fs::write(&aif_csv, format!("aif\n{}\n", a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")))
+        .unwrap();
+    let tissue_csv = dir.path().join("tissue.csv");
+    let rows: Vec<String> = c1.iter().zip(&c2).map(|(x, y)| format!("{x},{y}")).collect();
+    std::fs::write(&tissue_csv, format!("# two curves\ngrey,delayed\n{}\n", rows.join("\n"))).unwrap();
+    let tissue_json = dir.path().join("tissue.json");
+    std::fs::write(&tissue_json, serde_json::json!({"grey": c1, "delayed": c2}).to_string()).unwrap();
+    let run = |tissue: &Path, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "perfusion-curves",
+            "--aif",
+            aif_csv.to_str().unwrap(),
+            "--tissue",
+            tissue.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = imhost(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let csv = run(&tissue_csv, &["--interval", "1", "--no-constants"]);
+    assert_eq!(csv["schema"], "imhost-perfusion-curves/1");
+    let curve = |r: &serde_json::Value, name: &str, key: &str| -> f64 {
+        r["curves"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()[key].as_f64().unwrap()
+    };
+    // |Δ| ≤ atol + rtol·ref: CBV 4 within 0.05 + 3 %; oSVD's CBF 60 within 30 % (the SVD family
+    // underestimates a box); the 3 s delay within 0.3 s.
+    for name in ["grey", "delayed"] {
+        assert!((curve(&csv, name, "cbv") - 4.0).abs() <= 0.05 + 0.03 * 4.0, "{csv}");
+        assert!((curve(&csv, name, "cbf") - 60.0).abs() <= 0.3 * 60.0, "{csv}");
+    }
+    assert!((curve(&csv, "delayed", "delay") - curve(&csv, "grey", "delay") - 3.0).abs() <= 0.3, "{csv}");
+    // JSON input, explicit times: the same numbers; the constants scale CBF by k_H/ρ.
+    let times_json = dir.path().join("times.json");
+    std::fs::write(&times_json, serde_json::json!(times).to_string()).unwrap();
+    let json = run(&tissue_json, &["--times", times_json.to_str().unwrap(), "--no-constants"]);
+    assert_eq!(curve(&json, "grey", "cbf"), curve(&csv, "grey", "cbf"));
+    let with = run(&tissue_json, &["--interval", "1"]);
+    let ratio = curve(&with, "grey", "cbf") / curve(&csv, "grey", "cbf");
+    assert!((ratio - (0.55 / 0.75) / 1.05).abs() < 1e-6, "k_H/ρ: {ratio}");
+    // Bad input: one line, status 1, no numbers printed.
+    let short = dir.path().join("short.csv");
+    std::fs::write(&short, "1\n2\n3\n4\n5\n").unwrap();
+    let flat = dir.path().join("flat.csv");
+    std::fs::write(&flat, "5\n".repeat(70)).unwrap();
+    let nan = dir.path().join("nan.csv");
+    std::fs::write(&nan, format!("{}\nNaN\n", rows[..69].join("\n"))).unwrap();
+    let backwards = dir.path().join("backwards.json");
+    std::fs::write(
+        &backwards,
+        serde_json::json!((0..70).map(|m| if m == 9 { 3.0 } else { f64::from(m) }).collect::<Vec<_>>()).to_string(),
+    )
+    .unwrap();
+    let base = ["perfusion-curves", "--aif", aif_csv.to_str().unwrap()];
+    for (label, args) in [
+        ("curves of another length", vec!["--tissue", short.to_str().unwrap(), "--interval", "1"]),
+        ("a sample that is not a number", vec!["--tissue", nan.to_str().unwrap(), "--interval", "1"]),
+        ("times that go back", vec!["--tissue", tissue_csv.to_str().unwrap(), "--times", backwards.to_str().unwrap()]),
+        ("an unknown method", vec!["--tissue", tissue_csv.to_str().unwrap(), "--interval", "1", "--method", "magic"]),
+    ] {
+        let mut all = base.to_vec();
+        all.extend(args);
+        let out = imhost(&all);
+        assert_one_line_error(&out, label);
+        assert!(out.stdout.is_empty(), "{label}: printed {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let out = imhost(&[
+        "perfusion-curves",
+        "--aif",
+        flat.to_str().unwrap(),
+        "--tissue",
+        tissue_csv.to_str().unwrap(),
+        "--interval",
+        "1",
+    ]);
+    assert_one_line_error(&out, "an input without a bolus");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no bolus"));
+}

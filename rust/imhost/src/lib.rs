@@ -20,6 +20,7 @@
 
 pub mod cancel;
 pub mod context;
+pub mod curves;
 pub mod dicom;
 pub mod geometry;
 pub mod model;
@@ -33,6 +34,7 @@ pub mod volume;
 
 pub use cancel::*;
 pub use context::*;
+pub use curves::*;
 pub use geometry::*;
 pub use ops::*;
 pub use perfusion::*;

@@ -19,6 +19,7 @@
 
 pub mod aif;
 pub mod constants;
+pub mod curves;
 pub mod deconvolution;
 pub mod filter;
 pub mod mask;
