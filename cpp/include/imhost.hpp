@@ -561,6 +561,38 @@ inline PerfusionResult perfusion(const Context& context, const View& input, cons
     return PerfusionResult(out);
 }
 
+/// CBF, CBV, MTT, Tmax and delay of each tissue curve against one arterial input, all sampled at
+/// `times` (see imh_perfusion_curves; curves of another length throw imhost::Error).
+inline std::vector<imh_curve_perfusion> perfusion_curves(const Context& context, const std::vector<double>& aif,
+                                                         const std::vector<std::vector<double>>& tissue,
+                                                         const std::vector<double>& times,
+                                                         imh_perfusion_method method = IMH_PERFUSION_METHOD_DEFAULT,
+                                                         bool constants = true, uint32_t baseline_frames = 0) {
+    std::vector<double> flat;
+    flat.reserve(tissue.size() * times.size());
+    for (std::size_t c = 0; c < tissue.size(); ++c) {
+        if (tissue[c].size() != times.size()) {
+            throw Error(IMH_STATUS_INVALID_ARGUMENT, "tissue curve " + std::to_string(c + 1) + " has " +
+                                                         std::to_string(tissue[c].size()) + " samples, the times " +
+                                                         std::to_string(times.size()));
+        }
+        flat.insert(flat.end(), tissue[c].begin(), tissue[c].end());
+    }
+    if (aif.size() != times.size()) {
+        throw Error(IMH_STATUS_INVALID_ARGUMENT, "the arterial input has " + std::to_string(aif.size()) +
+                                                     " samples, the times " + std::to_string(times.size()));
+    }
+    imh_curve_options o{};
+    o.struct_size = sizeof o;
+    o.method = method;
+    o.flags = constants ? 0u : IMH_CURVES_NO_CONSTANTS;
+    o.baseline_frames = baseline_frames;
+    std::vector<imh_curve_perfusion> out(tissue.size());
+    detail::check(imh_perfusion_curves(context.c(), aif.data(), flat.data(), tissue.size(), times.size(), times.data(),
+                                       &o, out.data()));
+    return out;
+}
+
 /// Owns an imh_model_result: what one registry run produced — volumes (maps, label maps) by
 /// name, scores, and the JSON summary. Research use only.
 class ModelResult {

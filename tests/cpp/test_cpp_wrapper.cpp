@@ -376,6 +376,33 @@ void test_dicom() {
     expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { ctx.read_dicom({}); });
 }
 
+// Curves, not heads: a gamma-variate input and a 4 s box residue of flow 0.01 /s (CBF 60
+// ml/100 ml/min, CBV 4 ml/100 ml) by quadrature; CBV is an area ratio, so within 0.05 + 3 %.
+void test_perfusion_curves() {
+    imhost::Context ctx;
+    auto aif = [](double t) {
+        const double s = t - 10.0;
+        return s <= 0.0 ? 0.0 : 400.0 * std::pow(s / 8.0, 3) * std::exp(3.0 * (1.0 - s / 8.0));
+    };
+    std::vector<double> times, a, c;
+    for (int m = 0; m < 60; ++m) {
+        const double t = m;
+        times.push_back(t);
+        a.push_back(aif(t));
+        double sum = 0.0;
+        for (double u = std::max(0.0, t - 4.0); u < t; u += 0.01) sum += aif(u) * 0.01;
+        c.push_back(0.01 * sum);
+    }
+    const auto r = imhost::perfusion_curves(ctx, a, {c, c}, times, IMH_PERFUSION_METHOD_NLR, false);
+    CHECK(r.size() == 2);
+    CHECK(std::abs(r[0].cbv - 4.0) <= 0.05 + 0.12);
+    CHECK(std::abs(r[0].cbf - 60.0) <= 6.0);
+    CHECK(r[0].cbf == r[1].cbf && std::abs(r[0].mtt - 60.0 * r[0].cbv / r[0].cbf) < 1e-9);
+    expect_error(IMH_STATUS_INVALID_ARGUMENT, [&] { imhost::perfusion_curves(ctx, a, {{1.0, 2.0}}, times); });
+    expect_error(IMH_STATUS_INVALID_ARGUMENT,
+                 [&] { imhost::perfusion_curves(ctx, std::vector<double>(60, 5.0), {c}, times); });
+}
+
 int main(int argc, char** argv) {
     if (argc != 3) {
         std::cerr << "usage: " << argv[0] << " MUST_FAIL_DIR TMP_DIR\n";
@@ -391,6 +418,7 @@ int main(int argc, char** argv) {
         test_callbacks_and_cancellation();
         test_perfusion(argv[2]);
         test_dicom();
+        test_perfusion_curves();
     } catch (const std::exception& e) {
         std::cerr << "unexpected exception: " << e.what() << "\n";
         ++failures;
