@@ -53,11 +53,18 @@ pub const IMH_PERFUSION_NO_MOTION_CORRECTION: u32 = 16;
 /// `shape[0] × shape[1] × shape[2]` float32 HU voxels, i fastest, on the grid `geometry` (LPS) —
 /// and fill:
 /// - `motion[6]`: the transform found, fixed → moving points `p' = R·(p − c) + c + t`: Euler
-///   angles about x, y, z in radians (ITK's `Euler3DTransform`, R = Rz·Ry·Rx), then the
-///   translation `t` in mm (LPS); the centre `c` is the host's choice (the report keeps only
-///   angles and translation);
+///   angles about x, y, z in radians (ITK's `Euler3DTransform` in its default order,
+///   R = Rz·Rx·Ry), then the translation `t` in mm (LPS), about the centre `c` of the grid
+///   (ITK's geometric initialiser puts it there);
 /// - `resampled`: `moving` resampled through that transform onto `fixed`'s grid (same size;
 ///   −1024 HU where it has no data).
+///
+/// Since 0.3 the library calls it with frames shrunk to about 2 mm pixels (0.45 mm pixels: 4×
+/// in-plane; `geometry` describes the shrunk grid) and only for the frames whose motion
+/// estimate reaches 0.1 mm, then applies the transform to the full-size frame itself. It checks
+/// the transform against `resampled` first: where the two disagree (another centre or angle
+/// order), that frame is registered again at full size, `resampled` is used as it is, and the
+/// report warns.
 ///
 /// Return 0 (`IMH_STATUS_OK`) on success; any other value stops the run with
 /// `IMH_STATUS_INTERNAL` naming the registration and that value (log the reason yourself).

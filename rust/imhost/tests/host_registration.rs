@@ -19,11 +19,50 @@ struct Host {
     calls: AtomicUsize,
     threads: Mutex<std::collections::HashSet<std::thread::ThreadId>>,
     fail_with: u32,
+    /// Resample the moving frame through the transform it reports (else return it as it is).
+    honest: bool,
 }
 
-/// A stand-in registration that reports a fixed transform and returns the moving frame as it is
-/// (what matters here is the contract, not the registration; ITK's is tested in itk-sys and
-/// against Slicer's ITK in slicer-extension/Testing).
+/// The transform the stand-in reports: angles (rad), then a translation (mm).
+const FOUND: [f64; 6] = [0.0, 0.0, 0.0, 0.25, -0.5, 0.75];
+
+/// `moving` resampled through a pure translation `t` (mm) on an axis-aligned grid, as the header
+/// asks: linear interpolation, −1024 HU more than half a voxel beyond the outer voxel centres.
+fn translate(moving: &[f32], shape: [usize; 3], spacing: [f64; 3], t: [f64; 3], out: &mut [f32]) {
+    let [ni, nj, nk] = shape;
+    for k in 0..nk {
+        for j in 0..nj {
+            for i in 0..ni {
+                let p = [i as f64 + t[0] / spacing[0], j as f64 + t[1] / spacing[1], k as f64 + t[2] / spacing[2]];
+                let inside = (0..3).all(|a| p[a] >= -0.5 && p[a] <= shape[a] as f64 - 0.5);
+                out[i + ni * (j + nj * k)] = if inside {
+                    let mut value = 0.0;
+                    for corner in 0..8 {
+                        let mut weight = 1.0;
+                        let mut index = [0usize; 3];
+                        for a in 0..3 {
+                            let x = p[a].clamp(0.0, (shape[a] - 1) as f64);
+                            let lo = (x.floor() as usize).min(shape[a] - 1);
+                            let f = x - lo as f64;
+                            let up = corner >> a & 1 == 1;
+                            index[a] = if up { (lo + 1).min(shape[a] - 1) } else { lo };
+                            weight *= if up { f } else { 1.0 - f };
+                        }
+                        value += weight * f64::from(moving[index[0] + ni * (index[1] + nj * index[2])]);
+                    }
+                    value as f32
+                } else {
+                    -1024.0
+                };
+            }
+        }
+    }
+}
+
+/// A stand-in registration that reports a fixed translation and either applies it (honest) or
+/// returns the moving frame as it is (what matters here is the contract, not the registration;
+/// ITK's is tested in itk-sys, in the `imhost` command and against Slicer's ITK in
+/// slicer-extension/Testing).
 unsafe extern "C" fn register(
     user: *mut c_void,
     fixed: *const f32,
@@ -40,11 +79,18 @@ unsafe extern "C" fn register(
         return host.fail_with;
     }
     let shape = unsafe { std::slice::from_raw_parts(shape, 3) };
-    assert!(unsafe { (*geometry).spacing[0] } > 0.0 && !fixed.is_null());
-    let n = (shape[0] * shape[1] * shape[2]) as usize;
-    unsafe { ptr::copy_nonoverlapping(moving, resampled, n) };
-    let found = [0.001, -0.002, 0.003, 0.25, -0.5, 0.75];
-    unsafe { ptr::copy_nonoverlapping(found.as_ptr(), motion, 6) };
+    let shape = [shape[0] as usize, shape[1] as usize, shape[2] as usize];
+    let spacing = unsafe { (*geometry).spacing };
+    assert!(spacing[0] > 0.0 && !fixed.is_null());
+    let n = shape.iter().product::<usize>();
+    let (moving, out) =
+        unsafe { (std::slice::from_raw_parts(moving, n), std::slice::from_raw_parts_mut(resampled, n)) };
+    if host.honest {
+        translate(moving, shape, spacing, [FOUND[3], FOUND[4], FOUND[5]], out);
+    } else {
+        out.copy_from_slice(moving);
+    }
+    unsafe { ptr::copy_nonoverlapping(FOUND.as_ptr(), motion, 6) };
     0
 }
 
@@ -112,7 +158,12 @@ fn run(host: &Host, flags: u32) -> (imh_status, Option<Value>, String) {
 }
 
 fn host(fail_with: u32) -> Host {
-    Host { calls: AtomicUsize::new(0), threads: Mutex::new(Default::default()), fail_with }
+    Host { calls: AtomicUsize::new(0), threads: Mutex::new(Default::default()), fail_with, honest: true }
+}
+
+/// The frames the skull estimate finds moving (≥ 0.1 mm): the ones registered.
+fn moving_frames(motion: &Value) -> usize {
+    motion["estimated_mm"].as_array().unwrap().iter().skip(1).filter(|e| e.as_f64().unwrap() >= 0.1).count()
 }
 
 #[test]
@@ -120,16 +171,41 @@ fn the_hosts_registration_corrects_motion_and_is_reported_by_name() {
     let h = host(0);
     let (status, report, message) = run(&h, 0);
     assert_eq!(status, imh_status::Ok, "{message}");
-    let motion = &report.unwrap()["motion"];
+    let report = report.unwrap();
+    let motion = &report["motion"];
     assert_eq!(motion["corrected"], true, "{motion}");
     assert_eq!(motion["backend"], "test registration");
-    // Every frame but the reference, each once, with the transform the host returned.
-    assert_eq!(h.calls.load(Ordering::SeqCst), 23);
+    // Every moving frame once (the phantom holds still for its first 12 frames), with the
+    // transform the host returned; the still frames are left as they are.
+    let moving = moving_frames(motion);
+    assert!((8..=12).contains(&moving), "{motion}");
+    assert_eq!(h.calls.load(Ordering::SeqCst), moving);
+    assert_eq!(motion["registered_frames"], moving);
     let registered = motion["registered"].as_array().unwrap();
     assert_eq!(registered.len(), 24);
-    assert_eq!(registered[5]["translation"], serde_json::json!([0.25, -0.5, 0.75]));
-    assert_eq!(registered[5]["angles"], serde_json::json!([0.001, -0.002, 0.003]));
+    assert_eq!(registered[23]["translation"], serde_json::json!([0.25, -0.5, 0.75]));
+    assert_eq!(registered[23]["angles"], serde_json::json!([0.0, 0.0, 0.0]));
     assert_eq!(registered[0]["translation"], serde_json::json!([0.0, 0.0, 0.0]));
+    assert_eq!(registered[5]["translation"], serde_json::json!([0.0, 0.0, 0.0]));
+    assert!(report["warnings"].as_array().unwrap().iter().all(|w| !w.as_str().unwrap().contains("full size")));
+}
+
+#[test]
+fn a_transform_that_does_not_match_its_resampling_is_registered_again_at_full_size() {
+    // The host reports a translation but returns the frame unmoved: the pipeline's check of the
+    // transform against the host's own resampling fails, so each moving frame is registered a
+    // second time at full size and the host's resampling is used, with a warning.
+    let h = Host { honest: false, ..host(0) };
+    let (status, report, message) = run(&h, 0);
+    assert_eq!(status, imh_status::Ok, "{message}");
+    let report = report.unwrap();
+    let moving = moving_frames(&report["motion"]);
+    assert_eq!(h.calls.load(Ordering::SeqCst), 2 * moving);
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w.as_str().unwrap().contains(&format!("{moving} frames were registered at full size"))),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -189,7 +265,7 @@ fn the_registrys_perfusion_models_use_the_hosts_registration() {
     let motion = &summary["report"]["motion"];
     assert_eq!(motion["corrected"], true, "{motion}");
     assert_eq!(motion["backend"], "test registration");
-    assert_eq!(h.calls.load(Ordering::SeqCst), 23);
+    assert_eq!(h.calls.load(Ordering::SeqCst), moving_frames(motion));
     unsafe { imh_model_result_free(result) };
     unsafe { imh_registry_free(registry) };
     unsafe { imh_context_free(ctx) };

@@ -29,6 +29,8 @@ mod ffi {
         sampling: f64,
         /// Seed of the random sampling.
         seed: u32,
+        /// ITK work units per registration (0: ITK's default, every core).
+        threads: u32,
     }
 
     /// The transform found (fixed → moving points: p' = R·(p − c) + c + t) and the final metric.
@@ -57,15 +59,19 @@ mod ffi {
             resampled: &mut [f32],
         ) -> Result<RigidTransform>;
 
+        /// The settings imhost registers a frame of `size` voxels with
+        /// (`imhost::itk::RigidSettings::for_grid`: the header's choice, one implementation).
+        fn settings_for(size: [usize; 3]) -> RigidSettings;
+
         /// "ITK <version> rigid (…)", for the report.
         fn describe() -> String;
     }
 }
 
-pub use ffi::{Grid, RigidSettings, RigidTransform, describe, register_rigid};
+pub use ffi::{Grid, RigidSettings, RigidTransform, describe, register_rigid, settings_for};
 
 impl Default for RigidSettings {
     fn default() -> Self {
-        RigidSettings { shrink: [4, 2, 1], iterations: 200, sampling: 0.25, seed: 7 }
+        RigidSettings { shrink: [4, 2, 1], iterations: 200, sampling: 0.25, seed: 7, threads: 0 }
     }
 }

@@ -27,6 +27,7 @@ RigidTransform register_rigid(rust::Slice<const float> fixed_data, rust::Slice<c
     s.iterations = settings.iterations;
     s.sampling = settings.sampling;
     s.seed = settings.seed;
+    s.threads = settings.threads;
     const auto t = imhost::itk::register_rigid(fixed_data.data(), moving_data.data(), g, s, resampled.data());
     RigidTransform result{};
     for (unsigned a = 0; a < 3; ++a) {
@@ -36,6 +37,18 @@ RigidTransform register_rigid(rust::Slice<const float> fixed_data, rust::Slice<c
     }
     result.metric = t.metric;
     return result;
+}
+
+RigidSettings settings_for(std::array<std::size_t, 3> size) {
+    const std::size_t dims[3] = {size[0], size[1], size[2]};
+    const auto s = imhost::itk::RigidSettings::for_grid(dims);
+    RigidSettings out{};
+    for (unsigned a = 0; a < 3; ++a) out.shrink[a] = s.shrink[a];
+    out.iterations = s.iterations;
+    out.sampling = s.sampling;
+    out.seed = s.seed;
+    out.threads = s.threads;
+    return out;
 }
 
 rust::String describe() { return imhost::itk::description(); }

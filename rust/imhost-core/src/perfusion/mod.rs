@@ -236,8 +236,15 @@ pub struct MotionReport {
     pub backend: Option<String>,
     /// Displacement found by registration per frame (mm, at 80 mm from the centre).
     pub registered_mm: Option<Vec<f64>>,
-    /// The rigid parameters per frame, when registered.
+    /// The rigid parameters per frame, when registered (zero for frames left as they are).
     pub registered: Option<Vec<RigidMotion>>,
+    /// How many frames were registered (those whose estimate reached
+    /// [`MotionOptions::register_mm`]), when registration ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered_frames: Option<usize>,
+    /// The factors frames were shrunk by for registration (`[1, 1, 1]`: full size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid_shrink: Option<[usize; 3]>,
 }
 
 /// Timing of one stage.
@@ -414,28 +421,31 @@ fn run_typed<T: Voxel>(
     let source = |t: usize, out: &mut [f32]| fill_frame(view, t, out);
     let estimated = motion::estimate(nt, &source, shape, geometry.spacing, &options.motion);
     let max_estimate = estimated.iter().copied().fold(0.0, f64::max);
-    let mut corrected_frames: Option<Vec<Vec<f32>>> = None;
+    let mut correction: Option<motion::Correction> = None;
     let mut motion_report = MotionReport {
         estimated_mm: estimated,
         corrected: false,
         backend: None,
         registered_mm: None,
         registered: None,
+        registered_frames: None,
+        grid_shrink: None,
     };
     if max_estimate >= options.motion.negligible_mm {
         match registration.filter(|_| options.motion.correct) {
             Some(reg) => {
-                let mut frames: Vec<Vec<f32>> = (0..nt)
-                    .map(|t| {
-                        let mut f = vec![0.0f32; nvox];
-                        source(t, &mut f);
-                        f
-                    })
-                    .collect();
-                let found =
-                    motion::correct(&mut frames, shape, &geometry, reg, &options.motion, &control.sub(0.0..0.3))?;
+                let found = motion::correct(
+                    nt,
+                    &source,
+                    &motion_report.estimated_mm,
+                    shape,
+                    &geometry,
+                    reg,
+                    &options.motion,
+                    &control.sub(0.0..0.3),
+                )?;
                 let radius = 80.0;
-                let mm: Vec<f64> = found.iter().map(|m| m.max_displacement(radius)).collect();
+                let mm: Vec<f64> = found.motions.iter().map(|m| m.max_displacement(radius)).collect();
                 if mm.iter().any(|&d| d > options.motion.too_much_mm) {
                     flags.push(QcFlag {
                         flag: "too_much_motion",
@@ -445,11 +455,19 @@ fn run_typed<T: Voxel>(
                         ),
                     });
                 }
+                if found.full_size_frames > 0 {
+                    warnings.push(format!(
+                        "{} frames were registered at full size: the registration's transform did not reproduce its own resampling about the grid's centre",
+                        found.full_size_frames
+                    ));
+                }
                 motion_report.corrected = true;
                 motion_report.backend = Some(reg.describe());
                 motion_report.registered_mm = Some(mm);
-                motion_report.registered = Some(found);
-                corrected_frames = Some(frames);
+                motion_report.registered = Some(found.motions.clone());
+                motion_report.registered_frames = Some(found.coarse_frames + found.full_size_frames);
+                motion_report.grid_shrink = Some(found.factor);
+                correction = Some(found);
             }
             None => {
                 if max_estimate > 1.0 {
@@ -467,14 +485,14 @@ fn run_typed<T: Voxel>(
     }
     stages.done("motion");
     let corrected_source;
-    let frame: &(dyn Fn(usize, &mut [f32]) + Sync) = match &corrected_frames {
-        Some(frames) => {
-            corrected_source = move |t: usize, out: &mut [f32]| out.copy_from_slice(&frames[t]);
+    let frame: &(dyn Fn(usize, &mut [f32]) + Sync) = match &correction {
+        Some(c) => {
+            corrected_source = move |t: usize, out: &mut [f32]| c.frame(t, &source, out);
             &corrected_source
         }
         None => &source,
     };
-    let base_progress = if corrected_frames.is_some() { 0.3 } else { 0.0 };
+    let base_progress = if correction.is_some() { 0.3 } else { 0.0 };
     let pre = control.sub(base_progress..base_progress + 0.15);
 
     // 3. Per-voxel statistics and the head's mean curve.
@@ -631,7 +649,7 @@ fn run_typed<T: Voxel>(
         }
     }
     drop(buffer);
-    drop(corrected_frames);
+    drop(correction);
     stages.done("gathering curves");
 
     // 5. Bilateral filter.
