@@ -228,11 +228,7 @@ impl BoxModel {
                     }
                 }
             }
-            for a in 0..3 {
-                for b in 0..a {
-                    jtj[a][b] = jtj[b][a];
-                }
-            }
+            (jtj[1][0], jtj[2][0], jtj[2][1]) = (jtj[0][1], jtj[0][2], jtj[1][2]);
             let mut improved = false;
             for _ in 0..6 {
                 let mut m = jtj;
@@ -305,7 +301,7 @@ mod tests {
 
     #[test]
     fn shifted_lookup_equals_the_pointwise_integral() {
-        let aif: Vec<f32> = (0..40).map(|m| (100.0 * (-(m as f32 - 12.0).powi(2) / 20.0).exp()) as f32).collect();
+        let aif: Vec<f32> = (0..40).map(|m| 100.0 * (-(m as f32 - 12.0).powi(2) / 20.0).exp()).collect();
         let model = BoxModel::new(&aif, 0.7);
         let (mut a, mut c) = (vec![0.0; 40], vec![0.0; 40]);
         for shift in [-3.3, -0.7, 0.0, 0.35, 0.7, 2.1, 5.55, 27.9, 40.0] {
