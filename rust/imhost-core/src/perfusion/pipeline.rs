@@ -1,0 +1,929 @@
+//! The classical pipeline as named stages, each a function with explicit inputs and outputs:
+//!
+//! ```text
+//! Study ─validate→ Study ─motion→ Frames ─prepare→ Prepared ─candidates→ Candidates
+//!       ─gather→ Gathered ─filter→ Gathered ─analysis_grid→ Analysis ─vessels→ Vessels
+//!       ─(model_input)→ ModelInput ─maps→ RowMaps ─readout→ PerfusionResult
+//! ```
+//!
+//! [`super::run`] and [`super::model_input`] chain them in [`run_typed`]; a new consumer (the
+//! stroke-lesion model needs maps, the temporal MIP and cropped frames) takes the stages it
+//! needs instead of a flag threaded through one body. QC flags and warnings collect in [`Qc`]
+//! as the stages find them; stage times in [`Stages`].
+
+use std::time::Instant;
+
+use ndarray::{Array3, Axis, ShapeBuilder};
+use rayon::prelude::*;
+
+use super::aif::{self, Candidate, VesselCurve, VesselSelection};
+use super::constants::{CBF_SCALE, CBV_SCALE, K_H, RHO};
+use super::motion::{self, RigidRegistration};
+use super::{
+    Curves, DISCLAIMER, Kernel, Method, MotionReport, PerfusionMaps, PerfusionOptions, PerfusionResult, QcFlag,
+    REPORT_SCHEMA, ReadoutReport, Report, StageTiming, VesselReport, filter, mask, model, nlr, readout, temporal,
+};
+use crate::control::RunControl;
+use crate::dtype::Voxel;
+use crate::error::{Error, Result};
+use crate::geometry::Geometry;
+use crate::volume::{Volume, VolumeView};
+
+/// What the pipeline returns: the whole result, or the CNN's input when asked to stop there.
+pub(super) enum Outcome {
+    Full(Box<PerfusionResult>),
+    Input(model::ModelInput),
+}
+
+/// QC flags (the result cannot be trusted as is) and remarks, in the order found.
+#[derive(Default)]
+pub(super) struct Qc {
+    flags: Vec<QcFlag>,
+    warnings: Vec<String>,
+}
+
+impl Qc {
+    fn flag(&mut self, flag: &'static str, message: String) {
+        self.flags.push(QcFlag { flag, message });
+    }
+
+    fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
+}
+
+/// Wall time per stage.
+pub(super) struct Stages(Vec<StageTiming>, Instant);
+
+impl Stages {
+    fn new() -> Self {
+        Stages(Vec::new(), Instant::now())
+    }
+
+    fn done(&mut self, stage: &'static str) {
+        let seconds = self.1.elapsed().as_secs_f64();
+        tracing::debug!(stage, seconds, "perfusion stage done");
+        self.0.push(StageTiming { stage, seconds });
+        self.1 = Instant::now();
+    }
+}
+
+/// Fill frame `t` of `view` into `out` in linear order, as f32.
+fn fill_frame<T: Voxel>(view: &VolumeView<'_, T>, t: usize, out: &mut [f32]) {
+    let frame = view.data().index_axis(Axis(3), t);
+    let reversed = frame.reversed_axes();
+    match reversed.as_slice() {
+        Some(s) => out.iter_mut().zip(s).for_each(|(o, v)| *o = v.to_f64() as f32),
+        None => out.iter_mut().zip(reversed.iter()).for_each(|(o, v)| *o = v.to_f64() as f32),
+    }
+}
+
+/// The study, validated: its size, grid, frame times and analysis step count.
+pub(super) struct Study<'v, 'a, T: Voxel> {
+    view: &'v VolumeView<'a, T>,
+    shape: [usize; 3],
+    frames: usize,
+    geometry: Geometry,
+    times: Vec<f64>,
+}
+
+impl<T: Voxel> Study<'_, '_, T> {
+    fn voxels(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn index(&self, v: usize) -> [usize; 3] {
+        let [ni, nj, _] = self.shape;
+        [v % ni, (v / ni) % nj, v / (ni * nj)]
+    }
+}
+
+/// Stage 1: a 4-D study with ≥ 2 frames and strictly increasing frame times, whose largest
+/// allocations fit in memory (checked before any of them).
+fn validate<'v, 'a, T: Voxel>(view: &'v VolumeView<'a, T>) -> Result<Study<'v, 'a, T>> {
+    let [ni, nj, nk, nt] = view.shape();
+    if !view.is_4d() {
+        return Err(Error::shape(format!("perfusion needs a 4-D study (x, y, z, time); got {ni}×{nj}×{nk}×{nt}")));
+    }
+    if nt < 2 {
+        return Err(Error::shape("perfusion needs more than one frame; the study has a single frame"));
+    }
+    let times: Vec<f64> =
+        view.frame_times().ok_or_else(|| Error::invalid_argument("the study has no frame times"))?.to_vec();
+    temporal::validate_frame_times(&times, nt)?;
+    // Bounds the resampled grid before any work (see `uniform_grid`).
+    let (_, samples) = temporal::uniform_grid(&times)?;
+    // The largest allocations, before any of them: time curves of every voxel twice (gathered
+    // and filtered or resampled, f32, at the larger of the frame and sample counts) and about a
+    // dozen f32/u8 images (maps, masks, frame buffers).
+    let peak = crate::memory::bytes_of(&[ni, nj, nk, nt.max(samples), 2], 4)
+        .and_then(|curves| crate::memory::bytes_of(&[ni, nj, nk], 48).and_then(|images| curves.checked_add(images)));
+    crate::memory::check(peak, &format!("perfusion of a {ni}×{nj}×{nk}×{nt} study"))?;
+    Ok(Study { view, shape: [ni, nj, nk], frames: nt, geometry: *view.geometry(), times })
+}
+
+/// The frames as every later stage reads them: the study's own, or motion-corrected ones
+/// (resampled through their transform when read; no corrected copy is held).
+pub(super) struct Frames<'s, 'v, 'a, T: Voxel> {
+    study: &'s Study<'v, 'a, T>,
+    correction: Option<motion::Correction>,
+}
+
+impl<T: Voxel> Frames<'_, '_, '_, T> {
+    /// Fill frame `t` into `out` (the frame's voxels in linear order).
+    fn fill(&self, t: usize, out: &mut [f32]) {
+        let view = self.study.view;
+        match &self.correction {
+            Some(c) => c.frame(t, &|t, o: &mut [f32]| fill_frame(view, t, o), out),
+            None => fill_frame(view, t, out),
+        }
+    }
+}
+
+/// Stage 2: the skull-based motion estimate and, where it finds motion and a back end is given,
+/// rigid registration of the moving frames.
+fn motion<'s, 'v, 'a, T: Voxel>(
+    study: &'s Study<'v, 'a, T>,
+    options: &PerfusionOptions,
+    registration: Option<&dyn RigidRegistration>,
+    control: &RunControl<'_>,
+    qc: &mut Qc,
+) -> Result<(Frames<'s, 'v, 'a, T>, MotionReport)> {
+    let view = study.view;
+    let source = |t: usize, out: &mut [f32]| fill_frame(view, t, out);
+    let estimated = motion::estimate(study.frames, &source, study.shape, study.geometry.spacing, &options.motion);
+    let max_estimate = estimated.iter().copied().fold(0.0, f64::max);
+    let mut correction: Option<motion::Correction> = None;
+    let mut report = MotionReport {
+        estimated_mm: estimated,
+        corrected: false,
+        backend: None,
+        registered_mm: None,
+        registered: None,
+        registered_frames: None,
+        grid_shrink: None,
+    };
+    if max_estimate >= options.motion.negligible_mm {
+        match registration.filter(|_| options.motion.correct) {
+            Some(reg) => {
+                let found = motion::correct(
+                    study.frames,
+                    &source,
+                    &report.estimated_mm,
+                    study.shape,
+                    &study.geometry,
+                    reg,
+                    &options.motion,
+                    &control.sub(0.0..0.3),
+                )?;
+                let radius = 80.0;
+                let mm: Vec<f64> = found.motions.iter().map(|m| m.max_displacement(radius)).collect();
+                if mm.iter().any(|&d| d > options.motion.too_much_mm) {
+                    qc.flag(
+                        "too_much_motion",
+                        format!("registration found up to {:.1} mm of motion", mm.iter().copied().fold(0.0, f64::max)),
+                    );
+                }
+                if found.full_size_frames > 0 {
+                    qc.warn(format!(
+                        "{} frames were registered at full size: the registration's transform did not reproduce its own resampling about the grid's centre",
+                        found.full_size_frames
+                    ));
+                }
+                report.corrected = true;
+                report.backend = Some(reg.describe());
+                report.registered_mm = Some(mm);
+                report.registered = Some(found.motions.clone());
+                report.registered_frames = Some(found.coarse_frames + found.full_size_frames);
+                report.grid_shrink = Some(found.factor);
+                correction = Some(found);
+            }
+            None => {
+                if max_estimate > 1.0 {
+                    qc.flag(
+                        "too_much_motion",
+                        format!("the skull moves up to {max_estimate:.1} mm and motion correction did not run"),
+                    );
+                } else {
+                    qc.warn(format!("small motion ({max_estimate:.2} mm) left uncorrected"));
+                }
+            }
+        }
+    }
+    Ok((Frames { study, correction }, report))
+}
+
+/// Per-voxel statistics of the (corrected) frames and the brain mask.
+pub(super) struct Prepared {
+    /// Mean of the baseline frames (HU).
+    baseline: Vec<f32>,
+    /// Largest value minus baseline (HU).
+    enhancement: Vec<f32>,
+    /// Mean over all frames (the bilateral filter's guide).
+    temporal_mean: Vec<f32>,
+    /// Finite in every frame.
+    valid: Vec<bool>,
+    /// The brain mask.
+    brain: Vec<bool>,
+    brain_count: usize,
+    arrival: temporal::BolusArrival,
+}
+
+/// Stage 3: one pass over the frames for each voxel's range, sum and finiteness and the head's
+/// mean curve; the bolus arrival on that curve and the baseline before it; the brain mask.
+fn prepare<T: Voxel>(
+    frames: &Frames<'_, '_, '_, T>,
+    options: &PerfusionOptions,
+    control: &RunControl<'_>,
+    qc: &mut Qc,
+) -> Result<Prepared> {
+    let (study, nt) = (frames.study, frames.study.frames);
+    let nvox = study.voxels();
+    let mut buffer = vec![0.0f32; nvox];
+    frames.fill(0, &mut buffer);
+    let head: Vec<bool> = buffer.iter().map(|&v| (-50.0..=150.0).contains(&v)).collect();
+    let head_count = head.iter().filter(|&&h| h).count().max(1);
+    let mut maximum = buffer.clone();
+    let mut minimum = buffer.clone();
+    let mut sum = vec![0.0f32; nvox];
+    let mut valid = vec![true; nvox];
+    let mut q = vec![0.0f64; nt];
+    for (t, q_t) in q.iter_mut().enumerate() {
+        control.report("reading frames", t as f64 / nt as f64)?;
+        frames.fill(t, &mut buffer);
+        *q_t =
+            buffer.iter().zip(&head).filter(|(_, h)| **h).map(|(&v, _)| f64::from(v)).sum::<f64>() / head_count as f64;
+        maximum
+            .par_chunks_mut(65536)
+            .zip(minimum.par_chunks_mut(65536))
+            .zip(sum.par_chunks_mut(65536))
+            .zip(valid.par_chunks_mut(65536))
+            .zip(buffer.par_chunks(65536))
+            .for_each(|((((mx, mn), s), ok), b)| {
+                for n in 0..b.len() {
+                    let v = b[n];
+                    if !v.is_finite() {
+                        ok[n] = false;
+                        continue;
+                    }
+                    mx[n] = mx[n].max(v);
+                    mn[n] = mn[n].min(v);
+                    s[n] += v;
+                }
+            });
+    }
+    if !valid.iter().any(|&v| v) {
+        return Err(Error::invalid_argument("every voxel holds NaN or infinite values"));
+    }
+    let non_finite = valid.iter().filter(|&&v| !v).count();
+    if non_finite > 0 {
+        qc.warn(format!("{non_finite} voxels hold NaN or infinite values and were left out"));
+    }
+    if maximum.iter().zip(&minimum).zip(&valid).all(|((a, b), ok)| !ok || a - b < 1e-3) {
+        return Err(Error::invalid_argument("the study is constant over time: no contrast passage to analyse"));
+    }
+    let arrival = temporal::bolus_arrival(&q, &study.times);
+    if arrival.frame == 0 {
+        qc.flag("no_baseline", "the bolus is already arriving in the first frame: no pre-contrast baseline".into());
+    }
+    let nb = arrival.baseline_frames;
+    let mut baseline = vec![0.0f32; nvox];
+    for t in 0..nb {
+        frames.fill(t, &mut buffer);
+        baseline.iter_mut().zip(&buffer).for_each(|(b, &v)| *b += v / nb as f32);
+    }
+    let enhancement: Vec<f32> = maximum.iter().zip(&baseline).map(|(m, b)| m - b).collect();
+    let temporal_mean: Vec<f32> = sum.iter().map(|s| s / nt as f32).collect();
+    // Tissue never reads below −100 HU: a voxel that does in some frame left the field of view
+    // (after motion correction, resampling writes air there) or is corrupt; it is no brain.
+    let valid_tissue: Vec<bool> = valid.iter().zip(&minimum).map(|(&ok, &m)| ok && m > -100.0).collect();
+    drop(minimum);
+    let brain = mask::brain_mask(study.shape, &baseline, &enhancement, &valid_tissue, &options.mask);
+    let brain_count = brain.iter().filter(|&&b| b).count();
+    if brain_count == 0 {
+        return Err(Error::invalid_argument(format!(
+            "no brain tissue found: no voxel has a baseline within [{}, {}] HU away from vessels",
+            options.mask.min_hu, options.mask.max_hu
+        )));
+    }
+    Ok(Prepared { baseline, enhancement, temporal_mean, valid, brain, brain_count, arrival })
+}
+
+/// Vessel candidates: the automatic search's and the caller's voxels (linear indices).
+pub(super) struct Candidates {
+    manual_aif: Option<Vec<usize>>,
+    manual_vof: Option<Vec<usize>>,
+    /// Enhancing soft-tissue voxels away from bone (at most 20 000, the most enhancing).
+    auto: Vec<usize>,
+    /// All of them, sorted and unique: the voxels whose curves are gathered.
+    all: Vec<usize>,
+}
+
+/// Stage 4: the voxels an AIF or VOF may come from.
+fn candidates<T: Voxel>(
+    study: &Study<'_, '_, T>,
+    prepared: &Prepared,
+    options: &PerfusionOptions,
+) -> Result<Candidates> {
+    let [ni, nj, nk] = study.shape;
+    let nvox = study.voxels();
+    let check_voxel = |v: &[usize; 3]| -> Result<usize> {
+        if v[0] >= ni || v[1] >= nj || v[2] >= nk {
+            return Err(Error::invalid_argument(format!(
+                "vessel voxel {v:?} is outside the image of {ni}×{nj}×{nk} voxels"
+            )));
+        }
+        Ok(v[0] + ni * (v[1] + nj * v[2]))
+    };
+    let manual_voxels = |sel: &VesselSelection| -> Result<Option<Vec<usize>>> {
+        match sel {
+            VesselSelection::Auto => Ok(None),
+            VesselSelection::Voxel(v) => Ok(Some(vec![check_voxel(v)?])),
+            VesselSelection::Voxels(vs) if vs.is_empty() => Err(Error::invalid_argument("the vessel mask is empty")),
+            VesselSelection::Voxels(vs) => vs.iter().map(check_voxel).collect::<Result<Vec<_>>>().map(Some),
+        }
+    };
+    let manual_aif = manual_voxels(&options.aif)?;
+    let manual_vof = manual_voxels(&options.vof)?;
+    let (baseline, enhancement) = (&prepared.baseline, &prepared.enhancement);
+    // Voxels within two in-plane voxels of bone (baseline > 300 HU) are no AIF candidates: at a
+    // skull edge, residual motion (or its correction) swings hundreds of HU that mimic a bolus.
+    let mut near_bone = vec![false; nvox];
+    for k in 0..nk {
+        for j in 0..nj {
+            for i in 0..ni {
+                if baseline[i + ni * (j + nj * k)] > 300.0 {
+                    for y in j.saturating_sub(2)..(j + 3).min(nj) {
+                        for x in i.saturating_sub(2)..(i + 3).min(ni) {
+                            near_bone[x + ni * (y + nj * k)] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut auto: Vec<usize> = (0..nvox)
+        .filter(|&v| {
+            prepared.valid[v]
+                && !near_bone[v]
+                && (-50.0..=150.0).contains(&baseline[v])
+                && f64::from(enhancement[v]) >= options.vessel_search.min_peak_hu
+        })
+        .collect();
+    if auto.len() > 20_000 {
+        auto.select_nth_unstable_by(20_000, |&a, &b| enhancement[b].total_cmp(&enhancement[a]));
+        auto.truncate(20_000);
+    }
+    let mut all = auto.clone();
+    all.extend(manual_aif.iter().flatten());
+    all.extend(manual_vof.iter().flatten());
+    all.sort_unstable();
+    all.dedup();
+    Ok(Candidates { manual_aif, manual_vof, auto, all })
+}
+
+/// The time curves of the brain (`curves`) and of the vessel candidates (`vessels`, rows in the
+/// order of [`Candidates::all`]), in HU on the study's frame times.
+pub(super) struct Gathered {
+    curves: Curves,
+    vessels: Vec<f32>,
+}
+
+/// Stage 5: gather the curves of brain and candidate voxels, frame by frame. The frames
+/// (and a motion correction's transforms) are released after this stage.
+fn gather<T: Voxel>(
+    frames: Frames<'_, '_, '_, T>,
+    prepared: &Prepared,
+    candidates: &Candidates,
+    control: &RunControl<'_>,
+) -> Result<Gathered> {
+    let study = frames.study;
+    let (nvox, nt) = (study.voxels(), study.frames);
+    let mut curves = Curves {
+        shape: study.shape,
+        spacing: study.geometry.spacing,
+        frames: nt,
+        index: vec![u32::MAX; nvox],
+        voxels: (0..nvox).filter(|&v| prepared.brain[v]).collect(),
+        data: vec![],
+    };
+    for (r, &v) in curves.voxels.iter().enumerate() {
+        curves.index[v] = r as u32;
+    }
+    let rows = curves.voxels.len();
+    curves.data = vec![0.0; rows * nt];
+    let mut vessels = vec![0.0f32; candidates.all.len() * nt];
+    let mut buffer = vec![0.0f32; nvox];
+    for t in 0..nt {
+        control.report("gathering curves", t as f64 / nt as f64)?;
+        frames.fill(t, &mut buffer);
+        for (r, &v) in curves.voxels.iter().enumerate() {
+            curves.data[r * nt + t] = buffer[v];
+        }
+        for (r, &v) in candidates.all.iter().enumerate() {
+            vessels[r * nt + t] = buffer[v];
+        }
+    }
+    Ok(Gathered { curves, vessels })
+}
+
+/// Stage 6: the bilateral filter of the brain curves, guided by the temporal mean.
+fn filter_curves(
+    gathered: &mut Gathered,
+    prepared: &Prepared,
+    options: &PerfusionOptions,
+    control: &RunControl<'_>,
+) -> Result<()> {
+    if let Some(b) = &options.bilateral {
+        let guide: Vec<f32> = gathered.curves.voxels.iter().map(|&v| prepared.temporal_mean[v]).collect();
+        filter::bilateral(&mut gathered.curves, &guide, b, control)?;
+    }
+    Ok(())
+}
+
+/// The curves as ΔHU on the uniform analysis grid.
+pub(super) struct Analysis {
+    curves: Curves,
+    vessels: Vec<f32>,
+    /// Sample times (s).
+    grid: Vec<f64>,
+    /// Step (s).
+    dt: f64,
+}
+
+impl Analysis {
+    fn samples(&self) -> usize {
+        self.grid.len()
+    }
+
+    fn rows(&self) -> usize {
+        self.curves.voxels.len()
+    }
+}
+
+/// Stage 7: subtract each curve's baseline (ΔHU) and resample to a uniform grid when the frame
+/// times are not uniform.
+fn analysis_grid(gathered: Gathered, times: &[f64], baseline_frames: usize, qc: &mut Qc) -> Result<Analysis> {
+    let Gathered { mut curves, mut vessels } = gathered;
+    let (nt, nb) = (times.len(), baseline_frames);
+    let subtract_baseline = |data: &mut [f32]| {
+        data.par_chunks_mut(nt).for_each(|c| {
+            let b = c[..nb].iter().sum::<f32>() / nb as f32;
+            c.iter_mut().for_each(|x| *x -= b);
+        })
+    };
+    subtract_baseline(&mut curves.data);
+    subtract_baseline(&mut vessels);
+    let uniform = crate::volume::uniform_interval(times).is_some();
+    let (dt, count) = temporal::uniform_grid(times)?;
+    let grid: Vec<f64> = (0..count).map(|n| times[0] + n as f64 * dt).collect();
+    let resample = |data: Vec<f32>| -> Vec<f32> {
+        if uniform {
+            return data;
+        }
+        let mut out = vec![0.0f32; data.len() / nt * count];
+        out.par_chunks_mut(count)
+            .zip(data.par_chunks(nt))
+            .for_each(|(o, c)| temporal::resample_linear(times, c, times[0], dt, count, o));
+        out
+    };
+    curves.data = resample(std::mem::take(&mut curves.data));
+    curves.frames = count;
+    let vessels = resample(vessels);
+    if !uniform {
+        qc.warn(format!("frame times are not uniform: curves resampled to every {dt:.3} s ({count} samples)"));
+    }
+    Ok(Analysis { curves, vessels, grid, dt })
+}
+
+/// The arterial input and venous output chosen, and what deconvolution uses.
+pub(super) struct Vessels {
+    aif: Option<VesselCurve>,
+    aif_source: &'static str,
+    vof: Option<VesselCurve>,
+    vof_source: &'static str,
+    /// AUC(VOF)/AUC(AIF) and whether the AIF was scaled by it.
+    partial_volume: Option<(f64, bool)>,
+    /// The AIF after partial-volume scaling.
+    for_deconvolution: Option<Vec<f32>>,
+    /// Peaks high enough and washes out.
+    plausible: bool,
+}
+
+/// Stage 8: the AIF and VOF (automatic or the caller's voxels) and the AIF's partial-volume
+/// scaling by the VOF.
+fn vessels<T: Voxel>(
+    study: &Study<'_, '_, T>,
+    analysis: &Analysis,
+    candidates: &Candidates,
+    options: &PerfusionOptions,
+    qc: &mut Qc,
+) -> Vessels {
+    let (n, dt) = (analysis.samples(), analysis.dt);
+    let candidates_of = |voxels: &[usize]| -> Vec<Candidate> {
+        voxels
+            .iter()
+            .filter_map(|v| candidates.all.binary_search(v).ok())
+            .map(|r| Candidate {
+                voxel: study.index(candidates.all[r]),
+                curve: analysis.vessels[r * n..(r + 1) * n].to_vec(),
+            })
+            .collect()
+    };
+    let auto = candidates_of(&candidates.auto);
+    let (aif_curve, aif_source): (Option<VesselCurve>, &'static str) = match &candidates.manual_aif {
+        Some(v) => (aif::manual(&candidates_of(v), dt), "manual"),
+        None => (aif::auto_aif(&auto, dt, &options.vessel_search), "auto"),
+    };
+    let plausible = aif_curve
+        .as_ref()
+        .is_some_and(|a| a.features.peak >= options.vessel_search.min_peak_hu && a.features.washes_out);
+    if !plausible {
+        qc.flag(
+            "no_plausible_aif",
+            match &aif_curve {
+                None => format!("no voxel enhances by ≥ {} HU and washes out again", options.vessel_search.min_peak_hu),
+                Some(a) => format!(
+                    "the chosen AIF peaks at {:.0} HU{}",
+                    a.features.peak,
+                    if a.features.washes_out { "" } else { " and does not wash out" }
+                ),
+            },
+        );
+    }
+    let vof_curve = match (&candidates.manual_vof, &aif_curve) {
+        (Some(v), _) => aif::manual(&candidates_of(v), dt),
+        (None, Some(a)) => aif::auto_vof(&auto, dt, a.features.ttp, &options.vessel_search),
+        (None, None) => None,
+    };
+    let vof_source = if candidates.manual_vof.is_some() { "manual" } else { "auto" };
+    let mut pv = None;
+    let mut for_deconvolution: Option<Vec<f32>> = aif_curve.as_ref().map(|a| a.curve.clone());
+    if let (Some(a), Some(v)) = (&aif_curve, &vof_curve) {
+        let (ratio, applied) = aif::partial_volume_scale(&a.features, &v.features);
+        if applied {
+            if let Some(c) = for_deconvolution.as_mut() {
+                c.iter_mut().for_each(|x| *x *= ratio as f32);
+            }
+        } else {
+            qc.warn(format!("AUC(VOF)/AUC(AIF) = {ratio:.2} is outside [1, 3]: the AIF was not rescaled"));
+        }
+        pv = Some((ratio, applied));
+    } else if aif_curve.is_some() {
+        qc.warn("no venous output found: the AIF was not corrected for partial volume".into());
+    }
+    Vessels { aif: aif_curve, aif_source, vof: vof_curve, vof_source, partial_volume: pv, for_deconvolution, plausible }
+}
+
+/// Stage 9: QC of the acquisition: the scan ends before the tissue or the AIF washes out, or
+/// has too few frames.
+fn check_acquisition(analysis: &Analysis, vessels: &Vessels, frames: usize, options: &PerfusionOptions, qc: &mut Qc) {
+    let (n, rows, dt) = (analysis.samples(), analysis.rows(), analysis.dt);
+    let mut brain_mean = vec![0.0f64; n];
+    for c in analysis.curves.data.chunks_exact(n) {
+        brain_mean.iter_mut().zip(c).for_each(|(m, &v)| *m += f64::from(v) / rows as f64);
+    }
+    let brain_peak = brain_mean.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let aif_truncated = vessels.aif.as_ref().is_some_and(|a| {
+        let last = f64::from(*a.curve.last().unwrap_or(&0.0));
+        last > 0.5 * a.features.peak || a.features.ttp >= (n as f64 - 2.0) * dt
+    });
+    if brain_mean[n - 1] > 0.5 * brain_peak || aif_truncated {
+        qc.flag(
+            "bolus_truncated",
+            format!(
+                "the scan ends before wash-out (tissue at {:.0} % of its peak{} in the last frame)",
+                100.0 * brain_mean[n - 1] / brain_peak.max(1e-9),
+                if aif_truncated { ", AIF not washed out" } else { "" }
+            ),
+        );
+    }
+    if frames < options.min_frames {
+        qc.flag(
+            "too_few_frames",
+            format!("{frames} frames; at least {} are needed for a trustworthy deconvolution", options.min_frames),
+        );
+    }
+}
+
+/// Stage 10 (CNN and training only): the network's input, vessels first, then the filtered
+/// brain curves, on the model's time grid.
+fn model_input<T: Voxel>(
+    study: &Study<'_, '_, T>,
+    analysis: &Analysis,
+    candidates: &Candidates,
+    prepared: &Prepared,
+    spec: &model::ModelInputSpec,
+) -> Result<model::ModelInput> {
+    let sets = [
+        model::CurveRows { voxels: &candidates.all, data: &analysis.vessels },
+        model::CurveRows { voxels: &analysis.curves.voxels, data: &analysis.curves.data },
+    ];
+    model::build_input(spec, study.shape, &analysis.grid, &sets, &analysis.curves.voxels, prepared.arrival.time)
+}
+
+/// The maps per brain row (the order of `Curves::voxels`).
+pub(super) struct RowMaps {
+    cbf: Vec<f32>,
+    cbv: Vec<f32>,
+    tmax: Vec<f32>,
+    delay: Vec<f32>,
+    ttp: Vec<f32>,
+}
+
+/// Stage 11: TTP per curve, then CBF, CBV, Tmax and delay: by the chosen kernel in parallel,
+/// by the CNN from its input, or NaN when no plausible AIF was found.
+fn maps<T: Voxel>(
+    study: &Study<'_, '_, T>,
+    analysis: &Analysis,
+    vessels: &Vessels,
+    cnn: Option<(&dyn model::PerfusionMapModel, &model::ModelInput)>,
+    options: &PerfusionOptions,
+    control: &RunControl<'_>,
+) -> Result<RowMaps> {
+    let [ni, nj, nk] = study.shape;
+    let (rows, n, dt) = (analysis.rows(), analysis.samples(), analysis.dt);
+    let mut cbf = vec![0.0f32; rows];
+    let mut cbv = vec![0.0f32; rows];
+    let mut tmax = vec![0.0f32; rows];
+    let mut delay = vec![0.0f32; rows];
+    let mut ttp = vec![0.0f32; rows];
+    for (r, c) in analysis.curves.data.chunks_exact(n).enumerate() {
+        let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+        for (m, &v) in c.iter().enumerate() {
+            if v > best {
+                best = v;
+                at = m;
+            }
+        }
+        ttp[r] = analysis.grid[at] as f32;
+    }
+    match vessels.for_deconvolution.as_ref().filter(|_| vessels.plausible) {
+        _ if cnn.is_some() => {
+            let (model, input) = cnn.expect("checked");
+            let out = model.predict(input, control)?;
+            if out.len() != nk * 3 * nj * ni {
+                return Err(Error::internal(format!(
+                    "the model returned {} values for {nk} slices of 3×{nj}×{ni}",
+                    out.len()
+                )));
+            }
+            let scale = model.output_scale();
+            let unit = |x: f32| if x.is_nan() { x } else { x.clamp(0.0, 1.0) };
+            for (r, &v) in analysis.curves.voxels.iter().enumerate() {
+                let (i, j, k) = (v % ni, (v / ni) % nj, v / (ni * nj));
+                let at = |c: usize| unit(out[((k * 3 + c) * nj + j) * ni + i]);
+                cbv[r] = at(0) * scale.cbv as f32;
+                cbf[r] = at(1) * scale.cbf as f32;
+                ttp[r] = (input.start_s + f64::from(at(2)) * scale.ttp_s) as f32;
+                tmax[r] = f32::NAN;
+                delay[r] = f32::NAN;
+            }
+        }
+        Some(a) => {
+            let aif_area: f64 = a.iter().map(|&x| f64::from(x)).sum::<f64>() * dt;
+            let a64: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
+            let aif_arrival = nlr::arrival_time(&a64, dt);
+            let chunk = 4096;
+            let total = rows.div_ceil(chunk).max(1);
+            let done = std::sync::atomic::AtomicUsize::new(0);
+            let kernel = Kernel::new(options, a, dt)?;
+            analysis
+                .curves
+                .data
+                .par_chunks(chunk * n)
+                .zip(cbf.par_chunks_mut(chunk))
+                .zip(cbv.par_chunks_mut(chunk))
+                .zip(tmax.par_chunks_mut(chunk))
+                .zip(delay.par_chunks_mut(chunk))
+                .try_for_each(|((((c, f), v), tm), d)| -> Result<()> {
+                    control.check()?;
+                    kernel.apply(c, n, dt, aif_area, aif_arrival, f, v, tm, d);
+                    let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    tracing::trace!(chunk = k, of = total, voxels = f.len(), "deconvolved a chunk");
+                    control.report("deconvolution", k as f64 / total as f64)
+                })?;
+        }
+        None => {
+            for m in [&mut cbf, &mut cbv, &mut tmax, &mut delay] {
+                m.iter_mut().for_each(|x| *x = f32::NAN);
+            }
+        }
+    }
+    Ok(RowMaps { cbf, cbv, tmax, delay, ttp })
+}
+
+/// Everything the read-out reports besides the maps.
+struct Record<'r> {
+    options: &'r PerfusionOptions,
+    motion: MotionReport,
+    prepared: &'r Prepared,
+    vessels: Vessels,
+    model: Option<serde_json::Value>,
+}
+
+/// Stage 12: the maps as images (0 outside the brain), MTT by the central volume theorem, the
+/// lesion masks (Tmax rule, or the relative-TTP rule for the CNN), volumes and trial criteria
+/// (withheld when a QC flag is raised), and the report.
+fn readout<T: Voxel>(
+    study: &Study<'_, '_, T>,
+    analysis: Analysis,
+    rows: RowMaps,
+    record: Record<'_>,
+    qc: Qc,
+    stages: &mut Stages,
+) -> Result<PerfusionResult> {
+    let [ni, nj, nk] = study.shape;
+    let nvox = study.voxels();
+    let (geometry, options, prepared) = (study.geometry, record.options, record.prepared);
+    let cnn = record.model.is_some();
+    let voxel_ml = geometry.spacing.iter().product::<f64>() / 1000.0;
+    let curves = &analysis.curves;
+    let to_image = |values: &[f32]| -> Vec<f32> {
+        let mut image = vec![0.0f32; nvox];
+        for (r, &v) in curves.voxels.iter().enumerate() {
+            image[v] = values[r];
+        }
+        image
+    };
+    let RowMaps { cbf, cbv, tmax, delay, ttp } = rows;
+    let mtt: Vec<f32> = cbf
+        .iter()
+        .zip(&cbv)
+        .map(|(&f, &v)| {
+            if f > 1e-3 {
+                (60.0 * v / f).min(60.0)
+            } else if f.is_nan() {
+                f32::NAN
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let brain = &prepared.brain;
+    let (cbf_img, tmax_img, ttp_img) = (to_image(&cbf), to_image(&tmax), to_image(&ttp));
+    let (masks, ttp_reference) = if cnn {
+        readout::lesion_masks_ttp(&cbf_img, &ttp_img, brain, study.shape, &options.readout)
+    } else {
+        (readout::lesion_masks(&cbf_img, &tmax_img, brain, &options.readout), None)
+    };
+    let volume3 = |values: Vec<f32>| -> Result<Volume<f32>> {
+        Volume::new_3d(
+            Array3::from_shape_vec((ni, nj, nk).f(), values).map_err(|e| Error::internal(e.to_string()))?,
+            geometry,
+        )
+    };
+    let mask3 = |values: &[bool]| -> Result<Volume<u8>> {
+        Volume::new_3d(
+            Array3::from_shape_vec((ni, nj, nk).f(), values.iter().map(|&b| u8::from(b)).collect())
+                .map_err(|e| Error::internal(e.to_string()))?,
+            geometry,
+        )
+    };
+    let maps = PerfusionMaps {
+        cbf: volume3(cbf_img)?,
+        cbv: volume3(to_image(&cbv))?,
+        mtt: volume3(to_image(&mtt))?,
+        ttp: volume3(ttp_img)?,
+        // The CNN estimates neither: NaN everywhere rather than a 0 that reads as "no delay".
+        tmax: volume3(if cnn { vec![f32::NAN; nvox] } else { tmax_img })?,
+        delay: volume3(if cnn { vec![f32::NAN; nvox] } else { to_image(&delay) })?,
+    };
+    let Qc { flags, warnings } = qc;
+    let withheld = (!flags.is_empty()).then(|| {
+        format!(
+            "QC flags raised ({}): volumes and criteria are not reported",
+            flags.iter().map(|f| f.flag).collect::<Vec<_>>().join(", ")
+        )
+    });
+    let (vols, crit) = if withheld.is_none() {
+        let v = readout::volumes(&masks, voxel_ml);
+        (Some(v), Some(readout::criteria(&v, &options.patient)))
+    } else {
+        (None, None)
+    };
+    stages.done("read-out");
+    let vessel_report = |c: &Option<VesselCurve>, source: &'static str| {
+        c.as_ref().map(|c| VesselReport {
+            source,
+            voxels: c.voxels.clone(),
+            position_lps_mm: geometry.index_to_lps(c.voxels[0].map(|x| x as f64)),
+            features: c.features,
+            curve_hu: c.curve.clone(),
+        })
+    };
+    let vessels = record.vessels;
+    let brain_count = prepared.brain_count;
+    let report = Report {
+        schema: REPORT_SCHEMA,
+        research_use_only: true,
+        disclaimer: DISCLAIMER,
+        software: format!("imhost {}", env!("CARGO_PKG_VERSION")),
+        method: options.method,
+        units: serde_json::json!({"cbf": "ml/100 g/min", "cbv": "ml/100 g", "mtt": "s", "ttp": "s", "tmax": "s", "delay": "s", "volumes": "ml"}),
+        constants: serde_json::json!({
+            "k_h": K_H, "rho_g_per_ml": RHO, "cbf_scale": CBF_SCALE, "cbv_scale": CBV_SCALE,
+            "svd": options.svd, "nlr": options.nlr, "readout": options.readout,
+            "tmax_convention": "time of the maximum of the flow-scaled residue function relative to the AIF (NLR: the fitted delay, the onset of the box plateau)",
+        }),
+        input: serde_json::json!({"shape": [ni, nj, nk, study.frames], "spacing_mm": geometry.spacing, "frame_times_s": study.times, "voxel_ml": voxel_ml}),
+        motion: record.motion,
+        preprocessing: serde_json::json!({
+            "bolus_arrival_s": prepared.arrival.time, "baseline_frames": prepared.arrival.baseline_frames,
+            "brain_voxels": brain_count, "brain_ml": brain_count as f64 * voxel_ml, "bilateral": options.bilateral,
+            "mask": options.mask, "analysis_step_s": analysis.dt,
+        }),
+        analysis_times_s: analysis.grid,
+        aif: vessel_report(&vessels.aif, vessels.aif_source),
+        vof: vessel_report(&vessels.vof, vessels.vof_source),
+        partial_volume_scale: vessels.partial_volume,
+        qc_flags: flags,
+        warnings,
+        readout: ReadoutReport {
+            reference_cbf: masks.reference_cbf.map(|r| r.0),
+            reference_region: if cnn {
+                "5 %-trimmed mean CBF of brain voxels with relative TTP ≤ the hypoperfusion threshold"
+            } else {
+                "5 %-trimmed mean CBF of brain voxels with Tmax ≤ the hypoperfusion threshold"
+            },
+            reference_ttp_s: ttp_reference,
+            volumes: vols,
+            criteria: crit,
+            withheld,
+        },
+        timings: std::mem::take(&mut stages.0),
+        threads: rayon::current_num_threads(),
+        model: record.model,
+    };
+    Ok(PerfusionResult {
+        maps,
+        core: mask3(&masks.core)?,
+        hypoperfusion: mask3(&masks.hypoperfusion)?,
+        brain: mask3(brain)?,
+        report,
+    })
+}
+
+/// The pipeline: the stages above in order, with the progress ranges and stage times of the
+/// report. `input_only` stops after the model input (training pairs).
+pub(super) fn run_typed<T: Voxel>(
+    view: &VolumeView<'_, T>,
+    options: &PerfusionOptions,
+    registration: Option<&dyn RigidRegistration>,
+    control: &RunControl<'_>,
+    input_only: Option<&model::ModelInputSpec>,
+) -> Result<Outcome> {
+    let cnn = match (options.method, &options.model) {
+        (Method::Cnn, Some(m)) => Some(m.clone()),
+        (Method::Cnn, None) => return Err(Error::invalid_argument("method cnn needs a model (load one first)")),
+        _ => None,
+    };
+    let study = validate(view)?;
+    let mut stages = Stages::new();
+    let mut qc = Qc::default();
+
+    let (frames, motion_report) = motion(&study, options, registration, control, &mut qc)?;
+    stages.done("motion");
+    let base = if frames.correction.is_some() { 0.3 } else { 0.0 };
+
+    let prepared = prepare(&frames, options, &control.sub(base..base + 0.15), &mut qc)?;
+    stages.done("statistics and brain mask");
+
+    let candidates = candidates(&study, &prepared, options)?;
+    let mut gathered = gather(frames, &prepared, &candidates, &control.sub(base..base + 0.15))?;
+    stages.done("gathering curves");
+
+    filter_curves(&mut gathered, &prepared, options, &control.sub(base + 0.15..base + 0.3))?;
+    stages.done("bilateral filter");
+
+    let analysis = analysis_grid(gathered, &study.times, prepared.arrival.baseline_frames, &mut qc)?;
+    let vessels = vessels(&study, &analysis, &candidates, options, &mut qc);
+    check_acquisition(&analysis, &vessels, study.frames, options, &mut qc);
+    stages.done("aif and vof");
+
+    let cnn_spec = cnn.as_ref().map(|m| m.0.input_spec());
+    let mut input = None;
+    if let Some(spec) = input_only.or(cnn_spec.as_ref()) {
+        let built = model_input(&study, &analysis, &candidates, &prepared, spec)?;
+        if input_only.is_some() {
+            return Ok(Outcome::Input(built));
+        }
+        input = Some(built);
+        stages.done("model input");
+    }
+
+    let network = cnn.as_ref().zip(input.as_ref()).map(|(m, i)| (m.0.as_ref(), i));
+    let rows = maps(&study, &analysis, &vessels, network, options, &control.sub(base + 0.3..0.97))?;
+    stages.done(if cnn.is_some() { "cnn inference" } else { "deconvolution" });
+
+    let record = Record {
+        options,
+        motion: motion_report,
+        prepared: &prepared,
+        vessels,
+        model: cnn.as_ref().map(|m| m.0.describe()),
+    };
+    let result = readout(&study, analysis, rows, record, qc, &mut stages)?;
+    control.report("done", 1.0)?;
+    Ok(Outcome::Full(Box::new(result)))
+}
