@@ -156,7 +156,7 @@ impl Deconvolver {
             Kind::Circulant { len, forward, inverse, filters, oscillation } => {
                 let len = *len;
                 let mut buffer = vec![Complex32::new(0.0, 0.0); len];
-                let mut spectrum = vec![Complex32::new(0.0, 0.0); len];
+                let spectrum = vec![Complex32::new(0.0, 0.0); len];
                 let mut scratch = vec![
                     Complex32::new(0.0, 0.0);
                     forward.get_inplace_scratch_len().max(inverse.get_inplace_scratch_len())
@@ -189,34 +189,73 @@ impl Deconvolver {
                         }
                     }
                     Some(limit) => {
-                        for (curve, out) in curves.chunks_exact(n).zip(peaks.iter_mut()) {
-                            for (m, s) in spectrum.iter_mut().enumerate() {
-                                *s = Complex32::new(if m < n { curve[m] } else { 0.0 }, 0.0);
+                        // Two voxels per complex FFT, as above: the forward transform of
+                        // a + i·b splits into both spectra by conjugate symmetry, and as every
+                        // filter is Hermitian (the AIF is real), the inverse of
+                        // S_a·F_a + i·S_b·F_b holds k_a in its real and k_b in its imaginary part.
+                        // The oscillation index falls as the threshold rises: each voxel
+                        // binary-searches the lowest threshold whose solution is smooth enough,
+                        // the two in lockstep.
+                        let mut pair_spectra = [spectrum.clone(), spectrum.clone()];
+                        let mut kept = [vec![0.0f32; len], vec![0.0f32; len]];
+                        let last = filters.len() - 1;
+                        for (pair, out) in curves.chunks(2 * n).zip(peaks.chunks_mut(2)) {
+                            let both = out.len() == 2;
+                            for (m, b) in buffer.iter_mut().enumerate() {
+                                let re = if m < n { pair[m] } else { 0.0 };
+                                let im = if m < n && both { pair[n + m] } else { 0.0 };
+                                *b = Complex32::new(re, im);
                             }
-                            forward.process_with_scratch(&mut spectrum, &mut scratch);
-                            // The oscillation index falls as the threshold rises: binary-search the
-                            // lowest threshold whose solution is smooth enough.
-                            let mut solve = |filter: &[Complex32], k: &mut [f32]| -> f64 {
-                                for ((b, s), f) in buffer.iter_mut().zip(&spectrum).zip(filter) {
-                                    *b = s * f;
+                            forward.process_with_scratch(&mut buffer, &mut scratch);
+                            let [sa, sb] = &mut pair_spectra;
+                            for m in 0..len {
+                                let (z, zc) = (buffer[m], buffer[(len - m) % len].conj());
+                                sa[m] = (z + zc) * 0.5;
+                                sb[m] = (z - zc) * Complex32::new(0.0, -0.5);
+                            }
+                            let (mut lo, mut hi) = ([0usize; 2], [last; 2]);
+                            let mut kept_at: [Option<usize>; 2] = [None, if both { None } else { Some(0) }];
+                            if !both {
+                                lo[1] = 0;
+                                hi[1] = 0;
+                            }
+                            loop {
+                                let active = [lo[0] < hi[0], lo[1] < hi[1]];
+                                let pending = [kept_at[0] != Some(lo[0]), kept_at[1] != Some(lo[1])];
+                                if !active[0] && !active[1] && !pending[0] && !pending[1] {
+                                    break;
+                                }
+                                // A voxel whose search has ended solves at its answer (if not
+                                // solved there yet) while the other searches on.
+                                let at: [usize; 2] =
+                                    std::array::from_fn(|v| if active[v] { (lo[v] + hi[v]) / 2 } else { lo[v] });
+                                let (fa, fb) = (&filters[at[0]], &filters[at[1]]);
+                                for m in 0..len {
+                                    buffer[m] = sa[m] * fa[m] + Complex32::new(0.0, 1.0) * (sb[m] * fb[m]);
                                 }
                                 inverse.process_with_scratch(&mut buffer, &mut scratch);
-                                for (kk, b) in k.iter_mut().zip(&buffer) {
-                                    *kk = b.re;
-                                }
-                                oscillation_index(k)
-                            };
-                            let (mut lo, mut hi) = (0usize, filters.len() - 1);
-                            while lo < hi {
-                                let mid = (lo + hi) / 2;
-                                if solve(&filters[mid], &mut k) < *limit {
-                                    hi = mid;
-                                } else {
-                                    lo = mid + 1;
+                                for v in 0..2 {
+                                    for (kk, b) in k.iter_mut().zip(&buffer) {
+                                        *kk = if v == 0 { b.re } else { b.im };
+                                    }
+                                    if active[v] {
+                                        if oscillation_index(&k) < *limit {
+                                            hi[v] = at[v];
+                                            kept[v].copy_from_slice(&k);
+                                            kept_at[v] = Some(at[v]);
+                                        } else {
+                                            lo[v] = at[v] + 1;
+                                        }
+                                    } else if pending[v] {
+                                        kept[v].copy_from_slice(&k);
+                                        kept_at[v] = Some(at[v]);
+                                    }
                                 }
                             }
-                            solve(&filters[lo], &mut k);
-                            *out = self.peak(&k, len);
+                            out[0] = self.peak(&kept[0], len);
+                            if both {
+                                out[1] = self.peak(&kept[1], len);
+                            }
                         }
                     }
                 }

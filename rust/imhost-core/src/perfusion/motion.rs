@@ -166,11 +166,23 @@ impl RigidTransform {
     /// outer voxel centres (edge voxels repeat there) and −1024 HU is written outside. Slices in
     /// parallel.
     pub fn resample(&self, moving: &[f32], shape: [usize; 3], geometry: &Geometry, out: &mut [f32]) {
-        let [ni, nj, nk] = shape;
+        let [ni, nj, _] = shape;
+        let (a, b) = self.affine(geometry);
+        let at = |i: usize, j: usize, k: usize| moving[i + ni * (j + nj * k)];
+        out.par_chunks_mut(ni * nj).enumerate().for_each(|(k, slice)| {
+            for j in 0..nj {
+                for (i, value) in slice[j * ni..(j + 1) * ni].iter_mut().enumerate() {
+                    *value = interpolate(&at, shape, moved_index(&a, &b, [i, j, k]));
+                }
+            }
+        });
+    }
+
+    /// The map from an output voxel index to the continuous index it samples in the moving
+    /// frame, `ijk ↦ A·ijk + b` (LPS → moved point `R·(p − c) + c + t` → index).
+    pub fn affine(&self, geometry: &Geometry) -> ([[f64; 3]; 3], [f64; 3]) {
         let m = geometry.ijk_to_lps();
         let r = euler_matrix(self.motion.angles);
-        // Output index → LPS (M·ijk + o) → moved point R·(p − c) + c + t → moving index
-        // M⁻¹·(p' − o): one affine map ijk ↦ A·ijk + b.
         let lin: [[f64; 3]; 3] = std::array::from_fn(|i| [m[i][0], m[i][1], m[i][2]]);
         let inv = crate::geometry::inverse3(&lin).expect("validated geometry is invertible");
         let o = [m[0][3], m[1][3], m[2][3]];
@@ -184,43 +196,41 @@ impl RigidTransform {
         let c = self.centre;
         let ro_c = apply(&r, [o[0] - c[0], o[1] - c[1], o[2] - c[2]]);
         let moved_origin: [f64; 3] = std::array::from_fn(|i| ro_c[i] + c[i] + self.motion.translation[i] - o[i]);
-        let b = apply(&inv, moved_origin);
-        let limit = [ni as f64 - 0.5, nj as f64 - 0.5, nk as f64 - 0.5];
-        // Where all eight neighbours exist the weights need no clamping (the common case).
-        let inner = [(ni - 1) as f64, (nj - 1) as f64, (nk - 1) as f64];
-        let (sj, sk) = (ni, ni * nj);
-        out.par_chunks_mut(ni * nj).enumerate().for_each(|(k, slice)| {
-            for j in 0..nj {
-                let row = &mut slice[j * ni..(j + 1) * ni];
-                let mut p: [f64; 3] = std::array::from_fn(|d| a[d][1] * j as f64 + a[d][2] * k as f64 + b[d]);
-                for value in row.iter_mut() {
-                    *value = if (0..3).all(|d| p[d] >= 0.0 && p[d] < inner[d]) {
-                        let (x, y, z) = (p[0] as usize, p[1] as usize, p[2] as usize);
-                        let (fx, fy, fz) =
-                            ((p[0] - x as f64) as f32, (p[1] - y as f64) as f32, (p[2] - z as f64) as f32);
-                        let at = x + sj * y + sk * z;
-                        let c = &moving[at..at + sk + sj + 2];
-                        let l = |u: f32, v: f32, f: f32| u + (v - u) * f;
-                        let lower = l(l(c[0], c[1], fx), l(c[sj], c[sj + 1], fx), fy);
-                        let upper = l(l(c[sk], c[sk + 1], fx), l(c[sk + sj], c[sk + sj + 1], fx), fy);
-                        l(lower, upper, fz)
-                    } else if (0..3).all(|d| p[d] >= -0.5 && p[d] <= limit[d]) {
-                        trilinear(moving, shape, p)
-                    } else {
-                        -1024.0
-                    };
-                    for d in 0..3 {
-                        p[d] += a[d][0];
-                    }
-                }
-            }
-        });
+        (a, apply(&inv, moved_origin))
+    }
+}
+
+/// `A·ijk + b`: the continuous index output voxel `ijk` samples (see [`RigidTransform::affine`]).
+pub fn moved_index(a: &[[f64; 3]; 3], b: &[f64; 3], [i, j, k]: [usize; 3]) -> [f64; 3] {
+    let (i, j, k) = (i as f64, j as f64, k as f64);
+    std::array::from_fn(|d| a[d][0] * i + a[d][1] * j + a[d][2] * k + b[d])
+}
+
+/// The moving frame's value at continuous index `p` (`at(i, j, k)` reads a voxel), as ITK's
+/// linear interpolator gives it: inside up to half a voxel beyond the outer voxel centres
+/// (edge voxels repeat there), −1024 HU outside. Every reader of a corrected frame (whole
+/// frames and gathered curves) goes through this one function, so they agree bit for bit.
+pub fn interpolate(at: &impl Fn(usize, usize, usize) -> f32, shape: [usize; 3], p: [f64; 3]) -> f32 {
+    let inner = [(shape[0] - 1) as f64, (shape[1] - 1) as f64, (shape[2] - 1) as f64];
+    if (0..3).all(|d| p[d] >= 0.0 && p[d] < inner[d]) {
+        // All eight neighbours exist: no clamping (the common case).
+        let (x, y, z) = (p[0] as usize, p[1] as usize, p[2] as usize);
+        let (fx, fy, fz) = ((p[0] - x as f64) as f32, (p[1] - y as f64) as f32, (p[2] - z as f64) as f32);
+        let l = |u: f32, v: f32, f: f32| u + (v - u) * f;
+        let lower = l(l(at(x, y, z), at(x + 1, y, z), fx), l(at(x, y + 1, z), at(x + 1, y + 1, z), fx), fy);
+        let upper =
+            l(l(at(x, y, z + 1), at(x + 1, y, z + 1), fx), l(at(x, y + 1, z + 1), at(x + 1, y + 1, z + 1), fx), fy);
+        l(lower, upper, fz)
+    } else if (0..3).all(|d| p[d] >= -0.5 && p[d] <= shape[d] as f64 - 0.5) {
+        trilinear(at, shape, p)
+    } else {
+        -1024.0
     }
 }
 
 /// Linear interpolation at continuous index `p` (inside [−0.5, n − 0.5] on every axis; the
 /// edge voxels repeat beyond their centres).
-fn trilinear(data: &[f32], [ni, nj, nk]: [usize; 3], p: [f64; 3]) -> f32 {
+fn trilinear(at: &impl Fn(usize, usize, usize) -> f32, [ni, nj, nk]: [usize; 3], p: [f64; 3]) -> f32 {
     let axis = |x: f64, n: usize| -> (usize, usize, f64) {
         let x = x.clamp(0.0, (n - 1) as f64);
         let lo = (x.floor() as usize).min(n - 1);
@@ -230,7 +240,7 @@ fn trilinear(data: &[f32], [ni, nj, nk]: [usize; 3], p: [f64; 3]) -> f32 {
     let (i0, i1, fi) = axis(p[0], ni);
     let (j0, j1, fj) = axis(p[1], nj);
     let (k0, k1, fk) = axis(p[2], nk);
-    let at = |i: usize, j: usize, k: usize| f64::from(data[i + ni * (j + nj * k)]);
+    let at = |i: usize, j: usize, k: usize| f64::from(at(i, j, k));
     let lerp = |a: f64, b: f64, f: f64| a + (b - a) * f;
     let plane = |k: usize| lerp(lerp(at(i0, j0, k), at(i1, j0, k), fi), lerp(at(i0, j1, k), at(i1, j1, k), fi), fj);
     lerp(plane(k0), plane(k1), fk) as f32
