@@ -327,6 +327,15 @@ def test_restart(work, study_folder):
         else:
             check(after == before, f"restart mid-job: {state}, nothing stored")
         check(state in ("Success", "Failure"), f"restart mid-job: the job is reported ({state})")
+        # A job that ended before Orthanc stopped keeps reporting its results after the restart.
+        done = o.post("/imhost/jobs", {"model": "perfusion-bsvd", "study": study})
+        o.wait_job(done["ID"], timeout=120)
+        outputs = o.get(f"/imhost/jobs/{done['ID']}").get("Result", {}).get("outputs")
+        o.stop()
+        o.start()
+        again = o.get(f"/imhost/jobs/{done['ID']}")
+        check(again.get("State") == "Success" and outputs and again.get("Result", {}).get("outputs") == outputs,
+              f"a finished job reports the same results after a restart ({again.get('State')}, {len(outputs or [])} outputs)")
     finally:
         o.stop()
 

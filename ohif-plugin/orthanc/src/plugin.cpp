@@ -196,7 +196,9 @@ struct Request {
         const char* options_key = serialized ? "Options" : "options";
         for (const auto& [key, value] : body.items()) {
             (void)value;
-            if (key != model_key && key != study_key && key != series_key && key != options_key && !(serialized && key == "Type")) {
+            // A serialized job also carries its outcome (see `Job::restore`).
+            const bool outcome = serialized && (key == "Type" || key == "Result" || key == "Error" || key == "Stage");
+            if (key != model_key && key != study_key && key != series_key && key != options_key && !outcome) {
                 throw std::invalid_argument("unknown key \"" + key + "\" (allowed: model, study, series, options)");
             }
         }
@@ -311,6 +313,25 @@ public:
     }
 
     const Request& request() const { return req_; }
+
+    /// What Orthanc saves of the job: the request and, once known, its outcome (so that a job
+    /// that ended before Orthanc stopped still reports its results after the restart).
+    json serialized() const {
+        json j = req_.to_json();
+        std::lock_guard<std::mutex> lock(m_);
+        j["Stage"] = stage_;
+        if (!error_.empty()) j["Error"] = error_;
+        if (!result_.is_null()) j["Result"] = result_;
+        return j;
+    }
+
+    /// Take back the outcome saved by `serialized` (a job Orthanc runs again starts afresh).
+    void restore(const json& saved) {
+        std::lock_guard<std::mutex> lock(m_);
+        if (auto s = saved.find("Stage"); s != saved.end() && s->is_string()) stage_ = s->get<std::string>();
+        if (auto e = saved.find("Error"); e != saved.end() && e->is_string()) error_ = e->get<std::string>();
+        if (auto r = saved.find("Result"); r != saved.end() && r->is_object()) result_ = *r;
+    }
 
 private:
     enum class State { Idle, Running, Done };
@@ -591,7 +612,7 @@ const char* job_content(void* job) noexcept {
 const char* job_serialized(void* job) noexcept {
     thread_local std::string text;
     try {
-        text = as_job(job)->request().to_json().dump();
+        text = as_job(job)->serialized().dump();
     } catch (...) {
         return nullptr;
     }
@@ -643,9 +664,12 @@ OrthancPluginJob* job_unserialize(const char* type, const char* serialized) noex
         if (type == nullptr || std::string(type) != kJobType || serialized == nullptr) return nullptr;
         auto g = globals();
         if (!g) return nullptr;
-        Request r = Request::parse(json::parse(serialized), true);
+        const json saved = json::parse(serialized);
+        Request r = Request::parse(saved, true);
         io::log_info("resuming a job of model " + r.model + " saved before Orthanc stopped");
-        return make_orthanc_job(std::make_unique<Job>(g, std::move(r)));
+        auto job = std::make_unique<Job>(g, std::move(r));
+        job->restore(saved);
+        return make_orthanc_job(std::move(job));
     } catch (...) {
         return nullptr;
     }
