@@ -196,8 +196,15 @@ impl Deconvolver {
                         // The oscillation index falls as the threshold rises: each voxel
                         // binary-searches the lowest threshold whose solution is smooth enough,
                         // the two in lockstep.
-                        let mut pair_spectra = [spectrum.clone(), spectrum.clone()];
-                        let mut kept = [vec![0.0f32; len], vec![0.0f32; len]];
+                        // Every truncated filter is the full inverse where it keeps a
+                        // frequency and zero elsewhere, so each voxel's filtered spectrum is
+                        // its spectrum times the full inverse, masked: `levels[m]` filters
+                        // (the lowest thresholds) keep frequency m.
+                        let levels: Vec<usize> = (0..len)
+                            .map(|m| filters.iter().take_while(|f| f[m] != Complex32::new(0.0, 0.0)).count())
+                            .collect();
+                        let full = &filters[0];
+                        let mut pair_spectra = [spectrum.clone(), spectrum];
                         let last = filters.len() - 1;
                         for (pair, out) in curves.chunks(2 * n).zip(peaks.chunks_mut(2)) {
                             let both = out.len() == 2;
@@ -209,9 +216,11 @@ impl Deconvolver {
                             forward.process_with_scratch(&mut buffer, &mut scratch);
                             let [sa, sb] = &mut pair_spectra;
                             for m in 0..len {
-                                let (z, zc) = (buffer[m], buffer[(len - m) % len].conj());
-                                sa[m] = (z + zc) * 0.5;
-                                sb[m] = (z - zc) * Complex32::new(0.0, -0.5);
+                                let (z, zc) = (buffer[m], buffer[if m == 0 { 0 } else { len - m }].conj());
+                                // S_a·F and i·S_b·F at the full inverse.
+                                sa[m] = (z + zc) * 0.5 * full[m];
+                                let b = (z - zc) * Complex32::new(0.0, -0.5) * full[m];
+                                sb[m] = Complex32::new(-b.im, b.re);
                             }
                             let (mut lo, mut hi) = ([0usize; 2], [last; 2]);
                             let mut kept_at: [Option<usize>; 2] = [None, if both { None } else { Some(0) }];
@@ -229,32 +238,30 @@ impl Deconvolver {
                                 // solved there yet) while the other searches on.
                                 let at: [usize; 2] =
                                     std::array::from_fn(|v| if active[v] { (lo[v] + hi[v]) / 2 } else { lo[v] });
-                                let (fa, fb) = (&filters[at[0]], &filters[at[1]]);
                                 for m in 0..len {
-                                    buffer[m] = sa[m] * fa[m] + Complex32::new(0.0, 1.0) * (sb[m] * fb[m]);
+                                    let zero = Complex32::new(0.0, 0.0);
+                                    let a = if at[0] < levels[m] { sa[m] } else { zero };
+                                    let b = if at[1] < levels[m] { sb[m] } else { zero };
+                                    buffer[m] = a + b;
                                 }
                                 inverse.process_with_scratch(&mut buffer, &mut scratch);
+                                // Both solutions' peaks and oscillation indices in one pass.
+                                let shape = PairShape::of(&buffer);
                                 for v in 0..2 {
-                                    for (kk, b) in k.iter_mut().zip(&buffer) {
-                                        *kk = if v == 0 { b.re } else { b.im };
-                                    }
                                     if active[v] {
-                                        if oscillation_index(&k) < *limit {
+                                        if shape.oscillation_index(v, len) < *limit {
                                             hi[v] = at[v];
-                                            kept[v].copy_from_slice(&k);
+                                            out[v] = self.peak_at(shape.max[v], shape.at[v], len);
                                             kept_at[v] = Some(at[v]);
                                         } else {
                                             lo[v] = at[v] + 1;
                                         }
                                     } else if pending[v] {
-                                        kept[v].copy_from_slice(&k);
+                                        // (Never the padding of an odd last voxel: it starts solved.)
+                                        out[v] = self.peak_at(shape.max[v], shape.at[v], len);
                                         kept_at[v] = Some(at[v]);
                                     }
                                 }
-                            }
-                            out[0] = self.peak(&kept[0], len);
-                            if both {
-                                out[1] = self.peak(&kept[1], len);
                             }
                         }
                     }
@@ -271,9 +278,53 @@ impl Deconvolver {
                 at = m;
             }
         }
+        self.peak_at(best, at, len)
+    }
+
+    fn peak_at(&self, best: f32, at: usize, len: usize) -> ResiduePeak {
         // Circulant solutions wrap: an index past the middle is a negative lag.
         let lag = if len > self.n && at >= len / 2 { at as f64 - len as f64 } else { at as f64 };
         ResiduePeak { max_k: best.max(0.0), tmax: (lag * self.dt) as f32 }
+    }
+}
+
+/// What the oSVD search needs of the two solutions held in one complex buffer (real part: the
+/// first voxel, imaginary part: the second): each one's maximum and its first index, and the
+/// sum of absolute second differences, in one pass and with the same arithmetic as
+/// [`oscillation_index`] and [`Deconvolver::peak`] on each part alone.
+struct PairShape {
+    max: [f32; 2],
+    at: [usize; 2],
+    second_differences: [f64; 2],
+}
+
+impl PairShape {
+    fn of(buffer: &[Complex32]) -> PairShape {
+        let (mut max, mut at) = ([f32::NEG_INFINITY; 2], [0usize; 2]);
+        for (m, b) in buffer.iter().enumerate() {
+            if b.re > max[0] {
+                max[0] = b.re;
+                at[0] = m;
+            }
+            if b.im > max[1] {
+                max[1] = b.im;
+                at[1] = m;
+            }
+        }
+        let mut second_differences = [0.0f64; 2];
+        for w in buffer.windows(3) {
+            second_differences[0] += f64::from((w[2].re - 2.0 * w[1].re + w[0].re).abs());
+            second_differences[1] += f64::from((w[2].im - 2.0 * w[1].im + w[0].im).abs());
+        }
+        PairShape { max, at, second_differences }
+    }
+
+    fn oscillation_index(&self, v: usize, len: usize) -> f64 {
+        let max = self.max[v];
+        if max.is_nan() || max <= 0.0 {
+            return 0.0;
+        }
+        self.second_differences[v] / (len as f64 * f64::from(max))
     }
 }
 

@@ -255,6 +255,9 @@ pub struct StageTiming {
     pub stage: &'static str,
     /// Wall time in s.
     pub seconds: f64,
+    /// The process's peak resident memory so far, in MiB (Linux; absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_mib: Option<f64>,
 }
 
 /// The read-out, withheld (`None`) when a QC flag is raised.

@@ -121,18 +121,36 @@ pub fn estimate(
         }
     }
     let voxel_volume = spacing.iter().product::<f64>();
+    let Some(c0) = ref_centroid else { return vec![0.0; frames] };
     (0..frames)
         .into_par_iter()
-        .map(|t| {
-            let mut f = vec![0.0f32; reference.len()];
-            frame(t, &mut f);
-            let b = bone(&f);
-            let (Some(c0), Some(c1)) = (ref_centroid, centroid(&b)) else { return 0.0 };
-            let shift = (0..3).map(|a| (c1[a] - c0[a]).powi(2)).sum::<f64>().sqrt();
-            let changed = b.iter().zip(&ref_bone).filter(|(x, y)| x != y).count() as f64;
-            let surface = if area > 0.0 { changed * voxel_volume / area } else { 0.0 };
-            shift.max(surface)
-        })
+        .map_init(
+            || vec![0.0f32; reference.len()],
+            |f, t| {
+                frame(t, f);
+                // One pass: the bone centroid (as `centroid` sums it) and the voxels whose
+                // bone label changed.
+                let (mut s, mut count, mut changed) = ([0.0f64; 3], 0usize, 0usize);
+                for (v, (&value, &was_bone)) in f.iter().zip(&ref_bone).enumerate() {
+                    let is_bone = f64::from(value) >= options.bone_hu;
+                    changed += usize::from(is_bone != was_bone);
+                    if is_bone {
+                        let ijk = [v % ni, (v / ni) % nj, v / (ni * nj)];
+                        for a in 0..3 {
+                            s[a] += ijk[a] as f64 * spacing[a];
+                        }
+                        count += 1;
+                    }
+                }
+                if count == 0 {
+                    return 0.0;
+                }
+                let c1 = s.map(|x| x / count as f64);
+                let shift = (0..3).map(|a| (c1[a] - c0[a]).powi(2)).sum::<f64>().sqrt();
+                let surface = if area > 0.0 { changed as f64 * voxel_volume / area } else { 0.0 };
+                shift.max(surface)
+            },
+        )
         .collect()
 }
 

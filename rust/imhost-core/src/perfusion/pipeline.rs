@@ -2,9 +2,16 @@
 //!
 //! ```text
 //! Study ─validate→ Study ─motion→ Frames ─prepare→ Prepared ─candidates→ Candidates
-//!       ─gather→ Gathered ─filter→ Gathered ─analysis_grid→ Analysis ─vessels→ Vessels
-//!       ─(model_input)→ ModelInput ─maps→ RowMaps ─readout→ PerfusionResult
+//!       ─gather_vessels→ vessel curves ─AnalysisGrid→ ΔHU ─vessels→ Vessels ─Deconvolution
+//!   classical:  slice_by_slice (per slice: gather → SliceStream filter → grid → kernel) → RowMaps
+//!   CNN/train:  gather_brain → Curves ─filter_curves→ ─grid→ Analysis ─model_input→ ─cnn_maps→ RowMaps
+//!       ─check_acquisition (brain mean) ─readout→ PerfusionResult
 //! ```
+//!
+//! The classical methods never hold every brain curve: slice by slice, the curves are gathered,
+//! filtered (the pass across slices once the slices it reaches are in), put on the analysis
+//! grid and deconvolved, so the peak is the input plus a few slices; the arithmetic per voxel
+//! is that of one pass over every curve (a test checks it bit for bit).
 //!
 //! [`super::run`] and [`super::model_input`] chain them in [`run_typed`]; a new consumer (the
 //! stroke-lesion model needs maps, the temporal MIP and cropped frames) takes the stages it
@@ -18,6 +25,7 @@ use rayon::prelude::*;
 
 use super::aif::{self, Candidate, VesselCurve, VesselSelection};
 use super::constants::{CBF_SCALE, CBV_SCALE, K_H, RHO};
+use super::filter::{Bilateral, RowGrid, SliceStream};
 use super::motion::{self, RigidRegistration};
 use super::{
     Curves, DISCLAIMER, Kernel, Method, MotionReport, PerfusionMaps, PerfusionOptions, PerfusionResult, QcFlag,
@@ -62,18 +70,40 @@ impl Stages {
 
     fn done(&mut self, stage: &'static str) {
         let seconds = self.1.elapsed().as_secs_f64();
+        self.done_with(stage, seconds);
+    }
+
+    /// A stage that ran interleaved with others: its own accumulated time.
+    fn add(&mut self, stage: &'static str, seconds: f64) {
         tracing::debug!(stage, seconds, "perfusion stage done");
-        self.0.push(StageTiming { stage, seconds });
+        self.0.push(StageTiming { stage, seconds, peak_memory_mib: peak_memory_mib() });
+    }
+
+    /// The last of interleaved stages: its own time, and the clock restarts.
+    fn done_with(&mut self, stage: &'static str, seconds: f64) {
+        tracing::debug!(stage, seconds, "perfusion stage done");
+        self.0.push(StageTiming { stage, seconds, peak_memory_mib: peak_memory_mib() });
         self.1 = Instant::now();
     }
+}
+
+/// The process's peak resident set so far (`VmHWM`), where the system tells it.
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
 /// Fill frame `t` of `view` into `out` in linear order, as f32.
 fn fill_frame<T: Voxel>(view: &VolumeView<'_, T>, t: usize, out: &mut [f32]) {
     let frame = view.data().index_axis(Axis(3), t);
     let reversed = frame.reversed_axes();
+    const CHUNK: usize = 1 << 16;
     match reversed.as_slice() {
-        Some(s) => out.iter_mut().zip(s).for_each(|(o, v)| *o = v.to_f64() as f32),
+        Some(s) => out.par_chunks_mut(CHUNK).zip(s.par_chunks(CHUNK)).for_each(|(o, s)| {
+            o.iter_mut().zip(s).for_each(|(o, v)| *o = v.to_f64() as f32);
+        }),
         None => out.iter_mut().zip(reversed.iter()).for_each(|(o, v)| *o = v.to_f64() as f32),
     }
 }
@@ -113,10 +143,10 @@ fn validate<'v, 'a, T: Voxel>(view: &'v VolumeView<'a, T>) -> Result<Study<'v, '
     temporal::validate_frame_times(&times, nt)?;
     // Bounds the resampled grid before any work (see `uniform_grid`).
     let (_, samples) = temporal::uniform_grid(&times)?;
-    // The largest allocations, before any of them: time curves of every voxel twice (gathered
-    // and filtered or resampled, f32, at the larger of the frame and sample counts) and about a
-    // dozen f32/u8 images (maps, masks, frame buffers).
-    let peak = crate::memory::bytes_of(&[ni, nj, nk, nt.max(samples), 2], 4)
+    // The largest allocations, before any of them: time curves of every voxel once (the CNN
+    // holds them all; the classical methods a few slices; f32, at the larger of the frame and
+    // sample counts) and about a dozen f32/u8 images (maps, masks, frame buffers).
+    let peak = crate::memory::bytes_of(&[ni, nj, nk, nt.max(samples)], 4)
         .and_then(|curves| crate::memory::bytes_of(&[ni, nj, nk], 48).and_then(|images| curves.checked_add(images)));
     crate::memory::check(peak, &format!("perfusion of a {ni}×{nj}×{nk}×{nt} study"))?;
     Ok(Study { view, shape: [ni, nj, nk], frames: nt, geometry: *view.geometry(), times })
@@ -308,20 +338,24 @@ fn prepare<T: Voxel>(
     let mut sum = vec![0.0f32; nvox];
     let mut valid = vec![true; nvox];
     let mut q = vec![0.0f64; nt];
+    const CHUNK: usize = 65536;
     for (t, q_t) in q.iter_mut().enumerate() {
         control.report("reading frames", t as f64 / nt as f64)?;
         frames.fill(t, &mut buffer);
-        *q_t =
-            buffer.iter().zip(&head).filter(|(_, h)| **h).map(|(&v, _)| f64::from(v)).sum::<f64>() / head_count as f64;
-        maximum
-            .par_chunks_mut(65536)
-            .zip(minimum.par_chunks_mut(65536))
-            .zip(sum.par_chunks_mut(65536))
-            .zip(valid.par_chunks_mut(65536))
-            .zip(buffer.par_chunks(65536))
-            .for_each(|((((mx, mn), s), ok), b)| {
+        // The head's sum in chunks, added in chunk order (deterministic for any thread count).
+        let head_sums: Vec<f64> = maximum
+            .par_chunks_mut(CHUNK)
+            .zip(minimum.par_chunks_mut(CHUNK))
+            .zip(sum.par_chunks_mut(CHUNK))
+            .zip(valid.par_chunks_mut(CHUNK))
+            .zip(buffer.par_chunks(CHUNK).zip(head.par_chunks(CHUNK)))
+            .map(|((((mx, mn), s), ok), (b, h))| {
+                let mut head_sum = 0.0f64;
                 for n in 0..b.len() {
                     let v = b[n];
+                    if h[n] {
+                        head_sum += f64::from(v);
+                    }
                     if !v.is_finite() {
                         ok[n] = false;
                         continue;
@@ -330,7 +364,10 @@ fn prepare<T: Voxel>(
                     mn[n] = mn[n].min(v);
                     s[n] += v;
                 }
-            });
+                head_sum
+            })
+            .collect();
+        *q_t = head_sums.iter().sum::<f64>() / head_count as f64;
     }
     if !valid.iter().any(|&v| v) {
         return Err(Error::invalid_argument("every voxel holds NaN or infinite values"));
@@ -350,7 +387,9 @@ fn prepare<T: Voxel>(
     let mut baseline = vec![0.0f32; nvox];
     for t in 0..nb {
         frames.fill(t, &mut buffer);
-        baseline.iter_mut().zip(&buffer).for_each(|(b, &v)| *b += v / nb as f32);
+        baseline.par_chunks_mut(CHUNK).zip(buffer.par_chunks(CHUNK)).for_each(|(b, f)| {
+            b.iter_mut().zip(f).for_each(|(b, &v)| *b += v / nb as f32);
+        });
     }
     let enhancement: Vec<f32> = maximum.iter().zip(&baseline).map(|(m, b)| m - b).collect();
     let temporal_mean: Vec<f32> = sum.iter().map(|s| s / nt as f32).collect();
@@ -442,109 +481,117 @@ fn candidates<T: Voxel>(
     Ok(Candidates { manual_aif, manual_vof, auto, all })
 }
 
-/// The time curves of the brain (`curves`) and of the vessel candidates (`vessels`, rows in the
-/// order of [`Candidates::all`]), in HU on the study's frame times.
-pub(super) struct Gathered {
-    curves: Curves,
-    vessels: Vec<f32>,
+/// The brain's rows: brain voxels in increasing order (row → voxel) and the inverse map.
+pub(super) struct BrainRows {
+    /// Image voxel (linear) → row, `u32::MAX` outside the brain.
+    index: Vec<u32>,
+    /// Row → image voxel (linear), increasing.
+    voxels: Vec<usize>,
 }
 
-/// Stage 5: gather the curves of brain and candidate voxels. The frames
-/// (and a motion correction's transforms) are released after this stage.
-fn gather<T: Voxel>(
-    frames: Frames<'_, '_, '_, T>,
-    prepared: &Prepared,
+impl BrainRows {
+    fn of(prepared: &Prepared) -> Self {
+        let voxels: Vec<usize> = (0..prepared.brain.len()).filter(|&v| prepared.brain[v]).collect();
+        let mut index = vec![u32::MAX; prepared.brain.len()];
+        for (r, &v) in voxels.iter().enumerate() {
+            index[v] = r as u32;
+        }
+        BrainRows { index, voxels }
+    }
+
+    fn rows(&self) -> usize {
+        self.voxels.len()
+    }
+}
+
+/// Stage 5a: the time curves of the vessel candidates, rows in the order of
+/// [`Candidates::all`], in HU on the study's frame times.
+fn gather_vessels<T: Voxel>(
+    frames: &Frames<'_, '_, '_, T>,
     candidates: &Candidates,
     control: &RunControl<'_>,
-) -> Result<Gathered> {
-    let study = frames.study;
-    let (nvox, nt) = (study.voxels(), study.frames);
-    let mut curves = Curves {
-        shape: study.shape,
-        spacing: study.geometry.spacing,
-        frames: nt,
-        index: vec![u32::MAX; nvox],
-        voxels: (0..nvox).filter(|&v| prepared.brain[v]).collect(),
-        data: vec![],
-    };
-    for (r, &v) in curves.voxels.iter().enumerate() {
-        curves.index[v] = r as u32;
-    }
-    let rows = curves.voxels.len();
-    let mut vessels = vec![0.0f32; candidates.all.len() * nt];
-    frames.gather(&candidates.all, &mut vessels, &control.sub(0.0..0.05))?;
-    curves.data = vec![0.0; rows * nt];
-    frames.gather(&curves.voxels, &mut curves.data, &control.sub(0.05..1.0))?;
-    Ok(Gathered { curves, vessels })
+) -> Result<Vec<f32>> {
+    let mut vessels = vec![0.0f32; candidates.all.len() * frames.study.frames];
+    frames.gather(&candidates.all, &mut vessels, control)?;
+    Ok(vessels)
 }
 
-/// Stage 6: the bilateral filter of the brain curves, guided by the temporal mean.
+/// Stage 5b (the CNN and training, which read every curve at once): the brain's curves, in HU
+/// on the study's frame times. The frames (and a motion correction's transforms) are released
+/// after this stage.
+fn gather_brain<T: Voxel>(frames: Frames<'_, '_, '_, T>, brain: BrainRows, control: &RunControl<'_>) -> Result<Curves> {
+    let study = frames.study;
+    let mut data = vec![0.0f32; brain.rows() * study.frames];
+    frames.gather(&brain.voxels, &mut data, control)?;
+    Ok(Curves {
+        shape: study.shape,
+        spacing: study.geometry.spacing,
+        frames: study.frames,
+        index: brain.index,
+        voxels: brain.voxels,
+        data,
+    })
+}
+
+/// Stage 6 (CNN and training): the bilateral filter of the brain curves, guided by the
+/// temporal mean.
 fn filter_curves(
-    gathered: &mut Gathered,
+    curves: &mut Curves,
     prepared: &Prepared,
     options: &PerfusionOptions,
     control: &RunControl<'_>,
 ) -> Result<()> {
     if let Some(b) = &options.bilateral {
-        let guide: Vec<f32> = gathered.curves.voxels.iter().map(|&v| prepared.temporal_mean[v]).collect();
-        filter::bilateral(&mut gathered.curves, &guide, b, control)?;
+        let guide: Vec<f32> = curves.voxels.iter().map(|&v| prepared.temporal_mean[v]).collect();
+        filter::bilateral(curves, &guide, b, control)?;
     }
     Ok(())
 }
 
-/// The curves as ΔHU on the uniform analysis grid.
-pub(super) struct Analysis {
-    curves: Curves,
-    vessels: Vec<f32>,
+/// Stage 7: the uniform analysis grid, and how curves get onto it: each curve's baseline
+/// subtracted (ΔHU), then resampled when the frame times are not uniform.
+pub(super) struct AnalysisGrid {
     /// Sample times (s).
     grid: Vec<f64>,
     /// Step (s).
     dt: f64,
+    times: Vec<f64>,
+    baseline_frames: usize,
+    uniform: bool,
 }
 
-impl Analysis {
+impl AnalysisGrid {
+    fn new(times: &[f64], baseline_frames: usize, qc: &mut Qc) -> Result<Self> {
+        let uniform = crate::volume::uniform_interval(times).is_some();
+        let (dt, count) = temporal::uniform_grid(times)?;
+        let grid: Vec<f64> = (0..count).map(|n| times[0] + n as f64 * dt).collect();
+        if !uniform {
+            qc.warn(format!("frame times are not uniform: curves resampled to every {dt:.3} s ({count} samples)"));
+        }
+        Ok(AnalysisGrid { grid, dt, times: times.to_vec(), baseline_frames, uniform })
+    }
+
     fn samples(&self) -> usize {
         self.grid.len()
     }
 
-    fn rows(&self) -> usize {
-        self.curves.voxels.len()
-    }
-}
-
-/// Stage 7: subtract each curve's baseline (ΔHU) and resample to a uniform grid when the frame
-/// times are not uniform.
-fn analysis_grid(gathered: Gathered, times: &[f64], baseline_frames: usize, qc: &mut Qc) -> Result<Analysis> {
-    let Gathered { mut curves, mut vessels } = gathered;
-    let (nt, nb) = (times.len(), baseline_frames);
-    let subtract_baseline = |data: &mut [f32]| {
+    /// Curves (rows of one sample per frame) as ΔHU on the grid.
+    fn apply(&self, mut data: Vec<f32>) -> Vec<f32> {
+        let (times, nt, nb) = (&self.times, self.times.len(), self.baseline_frames);
         data.par_chunks_mut(nt).for_each(|c| {
             let b = c[..nb].iter().sum::<f32>() / nb as f32;
             c.iter_mut().for_each(|x| *x -= b);
-        })
-    };
-    subtract_baseline(&mut curves.data);
-    subtract_baseline(&mut vessels);
-    let uniform = crate::volume::uniform_interval(times).is_some();
-    let (dt, count) = temporal::uniform_grid(times)?;
-    let grid: Vec<f64> = (0..count).map(|n| times[0] + n as f64 * dt).collect();
-    let resample = |data: Vec<f32>| -> Vec<f32> {
-        if uniform {
+        });
+        if self.uniform {
             return data;
         }
+        let (count, dt) = (self.samples(), self.dt);
         let mut out = vec![0.0f32; data.len() / nt * count];
         out.par_chunks_mut(count)
             .zip(data.par_chunks(nt))
             .for_each(|(o, c)| temporal::resample_linear(times, c, times[0], dt, count, o));
         out
-    };
-    curves.data = resample(std::mem::take(&mut curves.data));
-    curves.frames = count;
-    let vessels = resample(vessels);
-    if !uniform {
-        qc.warn(format!("frame times are not uniform: curves resampled to every {dt:.3} s ({count} samples)"));
     }
-    Ok(Analysis { curves, vessels, grid, dt })
 }
 
 /// The arterial input and venous output chosen, and what deconvolution uses.
@@ -561,24 +608,22 @@ pub(super) struct Vessels {
     plausible: bool,
 }
 
-/// Stage 8: the AIF and VOF (automatic or the caller's voxels) and the AIF's partial-volume
-/// scaling by the VOF.
+/// Stage 8: the AIF and VOF (automatic or the caller's voxels, `curves`: the candidates' curves
+/// on the analysis grid) and the AIF's partial-volume scaling by the VOF.
 fn vessels<T: Voxel>(
     study: &Study<'_, '_, T>,
-    analysis: &Analysis,
+    grid: &AnalysisGrid,
+    curves: &[f32],
     candidates: &Candidates,
     options: &PerfusionOptions,
     qc: &mut Qc,
 ) -> Vessels {
-    let (n, dt) = (analysis.samples(), analysis.dt);
+    let (n, dt) = (grid.samples(), grid.dt);
     let candidates_of = |voxels: &[usize]| -> Vec<Candidate> {
         voxels
             .iter()
             .filter_map(|v| candidates.all.binary_search(v).ok())
-            .map(|r| Candidate {
-                voxel: study.index(candidates.all[r]),
-                curve: analysis.vessels[r * n..(r + 1) * n].to_vec(),
-            })
+            .map(|r| Candidate { voxel: study.index(candidates.all[r]), curve: curves[r * n..(r + 1) * n].to_vec() })
             .collect()
     };
     let auto = candidates_of(&candidates.auto);
@@ -626,14 +671,36 @@ fn vessels<T: Voxel>(
     Vessels { aif: aif_curve, aif_source, vof: vof_curve, vof_source, partial_volume: pv, for_deconvolution, plausible }
 }
 
+/// The mean ΔHU curve of the brain, accumulated row by row in row order.
+struct BrainMean {
+    sum: Vec<f64>,
+    rows: usize,
+}
+
+impl BrainMean {
+    fn new(samples: usize, rows: usize) -> Self {
+        BrainMean { sum: vec![0.0; samples], rows }
+    }
+
+    fn add(&mut self, data: &[f32]) {
+        let n = self.sum.len();
+        for c in data.chunks_exact(n) {
+            self.sum.iter_mut().zip(c).for_each(|(m, &v)| *m += f64::from(v) / self.rows as f64);
+        }
+    }
+}
+
 /// Stage 9: QC of the acquisition: the scan ends before the tissue or the AIF washes out, or
 /// has too few frames.
-fn check_acquisition(analysis: &Analysis, vessels: &Vessels, frames: usize, options: &PerfusionOptions, qc: &mut Qc) {
-    let (n, rows, dt) = (analysis.samples(), analysis.rows(), analysis.dt);
-    let mut brain_mean = vec![0.0f64; n];
-    for c in analysis.curves.data.chunks_exact(n) {
-        brain_mean.iter_mut().zip(c).for_each(|(m, &v)| *m += f64::from(v) / rows as f64);
-    }
+fn check_acquisition(
+    brain_mean: &BrainMean,
+    grid: &AnalysisGrid,
+    vessels: &Vessels,
+    frames: usize,
+    options: &PerfusionOptions,
+    qc: &mut Qc,
+) {
+    let (brain_mean, n, dt) = (&brain_mean.sum, grid.samples(), grid.dt);
     let brain_peak = brain_mean.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let aif_truncated = vessels.aif.as_ref().is_some_and(|a| {
         let last = f64::from(*a.curve.last().unwrap_or(&0.0));
@@ -657,11 +724,19 @@ fn check_acquisition(analysis: &Analysis, vessels: &Vessels, frames: usize, opti
     }
 }
 
+/// The brain's curves (filtered, on the analysis grid) and the candidates' curves, for the
+/// model input.
+pub(super) struct Analysis {
+    curves: Curves,
+    vessels: Vec<f32>,
+}
+
 /// Stage 10 (CNN and training only): the network's input, vessels first, then the filtered
 /// brain curves, on the model's time grid.
 fn model_input<T: Voxel>(
     study: &Study<'_, '_, T>,
     analysis: &Analysis,
+    grid: &AnalysisGrid,
     candidates: &Candidates,
     prepared: &Prepared,
     spec: &model::ModelInputSpec,
@@ -670,10 +745,10 @@ fn model_input<T: Voxel>(
         model::CurveRows { voxels: &candidates.all, data: &analysis.vessels },
         model::CurveRows { voxels: &analysis.curves.voxels, data: &analysis.curves.data },
     ];
-    model::build_input(spec, study.shape, &analysis.grid, &sets, &analysis.curves.voxels, prepared.arrival.time)
+    model::build_input(spec, study.shape, &grid.grid, &sets, &analysis.curves.voxels, prepared.arrival.time)
 }
 
-/// The maps per brain row (the order of `Curves::voxels`).
+/// The maps per brain row (the order of [`BrainRows::voxels`]).
 pub(super) struct RowMaps {
     cbf: Vec<f32>,
     cbv: Vec<f32>,
@@ -682,86 +757,196 @@ pub(super) struct RowMaps {
     ttp: Vec<f32>,
 }
 
-/// Stage 11: TTP per curve, then CBF, CBV, Tmax and delay: by the chosen kernel in parallel,
-/// by the CNN from its input, or NaN when no plausible AIF was found.
-fn maps<T: Voxel>(
+impl RowMaps {
+    fn new(rows: usize) -> Self {
+        let zeros = || vec![0.0f32; rows];
+        RowMaps { cbf: zeros(), cbv: zeros(), tmax: zeros(), delay: zeros(), ttp: zeros() }
+    }
+
+    /// TTP of rows `first..` from their curves on the grid.
+    fn set_ttp(&mut self, first: usize, data: &[f32], grid: &AnalysisGrid) {
+        for (r, c) in data.chunks_exact(grid.samples()).enumerate() {
+            let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+            for (m, &v) in c.iter().enumerate() {
+                if v > best {
+                    best = v;
+                    at = m;
+                }
+            }
+            self.ttp[first + r] = grid.grid[at] as f32;
+        }
+    }
+
+    /// No trustworthy AIF: CBF, CBV, Tmax and delay are NaN.
+    fn unknown(&mut self) {
+        for m in [&mut self.cbf, &mut self.cbv, &mut self.tmax, &mut self.delay] {
+            m.iter_mut().for_each(|x| *x = f32::NAN);
+        }
+    }
+}
+
+/// Stage 11 for the classical methods: the chosen kernel on the deconvolution AIF, applied to
+/// rows in parallel.
+struct Deconvolution {
+    kernel: Kernel,
+    n: usize,
+    dt: f64,
+    aif_area: f64,
+    aif_arrival: f64,
+}
+
+impl Deconvolution {
+    /// Rows per parallel task (even: the SVD methods solve voxels two by two).
+    const CHUNK: usize = 4096;
+
+    /// `None` when no plausible AIF was found.
+    fn new(vessels: &Vessels, grid: &AnalysisGrid, options: &PerfusionOptions) -> Result<Option<Self>> {
+        let Some(a) = vessels.for_deconvolution.as_ref().filter(|_| vessels.plausible) else { return Ok(None) };
+        let dt = grid.dt;
+        let aif_area: f64 = a.iter().map(|&x| f64::from(x)).sum::<f64>() * dt;
+        let a64: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
+        let aif_arrival = nlr::arrival_time(&a64, dt);
+        Ok(Some(Deconvolution { kernel: Kernel::new(options, a, dt)?, n: grid.samples(), dt, aif_area, aif_arrival }))
+    }
+
+    /// CBF, CBV, Tmax and delay of rows `first..` (`first` even, so that voxels pair up as
+    /// they would in one pass over every row) from their curves.
+    fn rows(
+        &self,
+        first: usize,
+        data: &[f32],
+        maps: &mut RowMaps,
+        check: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<()> {
+        debug_assert!(first % 2 == 0);
+        let (n, chunk) = (self.n, Self::CHUNK);
+        let end = first + data.len() / n;
+        data.par_chunks(chunk * n)
+            .zip(maps.cbf[first..end].par_chunks_mut(chunk))
+            .zip(maps.cbv[first..end].par_chunks_mut(chunk))
+            .zip(maps.tmax[first..end].par_chunks_mut(chunk))
+            .zip(maps.delay[first..end].par_chunks_mut(chunk))
+            .try_for_each(|((((c, f), v), tm), d)| -> Result<()> {
+                check()?;
+                self.kernel.apply(c, n, self.dt, self.aif_area, self.aif_arrival, f, v, tm, d);
+                Ok(())
+            })
+    }
+}
+
+/// Stage 11 (CNN): TTP per curve, then the maps the network predicts from its input.
+fn cnn_maps<T: Voxel>(
     study: &Study<'_, '_, T>,
     analysis: &Analysis,
-    vessels: &Vessels,
-    cnn: Option<(&dyn model::PerfusionMapModel, &model::ModelInput)>,
-    options: &PerfusionOptions,
+    grid: &AnalysisGrid,
+    (model, input): (&dyn model::PerfusionMapModel, &model::ModelInput),
     control: &RunControl<'_>,
 ) -> Result<RowMaps> {
     let [ni, nj, nk] = study.shape;
-    let (rows, n, dt) = (analysis.rows(), analysis.samples(), analysis.dt);
-    let mut cbf = vec![0.0f32; rows];
-    let mut cbv = vec![0.0f32; rows];
-    let mut tmax = vec![0.0f32; rows];
-    let mut delay = vec![0.0f32; rows];
-    let mut ttp = vec![0.0f32; rows];
-    for (r, c) in analysis.curves.data.chunks_exact(n).enumerate() {
-        let (mut best, mut at) = (f32::NEG_INFINITY, 0);
-        for (m, &v) in c.iter().enumerate() {
-            if v > best {
-                best = v;
-                at = m;
-            }
-        }
-        ttp[r] = analysis.grid[at] as f32;
+    let mut maps = RowMaps::new(analysis.curves.voxels.len());
+    maps.set_ttp(0, &analysis.curves.data, grid);
+    let out = model.predict(input, control)?;
+    if out.len() != nk * 3 * nj * ni {
+        return Err(Error::internal(format!("the model returned {} values for {nk} slices of 3×{nj}×{ni}", out.len())));
     }
-    match vessels.for_deconvolution.as_ref().filter(|_| vessels.plausible) {
-        _ if cnn.is_some() => {
-            let (model, input) = cnn.expect("checked");
-            let out = model.predict(input, control)?;
-            if out.len() != nk * 3 * nj * ni {
-                return Err(Error::internal(format!(
-                    "the model returned {} values for {nk} slices of 3×{nj}×{ni}",
-                    out.len()
-                )));
-            }
-            let scale = model.output_scale();
-            let unit = |x: f32| if x.is_nan() { x } else { x.clamp(0.0, 1.0) };
-            for (r, &v) in analysis.curves.voxels.iter().enumerate() {
-                let (i, j, k) = (v % ni, (v / ni) % nj, v / (ni * nj));
-                let at = |c: usize| unit(out[((k * 3 + c) * nj + j) * ni + i]);
-                cbv[r] = at(0) * scale.cbv as f32;
-                cbf[r] = at(1) * scale.cbf as f32;
-                ttp[r] = (input.start_s + f64::from(at(2)) * scale.ttp_s) as f32;
-                tmax[r] = f32::NAN;
-                delay[r] = f32::NAN;
-            }
+    let scale = model.output_scale();
+    let unit = |x: f32| if x.is_nan() { x } else { x.clamp(0.0, 1.0) };
+    for (r, &v) in analysis.curves.voxels.iter().enumerate() {
+        let (i, j, k) = (v % ni, (v / ni) % nj, v / (ni * nj));
+        let at = |c: usize| unit(out[((k * 3 + c) * nj + j) * ni + i]);
+        maps.cbv[r] = at(0) * scale.cbv as f32;
+        maps.cbf[r] = at(1) * scale.cbf as f32;
+        maps.ttp[r] = (input.start_s + f64::from(at(2)) * scale.ttp_s) as f32;
+        maps.tmax[r] = f32::NAN;
+        maps.delay[r] = f32::NAN;
+    }
+    Ok(maps)
+}
+
+/// Seconds spent in the stages that run slice by slice.
+#[derive(Default)]
+struct SliceTimes {
+    gather: f64,
+    filter: f64,
+    deconvolution: f64,
+}
+
+/// Stages 5b–11 for the classical methods, slice by slice: each slice's brain curves are
+/// gathered, filtered (across slices once the slices it reaches are in), put on the analysis
+/// grid and deconvolved before the next slice is gathered, so that no stage holds every curve:
+/// the peak is the input plus a few slices of curves. Per voxel the arithmetic is that of one
+/// pass over every curve (the voxels pair up across slice boundaries as they would).
+#[allow(clippy::too_many_arguments)]
+fn slice_by_slice<T: Voxel>(
+    frames: &Frames<'_, '_, '_, T>,
+    prepared: &Prepared,
+    brain: &BrainRows,
+    grid: &AnalysisGrid,
+    deconvolution: Option<&Deconvolution>,
+    options: &PerfusionOptions,
+    control: &RunControl<'_>,
+    times: &mut SliceTimes,
+) -> Result<(RowMaps, BrainMean)> {
+    let study = frames.study;
+    let (nk, nt, n) = (study.shape[2], study.frames, grid.samples());
+    let rows = RowGrid::of(study.shape, nt, &brain.index, &brain.voxels)?;
+    let filter = options.bilateral.as_ref().map(|b| Bilateral::new(b, study.geometry.spacing)).transpose()?;
+    let guide: Vec<f32> = match filter {
+        Some(_) => brain.voxels.iter().map(|&v| prepared.temporal_mean[v]).collect(),
+        None => Vec::new(),
+    };
+    let mut stream = SliceStream::new(filter, &rows, &guide);
+    let mut maps = RowMaps::new(brain.rows());
+    if deconvolution.is_none() {
+        maps.unknown();
+    }
+    let mut mean = BrainMean::new(n, brain.rows());
+    let check = || control.check();
+    // Blocks are solved from an even row on: a slice that ends on an odd row leaves its last
+    // row to the next block.
+    let mut carried: Vec<f32> = Vec::new();
+    let mut consume = |(k, filtered): (usize, Vec<f32>), maps: &mut RowMaps, times: &mut SliceTimes| -> Result<()> {
+        let start = Instant::now();
+        let range = rows.rows(k);
+        let data = grid.apply(filtered);
+        mean.add(&data);
+        maps.set_ttp(range.start, &data, grid);
+        if let Some(d) = deconvolution {
+            let first = range.start - carried.len() / n;
+            let mut block = std::mem::take(&mut carried);
+            block.extend_from_slice(&data);
+            let keep = range.end % 2 == 1 && range.end < brain.rows();
+            let solve = block.len() - if keep { n } else { 0 };
+            d.rows(first, &block[..solve], maps, &check)?;
+            carried = block[solve..].to_vec();
         }
-        Some(a) => {
-            let aif_area: f64 = a.iter().map(|&x| f64::from(x)).sum::<f64>() * dt;
-            let a64: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
-            let aif_arrival = nlr::arrival_time(&a64, dt);
-            let chunk = 4096;
-            let total = rows.div_ceil(chunk).max(1);
-            let done = std::sync::atomic::AtomicUsize::new(0);
-            let kernel = Kernel::new(options, a, dt)?;
-            analysis
-                .curves
-                .data
-                .par_chunks(chunk * n)
-                .zip(cbf.par_chunks_mut(chunk))
-                .zip(cbv.par_chunks_mut(chunk))
-                .zip(tmax.par_chunks_mut(chunk))
-                .zip(delay.par_chunks_mut(chunk))
-                .try_for_each(|((((c, f), v), tm), d)| -> Result<()> {
-                    control.check()?;
-                    kernel.apply(c, n, dt, aif_area, aif_arrival, f, v, tm, d);
-                    let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    tracing::trace!(chunk = k, of = total, voxels = f.len(), "deconvolved a chunk");
-                    control.report("deconvolution", k as f64 / total as f64)
-                })?;
+        times.deconvolution += start.elapsed().as_secs_f64();
+        control.report("deconvolution", (k + 1) as f64 / nk as f64)
+    };
+    for k in 0..nk {
+        let start = Instant::now();
+        let range = rows.rows(k);
+        let mut curves = vec![0.0f32; range.len() * nt];
+        frames.gather(&brain.voxels[range], &mut curves, &RunControl::none())?;
+        times.gather += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let filtered = stream.push(k, curves);
+        times.filter += start.elapsed().as_secs_f64();
+        if let Some(slice) = filtered {
+            consume(slice, &mut maps, times)?;
         }
-        None => {
-            for m in [&mut cbf, &mut cbv, &mut tmax, &mut delay] {
-                m.iter_mut().for_each(|x| *x = f32::NAN);
-            }
+        control.check()?;
+    }
+    loop {
+        let start = Instant::now();
+        let filtered = stream.finish_one();
+        times.filter += start.elapsed().as_secs_f64();
+        match filtered {
+            Some(slice) => consume(slice, &mut maps, times)?,
+            None => break,
         }
     }
-    Ok(RowMaps { cbf, cbv, tmax, delay, ttp })
+    Ok((maps, mean))
 }
 
 /// Everything the read-out reports besides the maps.
@@ -778,7 +963,8 @@ struct Record<'r> {
 /// (withheld when a QC flag is raised), and the report.
 fn readout<T: Voxel>(
     study: &Study<'_, '_, T>,
-    analysis: Analysis,
+    voxels: &[usize],
+    grid: AnalysisGrid,
     rows: RowMaps,
     record: Record<'_>,
     qc: Qc,
@@ -789,10 +975,9 @@ fn readout<T: Voxel>(
     let (geometry, options, prepared) = (study.geometry, record.options, record.prepared);
     let cnn = record.model.is_some();
     let voxel_ml = geometry.spacing.iter().product::<f64>() / 1000.0;
-    let curves = &analysis.curves;
     let to_image = |values: &[f32]| -> Vec<f32> {
         let mut image = vec![0.0f32; nvox];
-        for (r, &v) in curves.voxels.iter().enumerate() {
+        for (r, &v) in voxels.iter().enumerate() {
             image[v] = values[r];
         }
         image
@@ -882,9 +1067,9 @@ fn readout<T: Voxel>(
         preprocessing: serde_json::json!({
             "bolus_arrival_s": prepared.arrival.time, "baseline_frames": prepared.arrival.baseline_frames,
             "brain_voxels": brain_count, "brain_ml": brain_count as f64 * voxel_ml, "bilateral": options.bilateral,
-            "mask": options.mask, "analysis_step_s": analysis.dt,
+            "mask": options.mask, "analysis_step_s": grid.dt,
         }),
-        analysis_times_s: analysis.grid,
+        analysis_times_s: grid.grid,
         aif: vessel_report(&vessels.aif, vessels.aif_source),
         vof: vessel_report(&vessels.vof, vessels.vof_source),
         partial_volume_scale: vessels.partial_volume,
@@ -941,31 +1126,59 @@ pub(super) fn run_typed<T: Voxel>(
     stages.done("statistics and brain mask");
 
     let candidates = candidates(&study, &prepared, options)?;
-    let mut gathered = gather(frames, &prepared, &candidates, &control.sub(base..base + 0.15))?;
-    stages.done("gathering curves");
-
-    filter_curves(&mut gathered, &prepared, options, &control.sub(base + 0.15..base + 0.3))?;
-    stages.done("bilateral filter");
-
-    let analysis = analysis_grid(gathered, &study.times, prepared.arrival.baseline_frames, &mut qc)?;
-    let vessels = vessels(&study, &analysis, &candidates, options, &mut qc);
-    check_acquisition(&analysis, &vessels, study.frames, options, &mut qc);
-    stages.done("aif and vof");
+    let vessel_curves = gather_vessels(&frames, &candidates, &control.sub(base..base + 0.02))?;
+    let grid = AnalysisGrid::new(&study.times, prepared.arrival.baseline_frames, &mut qc)?;
+    let vessel_curves = grid.apply(vessel_curves);
+    let vessels = vessels(&study, &grid, &vessel_curves, &candidates, options, &mut qc);
+    let brain = BrainRows::of(&prepared);
 
     let cnn_spec = cnn.as_ref().map(|m| m.0.input_spec());
-    let mut input = None;
-    if let Some(spec) = input_only.or(cnn_spec.as_ref()) {
-        let built = model_input(&study, &analysis, &candidates, &prepared, spec)?;
-        if input_only.is_some() {
-            return Ok(Outcome::Input(built));
+    let (voxels, rows) = match input_only.or(cnn_spec.as_ref()) {
+        None => {
+            // The classical methods: slice by slice, never every curve at once.
+            stages.done("aif and vof");
+            let deconvolution = Deconvolution::new(&vessels, &grid, options)?;
+            let mut times = SliceTimes::default();
+            let (rows, mean) = slice_by_slice(
+                &frames,
+                &prepared,
+                &brain,
+                &grid,
+                deconvolution.as_ref(),
+                options,
+                &control.sub(base + 0.02..0.97),
+                &mut times,
+            )?;
+            check_acquisition(&mean, &grid, &vessels, study.frames, options, &mut qc);
+            stages.add("gathering curves", times.gather);
+            stages.add("bilateral filter", times.filter);
+            stages.done_with("deconvolution", times.deconvolution);
+            (brain.voxels, rows)
         }
-        input = Some(built);
-        stages.done("model input");
-    }
-
-    let network = cnn.as_ref().zip(input.as_ref()).map(|(m, i)| (m.0.as_ref(), i));
-    let rows = maps(&study, &analysis, &vessels, network, options, &control.sub(base + 0.3..0.97))?;
-    stages.done(if cnn.is_some() { "cnn inference" } else { "deconvolution" });
+        Some(spec) => {
+            // The CNN (and its training pairs) reads every curve at once.
+            let mut curves = gather_brain(frames, brain, &control.sub(base + 0.02..base + 0.15))?;
+            stages.done("gathering curves");
+            filter_curves(&mut curves, &prepared, options, &control.sub(base + 0.15..base + 0.3))?;
+            stages.done("bilateral filter");
+            curves.data = grid.apply(std::mem::take(&mut curves.data));
+            curves.frames = grid.samples();
+            let mut mean = BrainMean::new(grid.samples(), curves.voxels.len());
+            mean.add(&curves.data);
+            check_acquisition(&mean, &grid, &vessels, study.frames, options, &mut qc);
+            stages.done("aif and vof");
+            let analysis = Analysis { curves, vessels: vessel_curves };
+            let input = model_input(&study, &analysis, &grid, &candidates, &prepared, spec)?;
+            if input_only.is_some() {
+                return Ok(Outcome::Input(input));
+            }
+            stages.done("model input");
+            let model = cnn.as_ref().expect("a model input is built for the CNN or for training");
+            let rows = cnn_maps(&study, &analysis, &grid, (model.0.as_ref(), &input), &control.sub(base + 0.3..0.97))?;
+            stages.done("cnn inference");
+            (analysis.curves.voxels, rows)
+        }
+    };
 
     let record = Record {
         options,
@@ -974,7 +1187,7 @@ pub(super) fn run_typed<T: Voxel>(
         vessels,
         model: cnn.as_ref().map(|m| m.0.describe()),
     };
-    let result = readout(&study, analysis, rows, record, qc, &mut stages)?;
+    let result = readout(&study, &voxels, grid, rows, record, qc, &mut stages)?;
     control.report("done", 1.0)?;
     Ok(Outcome::Full(Box::new(result)))
 }
@@ -1051,6 +1264,64 @@ mod tests {
                     assert_eq!(gathered[r * nt + t].to_bits(), frame[v].to_bits(), "voxel {v} frame {t}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn slice_by_slice_maps_equal_one_pass_over_every_curve() {
+        // 4 mm slices (40 mm in 10): the filter reaches one slice on each side; the brain's
+        // slices hold odd and even row counts, so voxels pair up across slice boundaries.
+        let mut options = crate::phantom::ctp::PhantomOptions::new(crate::phantom::ctp::PhantomKind::Anatomical);
+        options.shape = Some([48, 44, 10]);
+        let phantom = crate::phantom::ctp::generate(&options).unwrap();
+        let view = phantom.ctp.view();
+        let control = RunControl::none();
+        for method in [Method::Osvd, Method::Bsvd, Method::Nlr] {
+            let options = PerfusionOptions { method, ..PerfusionOptions::default() };
+            let mut qc = Qc::default();
+            let study = validate(&view).unwrap();
+            let (frames, _) = motion(&study, &options, None, &control, &mut qc).unwrap();
+            let prepared = prepare(&frames, &options, &control, &mut qc).unwrap();
+            let candidates = candidates(&study, &prepared, &options).unwrap();
+            let grid = AnalysisGrid::new(&study.times, prepared.arrival.baseline_frames, &mut qc).unwrap();
+            let vessel_curves = grid.apply(gather_vessels(&frames, &candidates, &control).unwrap());
+            let vessels = vessels(&study, &grid, &vessel_curves, &candidates, &options, &mut qc);
+            let deconvolution = Deconvolution::new(&vessels, &grid, &options).unwrap().expect("a plausible AIF");
+            let brain = BrainRows::of(&prepared);
+            let reach = Bilateral::new(options.bilateral.as_ref().unwrap(), study.geometry.spacing).unwrap();
+            assert!(reach.across.is_some(), "the filter reaches across slices");
+            let rows = RowGrid::of(study.shape, study.frames, &brain.index, &brain.voxels).unwrap();
+            let counts: Vec<usize> = (0..study.shape[2]).map(|k| rows.rows(k).len()).collect();
+            assert!(counts.iter().any(|c| c % 2 == 1) && counts.iter().any(|c| c % 2 == 0), "{counts:?}");
+            let (sliced, mean) = slice_by_slice(
+                &frames,
+                &prepared,
+                &brain,
+                &grid,
+                Some(&deconvolution),
+                &options,
+                &control,
+                &mut SliceTimes::default(),
+            )
+            .unwrap();
+
+            let mut curves = gather_brain(frames, BrainRows::of(&prepared), &control).unwrap();
+            filter_curves(&mut curves, &prepared, &options, &control).unwrap();
+            let data = grid.apply(curves.data);
+            let mut whole = RowMaps::new(brain.rows());
+            whole.set_ttp(0, &data, &grid);
+            deconvolution.rows(0, &data, &mut whole, &|| Ok(())).unwrap();
+            let mut whole_mean = BrainMean::new(grid.samples(), brain.rows());
+            whole_mean.add(&data);
+
+            let same =
+                |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same(&sliced.cbf, &whole.cbf), "{method:?} CBF");
+            assert!(same(&sliced.cbv, &whole.cbv), "{method:?} CBV");
+            assert!(same(&sliced.tmax, &whole.tmax), "{method:?} Tmax");
+            assert!(same(&sliced.delay, &whole.delay), "{method:?} delay");
+            assert!(same(&sliced.ttp, &whole.ttp), "{method:?} TTP");
+            assert_eq!(mean.sum, whole_mean.sum, "{method:?} brain mean");
         }
     }
 }
