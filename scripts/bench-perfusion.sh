@@ -30,7 +30,7 @@ for method in ${METHODS:-bsvd osvd tikhonov ssvd nlr cnn}; do
   python3 - "$work/out-$method/report.json" "$method" "$(peak "$work/time-$method.txt")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-stages = ", ".join(f"{t['stage']} {t['seconds']:.2f}" for t in r["timings"])
+stages = ", ".join(f"{t['stage']} {t['seconds']:.2f}" + (f" ({t['peak_memory_mib']:.0f} MiB)" if "peak_memory_mib" in t else "") for t in r["timings"])
 total = sum(t["seconds"] for t in r["timings"])
 print(f"{sys.argv[2]}: pipeline {total:.2f} s (without file reading/writing); peak RSS {sys.argv[3]} MiB; {stages}")
 m = r["motion"]
