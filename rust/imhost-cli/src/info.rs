@@ -58,10 +58,27 @@ fn print(
     let g = volume.geometry();
     let ras = g.ijk_to_ras();
     let times = volume.frame_times();
-    let (lo, hi) = with_volume!(volume, v => v.data().iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        let x = x.to_f64();
-        if x.is_nan() { (a, b) } else { (a.min(x), b.max(x)) }
-    }));
+    // The value range in parallel chunks (min and max do not depend on the order; NaN skipped):
+    // one pass over a 512×512×16×89 study took 7 s as a single iterator fold.
+    let (lo, hi) = with_volume!(volume, v => {
+        let range = |values: &[_]| {
+            values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x: &_| {
+                let x = imhost_core::dtype::Voxel::to_f64(*x);
+                if x.is_nan() { (a, b) } else { (a.min(x), b.max(x)) }
+            })
+        };
+        let data = v.data();
+        match data.as_slice_memory_order() {
+            Some(values) => {
+                use rayon::prelude::*;
+                values
+                    .par_chunks(1 << 16)
+                    .map(range)
+                    .reduce(|| (f64::INFINITY, f64::NEG_INFINITY), |(a, b), (c, d)| (a.min(c), b.max(d)))
+            }
+            None => range(&data.iter().copied().collect::<Vec<_>>()),
+        }
+    });
     let common = json!({
         "dtype": volume.dtype().name(),
         "shape": volume.shape(),
