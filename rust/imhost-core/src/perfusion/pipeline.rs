@@ -829,6 +829,7 @@ impl Deconvolution {
             .try_for_each(|((((c, f), v), tm), d)| -> Result<()> {
                 check()?;
                 self.kernel.apply(c, n, self.dt, self.aif_area, self.aif_arrival, f, v, tm, d);
+                tracing::trace!(first_row = first, voxels = f.len(), "deconvolved a chunk");
                 Ok(())
             })
     }
