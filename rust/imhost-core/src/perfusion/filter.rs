@@ -193,17 +193,20 @@ pub(crate) struct SliceStream<'g> {
     held: std::collections::VecDeque<(usize, Vec<f32>)>,
     /// The next slice to hand out.
     next: usize,
+    /// How many slices have arrived.
+    arrived: usize,
 }
 
 impl<'g> SliceStream<'g> {
     pub(crate) fn new(filter: Option<Bilateral>, grid: &'g RowGrid<'g>, guide: &'g [f32]) -> Self {
-        SliceStream { filter, grid, guide, held: Default::default(), next: 0 }
+        SliceStream { filter, grid, guide, held: Default::default(), next: 0, arrived: 0 }
     }
 
     /// Slice `k`'s rows as gathered (slices in order, each once); returns the next slice whose
     /// filtering is complete, if any.
     pub(crate) fn push(&mut self, k: usize, mut rows: Vec<f32>) -> Option<(usize, Vec<f32>)> {
-        debug_assert_eq!(self.held.back().map_or(0, |h| h.0 + 1), k);
+        debug_assert_eq!(self.arrived, k, "slices arrive in order, each once");
+        self.arrived += 1;
         let nt = self.grid.frames;
         if let Some(filter) = &self.filter {
             let first = self.grid.slice_start[k];
@@ -221,8 +224,7 @@ impl<'g> SliceStream<'g> {
 
     /// After the last slice: the slices still held, one per call.
     pub(crate) fn finish_one(&mut self) -> Option<(usize, Vec<f32>)> {
-        (self.next < self.grid.shape[2] && self.held.back().is_some_and(|h| h.0 + 1 == self.grid.shape[2]))
-            .then(|| self.emit())
+        (self.arrived == self.grid.shape[2] && self.next < self.arrived).then(|| self.emit())
     }
 
     /// Slice `self.next`, across-filtered from the held slices around it.
