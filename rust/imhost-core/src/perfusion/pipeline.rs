@@ -319,6 +319,13 @@ pub(super) struct Prepared {
     arrival: temporal::BolusArrival,
 }
 
+impl Prepared {
+    /// The bilateral filter's guide of `voxels`' rows: their temporal mean.
+    fn guide(&self, voxels: &[usize]) -> Vec<f32> {
+        voxels.iter().map(|&v| self.temporal_mean[v]).collect()
+    }
+}
+
 /// Stage 3: one pass over the frames for each voxel's range, sum and finiteness and the head's
 /// mean curve; the bolus arrival on that curve and the baseline before it; the brain mask.
 fn prepare<T: Voxel>(
@@ -542,8 +549,7 @@ fn filter_curves(
     control: &RunControl<'_>,
 ) -> Result<()> {
     if let Some(b) = &options.bilateral {
-        let guide: Vec<f32> = curves.voxels.iter().map(|&v| prepared.temporal_mean[v]).collect();
-        filter::bilateral(curves, &guide, b, control)?;
+        filter::bilateral(curves, &prepared.guide(&curves.voxels), b, control)?;
     }
     Ok(())
 }
@@ -892,10 +898,7 @@ fn slice_by_slice<T: Voxel>(
     let (nk, nt, n) = (study.shape[2], study.frames, grid.samples());
     let rows = RowGrid::of(study.shape, nt, &brain.index, &brain.voxels)?;
     let filter = options.bilateral.as_ref().map(|b| Bilateral::new(b, study.geometry.spacing)).transpose()?;
-    let guide: Vec<f32> = match filter {
-        Some(_) => brain.voxels.iter().map(|&v| prepared.temporal_mean[v]).collect(),
-        None => Vec::new(),
-    };
+    let guide = if filter.is_some() { prepared.guide(&brain.voxels) } else { Vec::new() };
     let mut stream = SliceStream::new(filter, &rows, &guide);
     let mut maps = RowMaps::new(brain.rows());
     if deconvolution.is_none() {
@@ -912,14 +915,19 @@ fn slice_by_slice<T: Voxel>(
         let data = grid.apply(filtered);
         mean.add(&data);
         maps.set_ttp(range.start, &data, grid);
-        if let Some(d) = deconvolution {
-            let first = range.start - carried.len() / n;
-            let mut block = std::mem::take(&mut carried);
-            block.extend_from_slice(&data);
-            let keep = range.end % 2 == 1 && range.end < brain.rows();
-            let solve = block.len() - if keep { n } else { 0 };
-            d.rows(first, &block[..solve], maps, &check)?;
-            carried = block[solve..].to_vec();
+        if let (Some(d), false) = (deconvolution, data.is_empty()) {
+            let (mut first, mut rest) = (range.start, &data[..]);
+            if !carried.is_empty() {
+                // The row left by the slice before, with this slice's first.
+                let mut pair = std::mem::take(&mut carried);
+                pair.extend_from_slice(&rest[..n]);
+                d.rows(first - 1, &pair, maps, &check)?;
+                (first, rest) = (first + 1, &rest[n..]);
+            }
+            let keep = (range.end - first) % 2 == 1 && range.end < brain.rows();
+            let solve = rest.len() - if keep { n } else { 0 };
+            d.rows(first, &rest[..solve], maps, &check)?;
+            carried = rest[solve..].to_vec();
         }
         times.deconvolution += start.elapsed().as_secs_f64();
         control.report("deconvolution", (k + 1) as f64 / nk as f64)
