@@ -311,7 +311,8 @@ pub(super) struct Prepared {
     enhancement: Vec<f32>,
     /// Mean over all frames (the bilateral filter's guide).
     temporal_mean: Vec<f32>,
-    /// Finite in every frame.
+    /// Finite and never below −100 HU in any frame: in view after motion correction and no
+    /// corrupt value (the brain and the vessels may only come from these voxels).
     valid: Vec<bool>,
     /// The brain mask.
     brain: Vec<bool>,
@@ -400,11 +401,22 @@ fn prepare<T: Voxel>(
     }
     let enhancement: Vec<f32> = maximum.iter().zip(&baseline).map(|(m, b)| m - b).collect();
     let temporal_mean: Vec<f32> = sum.iter().map(|s| s / nt as f32).collect();
-    // Tissue never reads below −100 HU: a voxel that does in some frame left the field of view
-    // (after motion correction, resampling writes air there) or is corrupt; it is no brain.
-    let valid_tissue: Vec<bool> = valid.iter().zip(&minimum).map(|(&ok, &m)| ok && m > -100.0).collect();
+    // Tissue and blood never read below −100 HU: a voxel that does in some frame left the field
+    // of view (after motion correction, resampling writes air there) or is corrupt; it is neither
+    // brain nor a vessel (an artery at the slab's edge that leaves it late in the study would
+    // otherwise give an AIF that falls to air).
+    if frames.correction.is_some() {
+        let left =
+            (0..nvox).filter(|&v| valid[v] && minimum[v] <= -100.0 && (-50.0..=150.0).contains(&baseline[v])).count();
+        if left > 0 {
+            qc.warn(format!(
+                "{left} head voxels left the field of view in some frame after motion correction and were left out"
+            ));
+        }
+    }
+    valid.iter_mut().zip(&minimum).for_each(|(ok, &m)| *ok = *ok && m > -100.0);
     drop(minimum);
-    let brain = mask::brain_mask(study.shape, &baseline, &enhancement, &valid_tissue, &options.mask);
+    let brain = mask::brain_mask(study.shape, &baseline, &enhancement, &valid, &options.mask);
     let brain_count = brain.iter().filter(|&&b| b).count();
     if brain_count == 0 {
         return Err(Error::invalid_argument(format!(
@@ -610,7 +622,7 @@ pub(super) struct Vessels {
     partial_volume: Option<(f64, bool)>,
     /// The AIF after partial-volume scaling.
     for_deconvolution: Option<Vec<f32>>,
-    /// Peaks high enough and washes out.
+    /// Peaks high enough, washes out and has a positive area.
     plausible: bool,
 }
 
@@ -637,18 +649,23 @@ fn vessels<T: Voxel>(
         Some(v) => (aif::manual(&candidates_of(v), dt), "manual"),
         None => (aif::auto_aif(&auto, dt, &options.vessel_search), "auto"),
     };
-    let plausible = aif_curve
-        .as_ref()
-        .is_some_and(|a| a.features.peak >= options.vessel_search.min_peak_hu && a.features.washes_out);
+    let plausible = aif_curve.as_ref().is_some_and(|a| {
+        a.features.peak >= options.vessel_search.min_peak_hu && a.features.washes_out && a.features.auc > 0.0
+    });
     if !plausible {
         qc.flag(
             "no_plausible_aif",
             match &aif_curve {
                 None => format!("no voxel enhances by ≥ {} HU and washes out again", options.vessel_search.min_peak_hu),
                 Some(a) => format!(
-                    "the chosen AIF peaks at {:.0} HU{}",
+                    "the chosen AIF peaks at {:.0} HU{}{}",
                     a.features.peak,
-                    if a.features.washes_out { "" } else { " and does not wash out" }
+                    if a.features.washes_out { "" } else { " and does not wash out" },
+                    if a.features.auc > 0.0 {
+                        ""
+                    } else {
+                        " and its area is not positive (it falls below its baseline)"
+                    }
                 ),
             },
         );
@@ -1274,6 +1291,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_artery_that_leaves_the_field_of_view_gives_no_aif() {
+        // After motion correction a voxel at the slab's edge can leave the field of view late in
+        // the study: resampling writes air (−1024 HU) there. The phantom's arteries read air
+        // from two thirds of the study on: none of them may feed the AIF (a curve falling to air
+        // has a negative area and no AIF scale); the AIF comes from the arteries still in view.
+        let mut options = crate::phantom::ctp::PhantomOptions::new(crate::phantom::ctp::PhantomKind::Anatomical);
+        options.shape = Some([48, 44, 10]);
+        let mut phantom = crate::phantom::ctp::generate(&options).unwrap();
+        let [_, _, nk, nt] = phantom.ctp.shape();
+        // The arteries in the upper half of the slab (the lower half keeps its own).
+        let arteries: Vec<[usize; 3]> = phantom.truth.aif_voxels.iter().copied().filter(|v| v[2] >= nk / 2).collect();
+        assert!(!arteries.is_empty() && arteries.len() < phantom.truth.aif_voxels.len());
+        for &[i, j, k] in &arteries {
+            for t in 2 * nt / 3..nt {
+                phantom.ctp.data_mut()[[i, j, k, t]] = -1024;
+            }
+        }
+        let view = phantom.ctp.view();
+        let control = RunControl::none();
+        let options = PerfusionOptions::default();
+        let mut qc = Qc::default();
+        let study = validate(&view).unwrap();
+        let (frames, _) = motion(&study, &options, None, &control, &mut qc).unwrap();
+        let prepared = prepare(&frames, &options, &control, &mut qc).unwrap();
+        let [ni, nj, _] = study.shape;
+        assert!(arteries.iter().all(|&[i, j, k]| !prepared.valid[i + ni * (j + nj * k)]));
+        let candidates = candidates(&study, &prepared, &options).unwrap();
+        let grid = AnalysisGrid::new(&study.times, prepared.arrival.baseline_frames, &mut qc).unwrap();
+        let vessel_curves = grid.apply(gather_vessels(&frames, &candidates, &control).unwrap());
+        let vessels = vessels(&study, &grid, &vessel_curves, &candidates, &options, &mut qc);
+        let aif = vessels.aif.expect("an AIF from the arteries in view");
+        assert!(aif.voxels.iter().all(|v| !arteries.contains(v)), "AIF voxels {:?}", aif.voxels);
+        assert!(aif.curve.iter().all(|&x| x > -100.0) && aif.features.auc > 0.0, "{:?}", aif.features);
+        assert!(vessels.plausible && qc.flags.is_empty());
+
+        // Chosen by hand, such an artery is used as asked, but flagged and no maps come of it.
+        let [i, j, k] = arteries[0];
+        let by_hand = PerfusionOptions { aif: VesselSelection::Voxel([i, j, k]), ..PerfusionOptions::default() };
+        let chosen = super::candidates(&study, &prepared, &by_hand).unwrap();
+        let chosen_curves = grid.apply(gather_vessels(&frames, &chosen, &control).unwrap());
+        let found = super::vessels(&study, &grid, &chosen_curves, &chosen, &by_hand, &mut qc);
+        assert!(found.aif.as_ref().is_some_and(|a| a.features.auc < 0.0) && !found.plausible);
+        assert!(qc.flags.iter().any(|f| f.flag == "no_plausible_aif" && f.message.contains("area is not positive")));
+        assert!(Deconvolution::new(&found, &grid, &by_hand).unwrap().is_none());
     }
 
     #[test]
