@@ -5,9 +5,9 @@ use imhost_core::phantom::ctp::RigidMotion;
 use imhost_core::{Error, Geometry, Result};
 
 /// Rigid (Euler 3-D) registration by ITK with `imhost_itk.hpp`'s settings for the frame size:
-/// mean squares on a random sample of about 12 000 voxels, a 2- or 3-level pyramid, one work
-/// unit (the pipeline registers frames in parallel), linear resampling (air outside the moved
-/// field of view).
+/// mean squares on a random sample, a 2-level pyramid (4× and 2× the frame handed over), one
+/// work unit (the pipeline registers frames in parallel), linear resampling (air outside the
+/// moved field of view).
 pub struct ItkRigid;
 
 impl RigidRegistration for ItkRigid {
