@@ -9,6 +9,7 @@ use imhost_core::perfusion::{self, Method, PerfusionResult};
 use imhost_core::phantom::ctp::{self, PhantomKind, PhantomOptions};
 use imhost_core::registry::builtin::Perfusion;
 use imhost_core::{AnyVolume, Error, Result};
+use rayon::prelude::*;
 use serde_json::json;
 
 use crate::progress::with_bar;
@@ -403,13 +404,22 @@ pub fn write_outputs(result: &PerfusionResult, out: &Path) -> Result<()> {
     } else {
         &[("cbf", &m.cbf), ("cbv", &m.cbv), ("mtt", &m.mtt), ("ttp", &m.ttp), ("tmax", &m.tmax), ("delay", &m.delay)]
     };
-    for (name, map) in maps {
-        write_volume(&AnyVolume::from((*map).clone()), &out.join(format!("{name}.nii.gz")))?;
-    }
-    for (name, mask) in [("core", &result.core), ("hypoperfusion", &result.hypoperfusion), ("brain", &result.brain)] {
-        write_volume(&AnyVolume::from(mask.clone()), &out.join(format!("{name}.nii.gz")))?;
-    }
-    let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;
-    write_json(&out.join("report.json"), &report)?;
-    perfusion::preview::render(result, &out.join("preview.png"))
+    let masks = [("core", &result.core), ("hypoperfusion", &result.hypoperfusion), ("brain", &result.brain)];
+    // Each file is compressed on its own thread (gzip is one stream per file); a map is copied
+    // for writing only while its thread writes it.
+    let write = |(name, volume): (&str, AnyVolume)| write_volume(&volume, &out.join(format!("{name}.nii.gz")));
+    let (volumes, rest) = rayon::join(
+        || {
+            let maps = maps.par_iter().map(|(name, map)| write((name, AnyVolume::from((*map).clone()))));
+            let masks = masks.par_iter().map(|(name, mask)| write((name, AnyVolume::from((*mask).clone()))));
+            maps.chain(masks).collect::<Result<Vec<()>>>()
+        },
+        || -> Result<()> {
+            let report = serde_json::to_value(&result.report).map_err(|e| Error::internal(e.to_string()))?;
+            write_json(&out.join("report.json"), &report)?;
+            perfusion::preview::render(result, &out.join("preview.png"))
+        },
+    );
+    volumes?;
+    rest
 }
