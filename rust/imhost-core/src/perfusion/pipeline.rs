@@ -1296,8 +1296,8 @@ mod tests {
     #[test]
     fn an_artery_that_leaves_the_field_of_view_gives_no_aif() {
         // After motion correction a voxel at the slab's edge can leave the field of view late in
-        // the study: resampling writes air (−1024 HU) there. The phantom's arteries read air
-        // from two thirds of the study on: none of them may feed the AIF (a curve falling to air
+        // the study: resampling writes air (−1024 HU) there. The arteries in the upper half of the
+        // slab read air from two thirds of the study on: none of them may feed the AIF (a curve falling to air
         // has a negative area and no AIF scale); the AIF comes from the arteries still in view.
         let mut options = crate::phantom::ctp::PhantomOptions::new(crate::phantom::ctp::PhantomKind::Anatomical);
         options.shape = Some([48, 44, 10]);
