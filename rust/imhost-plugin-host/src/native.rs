@@ -185,14 +185,14 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
     let name = file.name.as_str();
     let path = file.path.as_path();
     let fail = |m: String| Error::format(format!("plugin {}: {m}", path.display()));
-    let loader_path = dir.proc_path(name);
+    // The library's name for the dynamic loader contains the folder's descriptor number: the
+    // folder is kept open (one descriptor per folder, however often it is loaded from).
+    let loader_path = dir.keep_open().proc_path(name);
     // SAFETY: loading a library runs its initialisers; the file and every folder above it passed
     // the trust rules, and the name is resolved in the very folder that was checked. This is the
     // one point of trust.
     let library = unsafe { Library::new(&loader_path) }
         .map_err(|e| fail(format!("cannot be loaded: {}", loader_error(&e, &loader_path, path))))?;
-    // The library's name for the dynamic loader contains the folder's descriptor number: keep it.
-    let _ = dir.keep_open();
     // SAFETY: the symbol's type is the documented entry signature.
     let entry =
         match unsafe { library.get::<unsafe extern "C" fn(*const imhp_host) -> *const imhp_plugin>(IMHP_ENTRY_SYMBOL) }

@@ -19,7 +19,8 @@
 //! `$ORIGIN` of the plugin still names its folder, so dependencies it ships beside itself load.
 //! (Loading the file descriptor itself, `/proc/self/fd/<file>`, would break `$ORIGIN`.) The
 //! folder descriptor stays open for the life of the process, as the library stays mapped, so its
-//! number — part of the library's name for the dynamic loader — is never reused.
+//! number — part of the library's name for the dynamic loader — is never reused; one descriptor
+//! is kept per folder, however often plugins are loaded from it.
 
 use std::fs::{File, Metadata};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -156,18 +157,33 @@ impl TrustedDir {
         Ok(TrustedFile { file, path, name: name.to_string(), meta })
     }
 
-    /// The path under which the dynamic loader finds `name` in this very folder (see the module
-    /// documentation).
-    pub fn proc_path(&self, name: &str) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}/{name}", self.dir.as_raw_fd()))
-    }
-
-    /// Keep the folder open until the process exits (its descriptor number is part of a loaded
-    /// library's name).
-    pub fn keep_open(self) -> (std::os::fd::RawFd, PathBuf) {
-        let fd = self.dir.as_raw_fd();
-        std::mem::forget(self.dir);
-        (fd, self.path)
+    /// Keep the folder open until the process exits (its descriptor number becomes part of a
+    /// loaded library's name) and return the kept folder. One descriptor is kept per folder:
+    /// when this very folder (same device and inode, which the kept descriptor holds on to, so
+    /// neither can be reused) is already kept, that descriptor is used and this one closed, so
+    /// loading plugins again and again from one folder does not use up descriptors.
+    pub fn keep_open(self) -> KeptDir {
+        use std::sync::Mutex;
+        static KEPT: Mutex<Vec<((u64, u64), File)>> = Mutex::new(Vec::new());
+        let id = match self.dir.metadata() {
+            Ok(meta) => (meta.dev(), meta.ino()),
+            // Cannot say which folder this is: keep this descriptor on its own.
+            Err(_) => {
+                let fd = self.dir.as_raw_fd();
+                std::mem::forget(self.dir);
+                return KeptDir { fd, path: self.path };
+            }
+        };
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = match kept.iter().find(|(kept_id, _)| *kept_id == id) {
+            Some((_, file)) => file.as_raw_fd(),
+            None => {
+                let fd = self.dir.as_raw_fd();
+                kept.push((id, self.dir));
+                return KeptDir { fd, path: self.path };
+            }
+        };
+        KeptDir { fd, path: self.path }
     }
 
     /// A folder received as descriptor `fd` (the isolated worker): checked again by `fstat`
@@ -180,6 +196,26 @@ impl TrustedDir {
         }
         check_entry(&meta, "folder", &path, true, None)?;
         Ok(TrustedDir { dir, path })
+    }
+}
+
+/// A checked folder kept open for the life of the process ([`TrustedDir::keep_open`]).
+#[derive(Debug, Clone)]
+pub struct KeptDir {
+    fd: std::os::fd::RawFd,
+    path: PathBuf,
+}
+
+impl KeptDir {
+    /// The path under which the dynamic loader finds `name` in this very folder (see the module
+    /// documentation).
+    pub fn proc_path(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/{name}", self.fd))
+    }
+
+    /// Its resolved path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -239,12 +239,9 @@ pub fn main_with(packages: Option<PackageOpener>) -> i32 {
                 .unwrap_or_default();
             TrustedDir::from_fd(dir, plugin_path.clone())
                 .map_err(Error::untrusted)
-                .and_then(|dir| open(&dir.proc_path(""), &options).map(|models| (dir, models)))
-                .map(|(dir, models)| {
-                    // The models may read the folder again by this descriptor's path.
-                    let _ = dir.keep_open();
-                    Served::Models(models)
-                })
+                // The models may read the folder again by this descriptor's path: kept open.
+                .and_then(|dir| open(&dir.keep_open().proc_path(""), &options))
+                .map(Served::Models)
         }
         (false, _) => {
             let folder = plugin_path.parent().map(PathBuf::from).unwrap_or_default();
