@@ -394,11 +394,13 @@ int main(int argc, char** argv) {
 
     // --- Cancel mid-run: within a second, nothing added -----------------------------------------
     {
-        logic->SetMethod("nlr");  // the slowest method: the run is surely still going
+        // Cancelled as soon as the worker thread runs: the phantom is small enough that NLR ends
+        // within a few tens of ms on a fast machine, so waiting for some progress first raced
+        // the end of the run (CI saw it finish before the cancel).
+        logic->SetMethod("nlr");
         const int n = NodeCount(scene);
         CHECK(logic->StartPerfusion(seq), "started for cancel: " << logic->GetStatusMessage());
-        while (logic->ProcessRun() == vtkSlicerPerfusionMapsLogic::Running && logic->GetRunProgress() < 0.2)
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        CHECK(logic->ProcessRun() == vtkSlicerPerfusionMapsLogic::Running, "running when cancelled");
         const auto t0 = std::chrono::steady_clock::now();
         logic->CancelRun();
         int s = vtkSlicerPerfusionMapsLogic::Running;
