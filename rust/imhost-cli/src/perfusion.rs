@@ -17,8 +17,8 @@ use crate::progress::with_bar;
 /// Arguments of `imhost phantom ctp`.
 #[derive(clap::Args)]
 pub struct PhantomArgs {
-    /// kudo or anatomical.
-    #[arg(long, value_parser = ["kudo", "anatomical"], default_value = "anatomical")]
+    /// kudo, anatomical, or lobular (the second, structurally different head family).
+    #[arg(long, value_parser = ["kudo", "anatomical", "lobular"], default_value = "anatomical")]
     pub kind: String,
     /// Output folder.
     #[arg(long)]
@@ -38,7 +38,7 @@ pub struct PhantomArgs {
     /// Also write the study as a DICOM CT series into DIR/dicom/.
     #[arg(long)]
     pub dicom: bool,
-    /// Image size NI,NJ,NK (anatomical only).
+    /// Image size NI,NJ,NK (anatomical and lobular).
     #[arg(long, value_parser = crate::parse_size)]
     pub size: Option<[usize; 3]>,
     /// Number of frames (with --interval).
@@ -58,7 +58,11 @@ fn create_dir(dir: &Path) -> Result<()> {
 
 /// Generate a phantom and its truth into `args.out`.
 pub fn phantom(args: &PhantomArgs) -> Result<()> {
-    let kind = if args.kind == "kudo" { PhantomKind::Kudo } else { PhantomKind::Anatomical };
+    let kind = match args.kind.as_str() {
+        "kudo" => PhantomKind::Kudo,
+        "lobular" => PhantomKind::Lobular,
+        _ => PhantomKind::Anatomical,
+    };
     let mut options = PhantomOptions::new(kind);
     options.noise_hu = args.noise;
     options.seed = args.seed;
@@ -251,7 +255,7 @@ fn read_truth(dir: &Path) -> Result<ctp::Truth> {
         hypoperfusion: mask("hypoperfusion")?,
         aif_voxels: vec![],
         vof_voxels: vec![],
-        aif: ctp::ArterialInput::standard(),
+        aif: None,
         motion: vec![],
         classes: vec![],
     })

@@ -29,7 +29,11 @@ pub struct SvdOptions {
     /// bSVD truncation (0.1).
     pub bsvd_threshold: f64,
     /// oSVD: thresholds tried, from 5 % to 95 % in 5 % steps, until the oscillation index
-    /// falls below this limit (0.035).
+    /// falls below this limit (0.035) times the sampling interval in seconds (0.07 at 2 s).
+    /// The index of a sampled residue function grows with the interval (its onset is one
+    /// sample's jump over fewer samples), so a limit fixed at the 1 s value truncates coarse
+    /// studies far too hard: at 2 s and 8 HU the core Dice on the anatomical phantom was 0.78
+    /// with 0.035, 0.86 with 0.07.
     pub osvd_oscillation_limit: f64,
     /// Tikhonov: λ = μ·σ_max (μ = 0.1).
     pub tikhonov_mu: f64,
@@ -123,7 +127,7 @@ impl Deconvolver {
                     SvdMethod::BlockCirculant => (vec![truncated(options.bsvd_threshold)], None),
                     SvdMethod::Oscillation => (
                         (1..=19).map(|s| truncated(0.05 * f64::from(s))).collect(),
-                        Some(options.osvd_oscillation_limit),
+                        Some(options.osvd_oscillation_limit * dt),
                     ),
                     _ => {
                         let lambda = (options.tikhonov_mu as f32) * sigma_max;

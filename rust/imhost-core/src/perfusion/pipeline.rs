@@ -318,6 +318,9 @@ pub(super) struct Prepared {
     brain: Vec<bool>,
     brain_count: usize,
     arrival: temporal::BolusArrival,
+    /// The brain's noise in HU per frame: its pooled variance over the baseline frames
+    /// (`None` with fewer than two baseline frames).
+    noise_hu: Option<f64>,
 }
 
 impl Prepared {
@@ -393,11 +396,25 @@ fn prepare<T: Voxel>(
     }
     let nb = arrival.baseline_frames;
     let mut baseline = vec![0.0f32; nvox];
+    // Each voxel's baseline variance from its deviations from the first frame (shifted sums:
+    // no cancellation in f32).
+    let mut first = Vec::new();
+    let mut squares = vec![0.0f32; if nb >= 2 { nvox } else { 0 }];
     for t in 0..nb {
         frames.fill(t, &mut buffer);
+        if t == 0 && nb >= 2 {
+            first = buffer.clone();
+        }
         baseline.par_chunks_mut(CHUNK).zip(buffer.par_chunks(CHUNK)).for_each(|(b, f)| {
             b.iter_mut().zip(f).for_each(|(b, &v)| *b += v / nb as f32);
         });
+        if nb >= 2 {
+            squares.par_chunks_mut(CHUNK).zip(buffer.par_chunks(CHUNK).zip(first.par_chunks(CHUNK))).for_each(
+                |(q, (f, f0))| {
+                    q.iter_mut().zip(f.iter().zip(f0)).for_each(|(q, (&v, &v0))| *q += (v - v0) * (v - v0));
+                },
+            );
+        }
     }
     let enhancement: Vec<f32> = maximum.iter().zip(&baseline).map(|(m, b)| m - b).collect();
     let temporal_mean: Vec<f32> = sum.iter().map(|s| s / nt as f32).collect();
@@ -424,7 +441,16 @@ fn prepare<T: Voxel>(
             options.mask.min_hu, options.mask.max_hu
         )));
     }
-    Ok(Prepared { baseline, enhancement, temporal_mean, valid, brain, brain_count, arrival })
+    // The noise: the brain's pooled baseline variance (unbiased per voxel, n − 1).
+    let noise_hu = (nb >= 2).then(|| {
+        let (sum, count) = (0..nvox).filter(|&v| brain[v]).fold((0.0f64, 0usize), |(s, c), v| {
+            let n = nb as f64;
+            let d = f64::from(baseline[v] - first[v]) * n;
+            (s + (f64::from(squares[v]) - d * d / n) / (n - 1.0), c + 1)
+        });
+        (sum / count.max(1) as f64).max(0.0).sqrt()
+    });
+    Ok(Prepared { baseline, enhancement, temporal_mean, valid, brain, brain_count, arrival, noise_hu })
 }
 
 /// Vessel candidates: the automatic search's and the caller's voxels (linear indices).
@@ -1093,6 +1119,7 @@ fn readout<T: Voxel>(
         preprocessing: serde_json::json!({
             "bolus_arrival_s": prepared.arrival.time, "baseline_frames": prepared.arrival.baseline_frames,
             "brain_voxels": brain_count, "brain_ml": brain_count as f64 * voxel_ml, "bilateral": options.bilateral,
+            "baseline_noise_hu": prepared.noise_hu,
             "mask": options.mask, "analysis_step_s": grid.dt,
         }),
         analysis_times_s: grid.grid,
@@ -1154,6 +1181,17 @@ pub(super) fn run_typed<T: Voxel>(
     let candidates = candidates(&study, &prepared, options)?;
     let vessel_curves = gather_vessels(&frames, &candidates, &control.sub(base..base + 0.02))?;
     let grid = AnalysisGrid::new(&study.times, prepared.arrival.baseline_frames, &mut qc)?;
+    // The classical methods filter as hard as the measured noise needs; the CNN (and its
+    // training pairs) keeps the filter it was trained with.
+    let matched;
+    let options = match (&options.bilateral, cnn.is_none() && input_only.is_none()) {
+        (Some(b), true) => {
+            matched =
+                PerfusionOptions { bilateral: Some(b.matched_to_noise(prepared.noise_hu, grid.dt)), ..options.clone() };
+            &matched
+        }
+        _ => options,
+    };
     let vessel_curves = grid.apply(vessel_curves);
     let vessels = vessels(&study, &grid, &vessel_curves, &candidates, options, &mut qc);
     let brain = BrainRows::of(&prepared);

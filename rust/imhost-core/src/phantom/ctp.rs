@@ -8,6 +8,9 @@
 //! - [`PhantomKind::Anatomical`]: a head-like slab (skull, CSF rim and ventricles, cortical and deep
 //!   grey matter, white matter, two internal carotid arteries carrying the input, a venous sinus)
 //!   with a left-MCA territory holding an infarct core inside a penumbra.
+//! - [`PhantomKind::Lobular`]: a second, structurally different head ([`lobular`]: another
+//!   anatomy model, lesion shape, vessel model, arterial input, noise texture and partial
+//!   volume), held out from training to test whether a method learned perfusion or our generator.
 //!
 //! ## Signal model (indicator dilution, Fieselmann 2011)
 //! `ΔHU_tissue(t) = (ρ/k_H)·(CBF/6000)·∫₀ᵗ C_a(s)·R(t−δ−s) ds` with the AIF `C_a` a sum of two
@@ -44,7 +47,11 @@ pub enum PhantomKind {
     Kudo,
     /// The head-like phantom with a lesion.
     Anatomical,
+    /// The second, structurally different head family ([`lobular`]).
+    Lobular,
 }
+
+pub mod lobular;
 
 /// Shape of the residue function R(t) (R(0) = 1, ∫R = MTT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,6 +63,8 @@ pub enum IrfShape {
     Exponential,
     /// R = 1 − t/(2·MTT) for 0 ≤ t < 2·MTT.
     Linear,
+    /// Gamma-distributed transit times of shape 2 (dispersed): R = (1 + x)·e^(−x), x = 2t/MTT.
+    Dispersed,
 }
 
 impl IrfShape {
@@ -68,6 +77,10 @@ impl IrfShape {
             IrfShape::Box => f64::from(u < mtt),
             IrfShape::Exponential => (-u / mtt).exp(),
             IrfShape::Linear => (1.0 - u / (2.0 * mtt)).max(0.0),
+            IrfShape::Dispersed => {
+                let x = 2.0 * u / mtt;
+                (1.0 + x) * (-x).exp()
+            }
         }
     }
 
@@ -75,7 +88,7 @@ impl IrfShape {
     fn kink(self, mtt: f64) -> Option<f64> {
         match self {
             IrfShape::Box => Some(mtt),
-            IrfShape::Exponential => None,
+            IrfShape::Exponential | IrfShape::Dispersed => None,
             IrfShape::Linear => Some(2.0 * mtt),
         }
     }
@@ -329,8 +342,10 @@ pub struct Truth {
     pub aif_voxels: Vec<[usize; 3]>,
     /// Voxels carrying the VOF.
     pub vof_voxels: Vec<[usize; 3]>,
-    /// The arterial input without partial volume, in ΔHU.
-    pub aif: ArterialInput,
+    /// The arterial input without partial volume, in ΔHU (the two gamma variates of the Kudo
+    /// and anatomical phantoms; `None` for the lobular one, whose input is a
+    /// [`lobular::PopulationInput`]).
+    pub aif: Option<ArterialInput>,
     /// Motion of every frame relative to frame 0.
     pub motion: Vec<RigidMotion>,
     /// The tissue classes with their parameters, for the record.
@@ -384,6 +399,7 @@ pub fn generate(options: &PhantomOptions) -> Result<CtpPhantom> {
             kudo(options)
         }
         PhantomKind::Anatomical => anatomical(options),
+        PhantomKind::Lobular => lobular::generate(options),
     }
 }
 
@@ -825,7 +841,7 @@ fn assemble(
         hypoperfusion: mask(&|c| c.lesion != Lesion::None)?,
         aif_voxels,
         vof_voxels,
-        aif,
+        aif: Some(aif),
         motion,
         classes: classes.iter().map(|c| (c.name.clone(), c.tissue)).collect(),
     };

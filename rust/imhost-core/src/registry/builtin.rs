@@ -117,6 +117,7 @@ impl Perfusion {
             let b = pipeline.bilateral.get_or_insert_with(Default::default);
             b.sigma_spatial_mm = number("filter_sigma_mm").unwrap_or(b.sigma_spatial_mm);
             b.sigma_range_hu = number("filter_range_hu").unwrap_or(b.sigma_range_hu);
+            b.adapt_to_noise = flag("filter_adapt_to_noise");
         } else {
             pipeline.bilateral = None;
         }
@@ -201,7 +202,8 @@ fn perfusion_manifest(method: Method, version: Option<&str>) -> Manifest {
         "inputs": [{"name": "ctp", "modality": "CT", "dims": 4, "min_frames": 2, "orientation": "any"}],
         "options": {
             "bilateral_filter": {"type": "boolean", "default": true, "description": "edge-preserving denoising before analysis"},
-            "filter_sigma_mm": {"type": "number", "default": filter.sigma_spatial_mm, "minimum": 0.1, "maximum": 20, "unit": "mm", "description": "bilateral filter: spatial σ"},
+            "filter_sigma_mm": {"type": "number", "default": filter.sigma_spatial_mm, "minimum": 0.1, "maximum": 20, "unit": "mm", "description": "bilateral filter: spatial σ (widened on noisy studies unless filter_adapt_to_noise is false)"},
+            "filter_adapt_to_noise": {"type": "boolean", "default": true, "description": "classical methods: widen the spatial σ with the measured baseline noise above 5 HU per frame at 1 s sampling (up to 2×; the report gives the noise and the σ used)"},
             "filter_range_hu": {"type": "number", "default": filter.sigma_range_hu, "minimum": 0.1, "maximum": 1000, "unit": "HU", "description": "bilateral filter: range σ on the temporal mean"},
             "motion_correction": {"type": "boolean", "default": true, "description": "register frames to the first when motion is found (where the host provides registration; otherwise motion is estimated and flagged)"},
             "aif_i": {"type": "integer", "default": -1, "minimum": -1, "maximum": MAX_INDEX, "description": "manual AIF voxel, index i (with aif_j and aif_k; -1 = automatic AIF)"},
