@@ -155,9 +155,14 @@ pub struct PerfusionArgs {
     /// Skip the bilateral filter.
     #[arg(long)]
     pub no_filter: bool,
-    /// Bilateral filter: spatial σ in mm.
+    /// Bilateral filter: spatial σ in mm (widened on noisy studies unless --fixed-filter).
     #[arg(long)]
     pub filter_sigma_mm: Option<f64>,
+    /// Keep the filter's spatial σ as given. By default the classical methods widen it when the
+    /// measured baseline noise is above 5 HU per frame at 1 s sampling (report.json:
+    /// preprocessing.baseline_noise_hu and bilateral.sigma_spatial_mm).
+    #[arg(long)]
+    pub fixed_filter: bool,
     /// Bilateral filter: range σ in HU.
     #[arg(long)]
     pub filter_range_hu: Option<f64>,
@@ -314,6 +319,7 @@ pub fn model_options(args: &PerfusionArgs) -> Result<serde_json::Map<String, ser
     if let Some(r) = args.filter_range_hu {
         o.insert("filter_range_hu".into(), json!(r));
     }
+    o.insert("filter_adapt_to_noise".into(), json!(!args.fixed_filter));
     o.insert("motion_correction".into(), json!(!args.no_motion_correction));
     Ok(o)
 }

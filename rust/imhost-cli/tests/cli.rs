@@ -224,6 +224,32 @@ fn phantom_then_perfusion_writes_every_output_in_the_input_geometry() {
 }
 
 #[test]
+fn the_filter_widens_on_a_noisy_study_unless_it_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ph = dir.path().join("ph");
+    let phantom = ["phantom", "ctp", "--size", "64,64,4", "--noise", "12", "--out", ph.to_str().unwrap(), "-q"];
+    assert!(imhost(&phantom).status.success());
+    let input = ph.join("ctp.nii.gz");
+    let sigma = |extra: &[&str]| -> (f64, f64) {
+        let out = dir.path().join(format!("out{}", extra.len()));
+        let mut args = vec!["perfusion", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"];
+        args.extend_from_slice(extra);
+        let run = imhost(&args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        let pre = &report["preprocessing"];
+        (pre["baseline_noise_hu"].as_f64().unwrap(), pre["bilateral"]["sigma_spatial_mm"].as_f64().unwrap())
+    };
+    // 12 HU at 1 s: σ 2 mm·√(12/5).
+    let (noise, widened) = sigma(&["--filter-sigma-mm", "2"]);
+    assert!((noise / 12.0 - 1.0).abs() < 0.05, "measured {noise} HU");
+    assert!((widened - 2.0 * (noise / 5.0).sqrt()).abs() < 1e-9, "σ {widened}");
+    let (_, fixed) = sigma(&["--filter-sigma-mm", "2", "--fixed-filter"]);
+    assert_eq!(fixed, 2.0);
+}
+
+#[test]
 fn perfusion_bad_input_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let three_d = dir.path().join("3d.nii");
