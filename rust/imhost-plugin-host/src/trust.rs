@@ -165,24 +165,17 @@ impl TrustedDir {
     pub fn keep_open(self) -> KeptDir {
         use std::sync::Mutex;
         static KEPT: Mutex<Vec<((u64, u64), File)>> = Mutex::new(Vec::new());
-        let id = match self.dir.metadata() {
-            Ok(meta) => (meta.dev(), meta.ino()),
-            // Cannot say which folder this is: keep this descriptor on its own.
-            Err(_) => {
-                let fd = self.dir.as_raw_fd();
-                std::mem::forget(self.dir);
-                return KeptDir { fd, path: self.path };
-            }
-        };
+        let id = self.dir.metadata().map(|meta| (meta.dev(), meta.ino()));
         let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-        let fd = match kept.iter().find(|(kept_id, _)| *kept_id == id) {
-            Some((_, file)) => file.as_raw_fd(),
-            None => {
-                let fd = self.dir.as_raw_fd();
-                kept.push((id, self.dir));
-                return KeptDir { fd, path: self.path };
-            }
-        };
+        if let Some((_, file)) = id.as_ref().ok().and_then(|id| kept.iter().find(|(k, _)| k == id)) {
+            return KeptDir { fd: file.as_raw_fd(), path: self.path };
+        }
+        let fd = self.dir.as_raw_fd();
+        match id {
+            Ok(id) => kept.push((id, self.dir)),
+            // Cannot say which folder this is: keep this descriptor on its own.
+            Err(_) => std::mem::forget(self.dir),
+        }
         KeptDir { fd, path: self.path }
     }
 
