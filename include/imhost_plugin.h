@@ -56,7 +56,7 @@
 /**
  * The ABI minor version: any minor of the same major loads (see the header's rules).
  */
-#define IMHP_ABI_MINOR 1
+#define IMHP_ABI_MINOR 2
 
 /**
  * `imhp_model.flags`: `run` may be called concurrently on one instance.
@@ -100,7 +100,8 @@ typedef struct imhp_tensor {
      */
     size_t shape[4];
     /**
-     * Distance in ELEMENTS between neighbours along i, j, k, t (may be negative for inputs).
+     * Distance in ELEMENTS between neighbours along i, j, k, t: never negative, but an input's may
+     * be other than contiguous (a view of the caller's memory), so always index through them.
      */
     ptrdiff_t strides[4];
     /**
@@ -170,6 +171,25 @@ typedef void (*imhp_set_error_fn)(void *ctx, const char *message);
 typedef imhp_status (*imhp_set_report_fn)(void *ctx, const char *json);
 
 /**
+ * Since 1.2, during `run`: the value of option `name` as a number into `*value` (`number` and
+ * `integer` options; a `boolean` gives 1 or 0). `IMHP_INVALID_INPUT` (with a message) when the
+ * manifest declares no such option or it is a string option.
+ */
+typedef imhp_status (*imhp_option_number_fn)(void *ctx, const char *name, double *value);
+
+/**
+ * Since 1.2, during `run`: copies the `string` option `name` with its NUL into `buffer` of
+ * `capacity` bytes and writes its length without the NUL to `*length` (when `length` is not
+ * NULL). `IMHP_ERROR` when the buffer is too small (`*length` still says how long it is; call
+ * again with `*length + 1` bytes); `IMHP_INVALID_INPUT` for an unknown or non-string option.
+ */
+typedef imhp_status (*imhp_option_string_fn)(void *ctx,
+                                             const char *name,
+                                             char *buffer,
+                                             size_t capacity,
+                                             size_t *length);
+
+/**
  * What the host offers a plugin. Passed to the entry function, `create` and (in
  * `imhp_run_args`) `run`; valid only during that call. Outside `run`, `alloc_output`,
  * `set_score` and `set_report` return `IMHP_ERROR`.
@@ -220,6 +240,21 @@ typedef struct imhp_host {
      * Free-form JSON report.
      */
     imhp_set_report_fn set_report;
+    /**
+     * Since 1.2: the folder the plugin library was loaded from, where it finds the files it
+     * ships (weights, tables); NUL-terminated, valid for the life of the process. It is the
+     * folder the host checked, named through its open descriptor (`/proc/self/fd/N`, in an
+     * isolated worker too), so it cannot be swapped. NULL on older hosts.
+     */
+    const char *plugin_dir;
+    /**
+     * Since 1.2: read a number or boolean option (only during `run`).
+     */
+    imhp_option_number_fn option_number;
+    /**
+     * Since 1.2: read a string option (only during `run`).
+     */
+    imhp_option_string_fn option_string;
 } imhp_host;
 
 /**
@@ -432,6 +467,10 @@ typedef const struct imhp_plugin *(*imhp_entry_fn)(const struct imhp_host *host)
 #else
 #define IMHP_EXPORT __attribute__((visibility("default")))
 #endif
+
+/** Whether the host's table has `member` (added in a later minor than the host may have):
+ *  IMHP_HOST_HAS(host, option_number) before calling host->option_number. */
+#define IMHP_HOST_HAS(host, member) ((host)->struct_size >= offsetof(imhp_host, member) + sizeof((host)->member) && (host)->member != NULL)
 
 #ifdef __cplusplus
 extern "C" {

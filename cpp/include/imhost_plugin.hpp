@@ -40,6 +40,8 @@ class Error : public std::runtime_error {
 template <class T> struct DTypeOf;
 template <> struct DTypeOf<std::uint8_t> { static constexpr imhp_dtype value = IMHP_DTYPE_U8; };
 template <> struct DTypeOf<std::int16_t> { static constexpr imhp_dtype value = IMHP_DTYPE_I16; };
+template <> struct DTypeOf<std::uint16_t> { static constexpr imhp_dtype value = IMHP_DTYPE_U16; };
+template <> struct DTypeOf<std::int32_t> { static constexpr imhp_dtype value = IMHP_DTYPE_I32; };
 template <> struct DTypeOf<float> { static constexpr imhp_dtype value = IMHP_DTYPE_F32; };
 template <> struct DTypeOf<double> { static constexpr imhp_dtype value = IMHP_DTYPE_F64; };
 
@@ -70,13 +72,39 @@ class Run {
         if (n >= args_->n_inputs) throw Error("no input " + std::to_string(n), IMHP_INVALID_INPUT);
         return *args_->inputs[n];
     }
-    /// A number option (the host has filled in defaults and checked the type).
+    /// A number or integer option (the host has filled in defaults and checked the type and
+    /// range); a boolean reads as 1 or 0.
     double number(const std::string &name) const {
+        if (IMHP_HOST_HAS(host_, option_number)) {
+            double value = 0;
+            if (host_->option_number(host_->ctx, name.c_str(), &value) != IMHP_OK)
+                throw Error("the manifest declares no number option " + name, IMHP_INVALID_INPUT);
+            return value;
+        }
+        // A host older than ABI 1.2: its options JSON is compact ("name":value).
         std::string json = args_->options_json ? args_->options_json : "";
         std::string key = "\"" + name + "\":";
         std::size_t at = json.find(key);
         if (at == std::string::npos) throw Error("option " + name + " missing", IMHP_INVALID_INPUT);
+        if (json.compare(at + key.size(), 4, "true") == 0) return 1;
         return std::strtod(json.c_str() + at + key.size(), nullptr);
+    }
+    bool boolean(const std::string &name) const { return number(name) != 0; }
+    /// A string option (ABI 1.2 hosts).
+    std::string string(const std::string &name) const {
+        if (!IMHP_HOST_HAS(host_, option_string)) throw Error("string options need an imhost of ABI 1.2 or later");
+        std::size_t length = 0;
+        host_->option_string(host_->ctx, name.c_str(), nullptr, 0, &length);
+        std::string value(length + 1, '\0');
+        if (host_->option_string(host_->ctx, name.c_str(), &value[0], value.size(), &length) != IMHP_OK)
+            throw Error("the manifest declares no string option " + name, IMHP_INVALID_INPUT);
+        value.resize(length);
+        return value;
+    }
+    /// The folder the plugin was loaded from (its weights and data lie there); empty on hosts
+    /// older than ABI 1.2.
+    std::string plugin_dir() const {
+        return IMHP_HOST_HAS(host_, plugin_dir) ? std::string(host_->plugin_dir) : std::string();
     }
     /// Allocate a host-owned, zeroed output declared in the manifest.
     template <class T> Tensor<T> output(const char *name, std::array<std::size_t, 4> shape) const {

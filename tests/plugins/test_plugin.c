@@ -13,6 +13,9 @@
  *   TEST_NULL_ENTRY entry returns NULL with a reason
  *   TEST_BAD_MANIFEST manifest is not JSON
  *   TEST_DUPLICATE  declares the id of the C example (example.c-threshold)
+ *   TEST_HOST_1_2   test.folder (reads its options through the ABI 1.2 accessors and a number
+ *                   from test-folder-data.txt in host->plugin_dir) and test.exit (calls exit(0)
+ *                   in run, which the host must not report as success)
  */
 #define _POSIX_C_SOURCE 200809L
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -21,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -94,6 +98,49 @@ static imhp_status hang(void *instance, const imhp_run_args *a) {
     return IMHP_OK;
 }
 
+static imhp_status folder(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    const imhp_host *h = a->host;
+    if (!IMHP_HOST_HAS(h, option_number) || !IMHP_HOST_HAS(h, option_string) || !IMHP_HOST_HAS(h, plugin_dir)) {
+        h->set_error(h->ctx, "this host is older than ABI 1.2");
+        return IMHP_ERROR;
+    }
+    double level = 0, flag = 0;
+    char mode[8];
+    size_t length = 0;
+    if (h->option_number(h->ctx, "level", &level) != IMHP_OK || h->option_number(h->ctx, "flag", &flag) != IMHP_OK)
+        return IMHP_ERROR;
+    /* Too small a buffer is an error that still says the length. */
+    char tiny[2];
+    size_t needed = 0;
+    if (h->option_string(h->ctx, "mode", tiny, sizeof tiny, &needed) == IMHP_OK && needed >= sizeof tiny) return IMHP_ERROR;
+    if (h->option_string(h->ctx, "mode", mode, sizeof mode, &length) != IMHP_OK) return IMHP_ERROR;
+    double unknown = 0;
+    if (h->option_number(h->ctx, "no-such-option", &unknown) == IMHP_OK) return IMHP_ERROR;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/test-folder-data.txt", h->plugin_dir);
+    double data = -1;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%lf", &data) != 1) data = -2;
+        fclose(f);
+    }
+    h->set_score(h->ctx, "level", level);
+    h->set_score(h->ctx, "flag", flag);
+    h->set_score(h->ctx, "mode_length", (double)length);
+    h->set_score(h->ctx, "mode_needed", (double)needed);
+    h->set_score(h->ctx, "mode_first", (double)(unsigned char)mode[0]);
+    h->set_score(h->ctx, "data", data);
+    return IMHP_OK;
+}
+
+static imhp_status exits(void *instance, const imhp_run_args *a) {
+    (void)instance;
+    (void)a;
+    fprintf(stderr, "test.exit: calling exit(0)\n");
+    exit(0);
+}
+
 static void unloaded(void) {}
 
 #define OUT_MAP "{\"name\": \"out\", \"kind\": \"map\"}"
@@ -109,6 +156,21 @@ static const imhp_model MODELS[] = {
 static const imhp_model MODELS[] = {
     {sizeof(imhp_model), 0, MANIFEST("test.hang", OUT_MAP), NULL, hang, NULL},
     {sizeof(imhp_model), 0, MANIFEST("test.hang-ok", OUT_MAP), NULL, copy, NULL},
+};
+#elif defined(TEST_HOST_1_2)
+#define NAME "test-host-1-2"
+#define SCORE(n) "{\"name\": \"" n "\", \"kind\": \"score\"}"
+static const imhp_model MODELS[] = {
+    {sizeof(imhp_model), 0,
+     "{\"format\": \"imhost-manifest/1\", \"id\": \"test.folder\", \"name\": \"test.folder\", \"version\": \"0.0.1\","
+     " \"inputs\": [{\"name\": \"image\", \"dims\": 3, \"dtypes\": [\"f32\"]}],"
+     " \"options\": {\"level\": {\"type\": \"number\", \"default\": 2.5},"
+     " \"flag\": {\"type\": \"boolean\", \"default\": true},"
+     " \"mode\": {\"type\": \"string\", \"default\": \"abc\", \"enum\": [\"abc\", \"xyzzy\"]}},"
+     " \"outputs\": [" SCORE("level") ", " SCORE("flag") ", " SCORE("mode_length") ", " SCORE("mode_needed") ", "
+     SCORE("mode_first") ", " SCORE("data") "]}",
+     NULL, folder, NULL},
+    {sizeof(imhp_model), 0, MANIFEST("test.exit", OUT_MAP), NULL, exits, NULL},
 };
 #elif defined(TEST_BAD_MANIFEST)
 #define NAME "test-bad-manifest"

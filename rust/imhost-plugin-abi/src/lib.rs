@@ -6,7 +6,8 @@
 //! these definitions; C and C++ plugins use the header.
 //!
 //! History: 1.0 the first ABI; 1.1 added `imhp_plugin.unload` (a 1.0 plugin has none and
-//! loads unchanged).
+//! loads unchanged); 1.2 appended `imhp_host.plugin_dir`, `option_number` and `option_string`
+//! (a plugin that uses them on an older host checks `IMHP_HOST_HAS(host, member)` first).
 
 #![allow(non_camel_case_types)]
 
@@ -15,7 +16,7 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version: plugins built for another major are refused.
 pub const IMHP_ABI_MAJOR: u32 = 1;
 /// The ABI minor version: any minor of the same major loads (see the header's rules).
-pub const IMHP_ABI_MINOR: u32 = 1;
+pub const IMHP_ABI_MINOR: u32 = 2;
 /// The name of the one symbol a plugin exports (type `imhp_entry_fn`), NUL-terminated for
 /// `dlsym`. (The header defines it as a macro in its trailer: cbindgen skips byte strings.)
 pub const IMHP_ENTRY_SYMBOL: &[u8] = b"imhost_plugin_entry\0";
@@ -75,7 +76,8 @@ pub struct imhp_tensor {
     pub data: *mut c_void,
     /// Sizes along i, j, k, t (t = 1 for a 3-D volume).
     pub shape: [usize; 4],
-    /// Distance in ELEMENTS between neighbours along i, j, k, t (may be negative for inputs).
+    /// Distance in ELEMENTS between neighbours along i, j, k, t: never negative, but an input's may
+    /// be other than contiguous (a view of the caller's memory), so always index through them.
     pub strides: [isize; 4],
     /// Voxel spacing along i, j, k in mm.
     pub spacing: [f64; 3],
@@ -117,6 +119,24 @@ pub type imhp_set_score_fn =
 pub type imhp_set_error_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, message: *const c_char)>;
 /// Attaches a JSON object to the result (QC flags, details; copied). Must be valid JSON.
 pub type imhp_set_report_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, json: *const c_char) -> imhp_status>;
+/// Since 1.2, during `run`: the value of option `name` as a number into `*value` (`number` and
+/// `integer` options; a `boolean` gives 1 or 0). `IMHP_INVALID_INPUT` (with a message) when the
+/// manifest declares no such option or it is a string option.
+pub type imhp_option_number_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, name: *const c_char, value: *mut f64) -> imhp_status>;
+/// Since 1.2, during `run`: copies the `string` option `name` with its NUL into `buffer` of
+/// `capacity` bytes and writes its length without the NUL to `*length` (when `length` is not
+/// NULL). `IMHP_ERROR` when the buffer is too small (`*length` still says how long it is; call
+/// again with `*length + 1` bytes); `IMHP_INVALID_INPUT` for an unknown or non-string option.
+pub type imhp_option_string_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut c_void,
+        name: *const c_char,
+        buffer: *mut c_char,
+        capacity: usize,
+        length: *mut usize,
+    ) -> imhp_status,
+>;
 
 /// What the host offers a plugin. Passed to the entry function, `create` and (in
 /// `imhp_run_args`) `run`; valid only during that call. Outside `run`, `alloc_output`,
@@ -147,6 +167,15 @@ pub struct imhp_host {
     pub set_error: imhp_set_error_fn,
     /// Free-form JSON report.
     pub set_report: imhp_set_report_fn,
+    /// Since 1.2: the folder the plugin library was loaded from, where it finds the files it
+    /// ships (weights, tables); NUL-terminated, valid for the life of the process. It is the
+    /// folder the host checked, named through its open descriptor (`/proc/self/fd/N`, in an
+    /// isolated worker too), so it cannot be swapped. NULL on older hosts.
+    pub plugin_dir: *const c_char,
+    /// Since 1.2: read a number or boolean option (only during `run`).
+    pub option_number: imhp_option_number_fn,
+    /// Since 1.2: read a string option (only during `run`).
+    pub option_string: imhp_option_string_fn,
 }
 
 /// Arguments of one run.

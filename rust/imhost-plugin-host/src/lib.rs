@@ -180,8 +180,8 @@ impl Model for PluginModel {
         let tensors = tensors_of(&self.manifest, inputs);
         let mut outputs = HostOutputs { grids: &grids, volumes: Vec::new() };
         let extras = native::run(
-            &self.plugin.name,
-            &self.plugin.models[self.index],
+            &self.plugin,
+            self.index,
             instance,
             &tensors,
             grids.iter().map(|g| (g.shape, g.geometry)).collect(),

@@ -11,6 +11,53 @@ use imhost_core::{DType, Error, Geometry, Result};
 use imhost_plugin_abi::*;
 use libloading::Library;
 
+/// Plugin calls under way in this process, and the last one's name: read by [`on_exit`].
+static IN_PLUGIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static IN_PLUGIN_NAME: Mutex<String> = Mutex::new(String::new());
+
+/// `atexit` hook: a plugin that calls `exit()` (C's, or Rust's `std::process::exit`) during
+/// one of its calls would end the host with the plugin's status (often 0: a script would see
+/// success with no outputs). This turns it into status 1 and one line naming the plugin.
+extern "C" fn on_exit() {
+    if IN_PLUGIN.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        return;
+    }
+    let name = IN_PLUGIN_NAME.try_lock().map(|n| n.clone()).unwrap_or_else(|_| "a plugin".into());
+    let line = format!(
+        "imhost: error: {name} called exit() during its run, which ends the whole process: the run did not finish and nothing was written (a plugin must return a status instead; see docs/plugins.md)\n"
+    );
+    // SAFETY: write(2) of an owned buffer, then _exit: no more atexit handlers or destructors run
+    // (they could hang in a half-finished plugin call).
+    unsafe {
+        libc::write(2, line.as_ptr().cast(), line.len());
+        libc::_exit(1);
+    }
+}
+
+/// Marks a call into a plugin for [`on_exit`] while it lives.
+struct InPlugin;
+
+impl InPlugin {
+    fn enter(what: String) -> InPlugin {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            // SAFETY: registering a plain extern "C" function without arguments.
+            if unsafe { libc::atexit(on_exit) } != 0 {
+                tracing::warn!("cannot register the exit() guard for plugins");
+            }
+        });
+        *IN_PLUGIN_NAME.lock().unwrap_or_else(|e| e.into_inner()) = what;
+        IN_PLUGIN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InPlugin
+    }
+}
+
+impl Drop for InPlugin {
+    fn drop(&mut self) {
+        IN_PLUGIN.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A loaded plugin library and what its entry function described. Dropping it (after every
 /// model and instance, which hold an `Arc` of it) calls the plugin's `unload` (ABI ≥ 1.1) but
 /// keeps the code mapped until the process exits: unmapping a library whose threads or
@@ -27,6 +74,9 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     /// Its models.
     pub models: Vec<ModelDesc>,
+    /// The checked folder it was loaded from, as the plugin sees it (`imhp_host.plugin_dir`:
+    /// `/proc/self/fd/N`, the folder's kept descriptor).
+    pub dir: CString,
     unload: Option<unsafe extern "C" fn()>,
     _library: std::mem::ManuallyDrop<Library>,
 }
@@ -136,7 +186,20 @@ unsafe fn c_str(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-fn host_table(ctx: *mut c_void) -> imhp_host {
+unsafe extern "C" fn no_number(_: *mut c_void, _: *const c_char, _: *mut f64) -> imhp_status {
+    IMHP_ERROR
+}
+unsafe extern "C" fn no_string(
+    _: *mut c_void,
+    _: *const c_char,
+    _: *mut c_char,
+    _: usize,
+    _: *mut usize,
+) -> imhp_status {
+    IMHP_ERROR
+}
+
+fn host_table(ctx: *mut c_void, dir: &CStr) -> imhp_host {
     imhp_host {
         struct_size: size_of::<imhp_host>() as u32,
         abi_major: IMHP_ABI_MAJOR,
@@ -149,6 +212,9 @@ fn host_table(ctx: *mut c_void) -> imhp_host {
         set_score: Some(no_score),
         set_error: Some(set_error_cb),
         set_report: Some(no_report),
+        plugin_dir: dir.as_ptr(),
+        option_number: Some(no_number),
+        option_string: Some(no_string),
     }
 }
 
@@ -187,7 +253,10 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
     let fail = |m: String| Error::format(format!("plugin {}: {m}", path.display()));
     // The library's name for the dynamic loader contains the folder's descriptor number: the
     // folder is kept open (one descriptor per folder, however often it is loaded from).
-    let loader_path = dir.keep_open().proc_path(name);
+    let kept = dir.keep_open();
+    let loader_path = kept.proc_path(name);
+    let folder = CString::new(kept.proc_path("").to_string_lossy().trim_end_matches('/').as_bytes())
+        .expect("a /proc path has no NUL");
     // SAFETY: loading a library runs its initialisers; the file and every folder above it passed
     // the trust rules, and the name is resolved in the very folder that was checked. This is the
     // one point of trust.
@@ -202,9 +271,11 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
         };
     let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
     let header = CtxHeader { plugin: stem, error: Mutex::new(None) };
-    let host = host_table((&raw const header).cast_mut().cast());
+    let host = host_table((&raw const header).cast_mut().cast(), &folder);
+    let guard = InPlugin::enter(format!("plugin {}", path.display()));
     // SAFETY: the plugin's entry with our host table (valid for the call).
     let raw = unsafe { entry(&host) };
+    drop(guard);
     let said = header.error.lock().unwrap_or_else(|e| e.into_inner()).take();
     if raw.is_null() {
         return Err(fail(format!(
@@ -222,6 +293,7 @@ pub fn load_from(dir: crate::trust::TrustedDir, file: &crate::trust::TrustedFile
         abi: (major, minor),
         path: path.to_path_buf(),
         models,
+        dir: folder,
         unload,
         _library: std::mem::ManuallyDrop::new(library),
     })
@@ -350,9 +422,11 @@ pub fn create(plugin: &Arc<LoadedPlugin>, index: usize) -> Result<Instance> {
     let mut ptr: *mut c_void = std::ptr::null_mut();
     if let Some(create) = desc.create {
         let header = CtxHeader { plugin: plugin.name.clone(), error: Mutex::new(None) };
-        let host = host_table((&raw const header).cast_mut().cast());
+        let host = host_table((&raw const header).cast_mut().cast(), &plugin.dir);
+        let guard = InPlugin::enter(format!("model '{}' of plugin {}", desc.manifest.id, plugin.path.display()));
         // SAFETY: the plugin's create with our host table and a writable out-pointer.
         let status = unsafe { create(&host, &mut ptr) };
+        drop(guard);
         if status != IMHP_OK {
             let said = header.error.lock().unwrap_or_else(|e| e.into_inner()).take();
             return Err(Error::model(format!(
@@ -432,6 +506,7 @@ pub struct RunExtras {
 struct RunState<'a> {
     header: CtxHeader,
     manifest: &'a Manifest,
+    options: &'a serde_json::Map<String, serde_json::Value>,
     grids: Vec<([usize; 4], Geometry)>,
     allocated: Vec<String>,
     outputs: &'a mut dyn OutputSink,
@@ -532,6 +607,72 @@ unsafe extern "C" fn run_report(ctx: *mut c_void, json: *const c_char) -> imhp_s
     .unwrap_or(IMHP_ERROR)
 }
 
+/// The declared option `name` of this run, or a refusal naming the options there are.
+fn option<'s>(st: &'s RunState<'_>, name: &str) -> std::result::Result<&'s serde_json::Value, String> {
+    st.options.get(name).ok_or_else(|| {
+        let known: Vec<&str> = st.options.keys().map(String::as_str).collect();
+        format!(
+            "the manifest declares no option '{name}' (options: {})",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )
+    })
+}
+
+unsafe extern "C" fn run_option_number(ctx: *mut c_void, name: *const c_char, value: *mut f64) -> imhp_status {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: our RunState; NUL-terminated name.
+        let (st, name) = unsafe { (state(ctx), c_str(name)) };
+        if value.is_null() {
+            return refuse(st, format!("option_number('{name}') with a NULL value pointer"));
+        }
+        let number = match option(st, &name) {
+            Ok(serde_json::Value::Bool(b)) => f64::from(u8::from(*b)),
+            Ok(v) => match v.as_f64() {
+                Some(x) => x,
+                None => return refuse(st, format!("option '{name}' is a string: read it with option_string")),
+            },
+            Err(message) => return refuse(st, message),
+        };
+        // SAFETY: `value` is writable (ABI contract; checked non-NULL).
+        unsafe { *value = number };
+        IMHP_OK
+    }))
+    .unwrap_or(IMHP_ERROR)
+}
+
+unsafe extern "C" fn run_option_string(
+    ctx: *mut c_void,
+    name: *const c_char,
+    buffer: *mut c_char,
+    capacity: usize,
+    length: *mut usize,
+) -> imhp_status {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: our RunState; NUL-terminated name.
+        let (st, name) = unsafe { (state(ctx), c_str(name)) };
+        let text = match option(st, &name) {
+            Ok(serde_json::Value::String(s)) => s.as_bytes(),
+            Ok(_) => return refuse(st, format!("option '{name}' is not a string: read it with option_number")),
+            Err(message) => return refuse(st, message),
+        };
+        if !length.is_null() {
+            // SAFETY: `length` is writable when not NULL (ABI contract).
+            unsafe { *length = text.len() };
+        }
+        if buffer.is_null() || capacity <= text.len() {
+            return IMHP_ERROR;
+        }
+        // SAFETY: `buffer` holds `capacity` > len bytes (ABI contract). A string holding a NUL
+        // (JSON's \u0000) reads as cut short there in C; option_json has all of it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buffer.cast::<u8>(), text.len());
+            *buffer.add(text.len()) = 0;
+        }
+        IMHP_OK
+    }))
+    .unwrap_or(IMHP_ERROR)
+}
+
 /// Whether a plugin may have output `name` of pixel type code `dtype` and `shape`: a volume
 /// output of `manifest`, not allocated before, a known type (u8 for label maps), exactly on the
 /// grid the manifest puts it on (`grids`: shape and geometry of each input). Checked before any
@@ -579,8 +720,8 @@ pub fn contiguous_strides(shape: [usize; 4]) -> [isize; 4] {
 /// `options` (resolved), outputs into `outputs`, progress into `sink`.
 #[allow(clippy::too_many_arguments)] // each is one part of the C call; a struct would only rename them
 pub fn run(
-    plugin_name: &str,
-    desc: &ModelDesc,
+    plugin: &LoadedPlugin,
+    index: usize,
     instance: &mut Instance,
     inputs: &[TensorIn],
     grids: Vec<([usize; 4], Geometry)>,
@@ -588,11 +729,13 @@ pub fn run(
     outputs: &mut dyn OutputSink,
     sink: &dyn RunSink,
 ) -> Result<RunExtras> {
-    let options = CString::new(serde_json::Value::Object(options.clone()).to_string()).expect("JSON has no NUL");
+    let (plugin_name, desc) = (plugin.name.as_str(), &plugin.models[index]);
+    let options_json = CString::new(serde_json::Value::Object(options.clone()).to_string()).expect("JSON has no NUL");
     let pointers: Vec<*const imhp_tensor> = inputs.iter().map(|t| &raw const t.tensor).collect();
     let mut st = RunState {
         header: CtxHeader { plugin: plugin_name.to_string(), error: Mutex::new(None) },
         manifest: &desc.manifest,
+        options,
         grids,
         allocated: Vec::new(),
         outputs,
@@ -611,18 +754,23 @@ pub fn run(
         set_score: Some(run_score),
         set_error: Some(set_error_cb),
         set_report: Some(run_report),
+        plugin_dir: plugin.dir.as_ptr(),
+        option_number: Some(run_option_number),
+        option_string: Some(run_option_string),
     };
     let args = imhp_run_args {
         struct_size: size_of::<imhp_run_args>() as u32,
         n_inputs: inputs.len() as u32,
         inputs: pointers.as_ptr(),
-        options_json: options.as_ptr(),
+        options_json: options_json.as_ptr(),
         host: &host,
     };
     let run = desc.run.expect("checked at load");
+    let guard = InPlugin::enter(format!("model '{}' of plugin {}", desc.manifest.id, plugin.path.display()));
     // SAFETY: the plugin's run with its instance, our arguments (valid for the call) and a host
     // table whose ctx is `st`, which outlives the call.
     let status = unsafe { run(instance.ptr, &args) };
+    drop(guard);
     let said = st.header.error.lock().unwrap_or_else(|e| e.into_inner()).take();
     let id = &desc.manifest.id;
     match status {

@@ -60,6 +60,7 @@ pub const TEST_VARIANTS: &[(&str, &str)] = &[
     ("test_null_entry", "TEST_NULL_ENTRY"),
     ("test_bad_manifest", "TEST_BAD_MANIFEST"),
     ("test_duplicate", "TEST_DUPLICATE"),
+    ("test_host12", "TEST_HOST_1_2"),
 ];
 
 /// Build the C example plugin and the test variants named in `stems` into `dir`.

@@ -495,16 +495,7 @@ fn serve_plugin(
     let options = request["options"].as_object().cloned().unwrap_or_default();
     let mut outputs = HostAllocated { out: out.clone(), socket, maps: Vec::new() };
     let instance = instances.get_mut(&index).expect("inserted above");
-    let result = native::run(
-        &plugin.name,
-        &plugin.models[index],
-        instance,
-        &tensors,
-        grids,
-        &options,
-        &mut outputs,
-        &LineSink(out.clone()),
-    );
+    let result = native::run(plugin, index, instance, &tensors, grids, &options, &mut outputs, &LineSink(out.clone()));
     for map in &outputs.maps {
         let _ = map.flush();
     }

@@ -24,7 +24,7 @@
 //! (`include/imhost_plugin.h`) and wraps every call into the plugin in `catch_unwind`: a panic
 //! becomes an `IMHP_ERROR` with the panic message, never an unwind into the host.
 
-use std::ffi::{CStr, CString, c_void};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 
@@ -100,6 +100,19 @@ fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', " ")).expect("NULs replaced")
 }
 
+/// The manifest's name of a pixel type code (`IMHP_DTYPE_F32` → `"f32"`).
+pub fn dtype_name(dtype: imhp_dtype) -> &'static str {
+    match dtype {
+        IMHP_DTYPE_U8 => "u8",
+        IMHP_DTYPE_I16 => "i16",
+        IMHP_DTYPE_U16 => "u16",
+        IMHP_DTYPE_I32 => "i32",
+        IMHP_DTYPE_F32 => "f32",
+        IMHP_DTYPE_F64 => "f64",
+        _ => "an unknown type",
+    }
+}
+
 /// The host's callbacks, valid during one call into the plugin.
 #[derive(Clone, Copy)]
 pub struct Host<'a> {
@@ -119,6 +132,20 @@ impl<'a> Host<'a> {
             // SAFETY: a callback of the host table with its ctx, during the call that got it.
             unsafe { log(self.raw.ctx, level as imhp_log_level, m.as_ptr()) };
         }
+    }
+
+    /// The folder the plugin library was loaded from (ABI 1.2; `None` on an older host): where
+    /// the files it ships lie (`host.plugin_dir()?.join("weights.bin")`). It names the folder
+    /// the host checked through its open descriptor (`/proc/self/fd/N`), so it stays the same
+    /// folder for the life of the process, in an isolated worker too.
+    pub fn plugin_dir(&self) -> Option<std::path::PathBuf> {
+        let covered = std::mem::offset_of!(imhp_host, plugin_dir) + size_of::<*const c_char>();
+        if (self.raw.struct_size as usize) < covered || self.raw.plugin_dir.is_null() {
+            return None;
+        }
+        // SAFETY: inside the host's struct_size, a NUL-terminated path valid for the process.
+        let dir = unsafe { CStr::from_ptr(self.raw.plugin_dir) };
+        Some(std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir.to_bytes())))
     }
 
     fn set_error(&self, message: &str) {
@@ -182,17 +209,16 @@ impl<'a> Input<'a> {
     pub fn view<T: Pixel>(&self) -> Result<ArrayView4<'a, T>, Error> {
         if self.raw.dtype != T::DTYPE {
             return Err(Error::invalid_input(format!(
-                "input '{}' has dtype {}, the model reads {}",
+                "input '{}' is {}, but the model reads it as {} (list the types you read in the manifest's \"dtypes\": the host converts to the first)",
                 self.name(),
-                self.raw.dtype,
-                T::DTYPE
+                dtype_name(self.raw.dtype),
+                dtype_name(T::DTYPE)
             )));
         }
         let shape = self.raw.shape;
         let strides = self.raw.strides.map(|s| s as usize);
         // SAFETY: the host guarantees data/shape/strides describe readable memory of this type
-        // for the run (validated on its side); negative strides are passed as wrapped usize,
-        // which ndarray's raw constructors accept.
+        // for the run (validated on its side; strides are never negative).
         Ok(unsafe { ArrayView4::from_shape_ptr(shape.strides(strides), self.raw.data as *const T) })
     }
 }
