@@ -131,6 +131,9 @@ pub struct RunArgs {
 /// `imhost run ID --input … --out DIR [--option k=v]`.
 pub fn run(args: &RunArgs, quiet: bool) -> Result<()> {
     let registry = registry(&args.sources);
+    if !quiet {
+        warn_problems(&registry);
+    }
     let model = registry.get(&args.id).ok_or_else(|| {
         let problems: Vec<&str> = registry.problems().iter().map(|p| p.message.as_str()).collect();
         Error::invalid_argument(format!(

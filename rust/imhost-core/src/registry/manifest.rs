@@ -15,8 +15,11 @@
 //! }
 //! ```
 //!
-//! Unknown keys are kept (a newer manifest still loads); what is known is validated by
-//! [`Manifest::validate`] before a model is registered.
+//! The manifest's JSON Schema is `schemas/imhost-manifest-1.schema.json` in the repository.
+//! What is known is validated by [`Manifest::validate`] before a model is registered (wrong
+//! values are errors). Unknown keys are warnings, not errors — a newer manifest still loads, and
+//! unknown top-level keys are kept — but each one is listed in [`Manifest::warnings`] with the
+//! known key it most likely misspells (`outputs[1].units: did you mean "unit"?`).
 
 use std::collections::BTreeMap;
 
@@ -71,6 +74,143 @@ pub struct Manifest {
     /// Keys this version does not know, kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+    /// What [`Manifest::from_json`] found questionable but not wrong: unknown keys, each as
+    /// `path: message`. Not part of the JSON.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// The DICOM modalities (PS3.3 C.7.3.1.1.1 defined terms) an input may name, or `any`.
+pub const MODALITIES: &[&str] =
+    &["any", "CT", "MR", "PT", "NM", "US", "CR", "DX", "MG", "XA", "RF", "OT", "SEG", "RTDOSE", "OCT", "OP", "SM"];
+
+/// The orientations an input may name: `any` (the host passes the image as stored, with its
+/// direction cosines), `LPS` or `RAS` (what the model expects its index axes to point to).
+pub const ORIENTATIONS: &[&str] = &["any", "LPS", "RAS"];
+
+/// The keys this version knows, per kind of object (`top` = the manifest itself).
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "top",
+        &[
+            "format",
+            "id",
+            "name",
+            "version",
+            "description",
+            "licence",
+            "reference",
+            "research_use_only",
+            "inputs",
+            "options",
+            "outputs",
+            "device",
+            "limits",
+            "source",
+            "runtime",
+        ],
+    ),
+    ("input", &["name", "modality", "dims", "channels", "dtypes", "spacing_mm", "orientation", "min_frames"]),
+    ("option", &["type", "default", "enum", "minimum", "maximum", "unit", "description"]),
+    (
+        "output",
+        &[
+            "name",
+            "kind",
+            "unit",
+            "unit_ucum",
+            "quantity",
+            "labels",
+            "measured_on",
+            "grid",
+            "frames",
+            "optional",
+            "description",
+        ],
+    ),
+    ("label", &["value", "name", "color", "category", "property"]),
+    ("code", &["scheme", "value", "meaning"]),
+    ("measured_on", &["output", "label"]),
+    ("device", &["requires", "memory_mib"]),
+    ("limits", &["timeout_s"]),
+    ("source", &["kind", "path", "plugin", "isolated"]),
+];
+
+fn known(kind: &str) -> &'static [&'static str] {
+    KNOWN_KEYS.iter().find(|(k, _)| *k == kind).map_or(&[], |(_, keys)| keys)
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The unknown keys of a manifest's JSON, as `path: message` lines, in document order.
+pub fn unknown_keys(value: &Value) -> Vec<String> {
+    fn object(value: &Value, kind: &str, path: &str, out: &mut Vec<String>) {
+        let Some(map) = value.as_object() else { return };
+        let keys = known(kind);
+        for (key, child) in map {
+            let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            if !keys.contains(&key.as_str()) {
+                // A near spelling, or a known key that the unknown one begins (`spacing` for
+                // `spacing_mm`).
+                let near = keys
+                    .iter()
+                    .map(|k| (distance(key, k), *k))
+                    .filter(|(d, k)| *d <= 2 || (key.len() >= 4 && k.starts_with(key.as_str())))
+                    .min();
+                out.push(match near {
+                    Some((_, k)) => format!("{here}: unknown key, ignored; did you mean \"{k}\"?"),
+                    None => format!("{here}: unknown key, ignored (known here: {})", keys.join(", ")),
+                });
+                continue;
+            }
+            let each = |kind: &str, out: &mut Vec<String>| {
+                for (n, item) in child.as_array().into_iter().flatten().enumerate() {
+                    object(item, kind, &format!("{here}[{n}]"), out);
+                }
+            };
+            match (kind, key.as_str()) {
+                ("top", "inputs") => each("input", out),
+                ("top", "outputs") => each("output", out),
+                ("top", "options") => {
+                    for (name, spec) in child.as_object().into_iter().flatten() {
+                        object(spec, "option", &format!("{here}.{name}"), out);
+                    }
+                }
+                ("top", "device" | "limits" | "source") => object(child, key, &here, out),
+                ("output", "labels") => {
+                    for (n, label) in child.as_array().into_iter().flatten().enumerate() {
+                        let at = format!("{here}[{n}]");
+                        object(label, "label", &at, out);
+                        for code in ["category", "property"] {
+                            if let Some(c) = label.get(code) {
+                                object(c, "code", &format!("{at}.{code}"), out);
+                            }
+                        }
+                    }
+                }
+                ("output", "quantity") => object(child, "code", &here, out),
+                ("output", "measured_on") => object(child, "measured_on", &here, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    object(value, "top", "", &mut out);
+    out
 }
 
 fn unknown() -> String {
@@ -319,8 +459,15 @@ pub fn valid_output_name(name: &str) -> bool {
 impl Manifest {
     /// Parse and validate a manifest from JSON text.
     pub fn from_json(text: &str) -> Result<Manifest> {
-        let manifest: Manifest =
+        let value: Value =
             serde_json::from_str(text).map_err(|e| Error::format(format!("invalid manifest JSON: {e}")))?;
+        let warnings = unknown_keys(&value);
+        let mut manifest: Manifest = serde_json::from_value(value).map_err(|e| {
+            Error::format(format!(
+                "invalid manifest: {e} (the manifest's schema: schemas/imhost-manifest-1.schema.json)"
+            ))
+        })?;
+        manifest.warnings = warnings;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -352,6 +499,31 @@ impl Manifest {
         for input in &self.inputs {
             if input.dims != 3 && input.dims != 4 {
                 return bad(format!("input '{}' has dims {} (3 or 4)", input.name, input.dims));
+            }
+            if !MODALITIES.contains(&input.modality.as_str()) {
+                return bad(format!(
+                    "input '{}' has modality '{}' (a DICOM modality: {})",
+                    input.name,
+                    input.modality,
+                    MODALITIES.join(", ")
+                ));
+            }
+            if !ORIENTATIONS.contains(&input.orientation.as_str()) {
+                return bad(format!(
+                    "input '{}' has orientation '{}' ({})",
+                    input.name,
+                    input.orientation,
+                    ORIENTATIONS.join(", ")
+                ));
+            }
+            if input.channels != 1 {
+                return bad(format!(
+                    "input '{}' has {} channels: an input is one channel; declare several inputs instead",
+                    input.name, input.channels
+                ));
+            }
+            if input.min_frames.is_some() && input.dims != 4 {
+                return bad(format!("input '{}' gives min_frames, which only a 4-D input (dims 4) has", input.name));
             }
             for d in &input.dtypes {
                 if DType::from_name(d).is_none() {
@@ -386,7 +558,13 @@ impl Manifest {
                 ));
             }
             if output.grid >= self.inputs.len() {
-                return bad(format!("output '{}' refers to input {}", output.name, output.grid));
+                return bad(format!(
+                    "output '{}' has grid {}, but the manifest declares {} input(s): grid is the 0-based index of the input whose grid the output shares (0 to {})",
+                    output.name,
+                    output.grid,
+                    self.inputs.len(),
+                    self.inputs.len() - 1
+                ));
             }
             if output.frames != "one" && output.frames != "input" {
                 return bad(format!("output '{}' has frames '{}' (one or input)", output.name, output.frames));
@@ -561,6 +739,41 @@ mod tests {
         assert_eq!(m.licence, "unknown");
         assert!(m.research_use_only);
         assert!(m.to_json().contains("future_key"));
+    }
+
+    /// Unknown keys anywhere are warnings with a suggestion; wrong values of known keys are
+    /// errors.
+    #[test]
+    fn unknown_keys_are_warnings_and_bad_values_errors() {
+        let text = sample()
+            .replace(r#""kind": "labelmap""#, r#""kind": "labelmap", "units": "ml""#)
+            .replace(r#""dims": 3"#, r#""dims": 3, "spacing": [1, 1, 1]"#)
+            .replace(r#""future_key""#, r#""outputz""#);
+        let m = Manifest::from_json(&text).unwrap();
+        assert_eq!(
+            m.warnings,
+            [
+                r#"inputs[0].spacing: unknown key, ignored; did you mean "spacing_mm"?"#.to_string(),
+                r#"outputs[0].units: unknown key, ignored; did you mean "unit"?"#.to_string(),
+                r#"outputz: unknown key, ignored; did you mean "outputs"?"#.to_string(),
+            ]
+        );
+        assert!(
+            Manifest::from_json(&sample().replace(r#""future_key": {"kept": true}"#, r#""zzz": 1"#)).unwrap().warnings
+                [0]
+            .contains("known here: format, id")
+        );
+        for (edit, needle) in [
+            ((r#""dims": 3"#, r#""dims": 3, "modality": "CAT""#), "modality 'CAT'"),
+            ((r#""dims": 3"#, r#""dims": 3, "orientation": "RAI""#), "orientation 'RAI'"),
+            ((r#""dims": 3"#, r#""dims": 3, "channels": 3"#), "declare several inputs"),
+            ((r#""dims": 3"#, r#""dims": 3, "min_frames": 3"#), "only a 4-D input"),
+            ((r#""kind": "labelmap""#, r#""kind": "labelmap", "grid": 1"#), "0-based index of the input"),
+        ] {
+            let e = Manifest::from_json(&sample().replace(edit.0, edit.1)).unwrap_err();
+            assert!(e.message().contains(needle), "{edit:?}: {e}");
+        }
+        assert!(Manifest::from_json(&sample()).unwrap().warnings.iter().all(|w| w.starts_with("future_key")));
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct LoadProblem {
     pub message: String,
 }
 
+/// The `tracing` target of the "not loaded" warnings of [`Registry::note_problem`].
+pub const LOAD_PROBLEM_TARGET: &str = "imhost::load_problem";
+
 /// Every model a host can run.
 #[derive(Default, Clone)]
 pub struct Registry {
@@ -146,6 +149,9 @@ impl Registry {
                 from(other.manifest())
             )));
         }
+        for warning in &manifest.warnings {
+            tracing::warn!("manifest of '{}': {warning}", manifest.id);
+        }
         self.models.push(model);
         Ok(())
     }
@@ -153,7 +159,9 @@ impl Registry {
     /// Record a file or folder that did not load.
     pub fn note_problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let (path, message) = (path.into(), message.into());
-        tracing::warn!(path = %path, "not loaded: {message}");
+        // Under its own target, so that a host which shows `problems()` itself (the command
+        // line) can keep the log from saying it a second time.
+        tracing::warn!(target: LOAD_PROBLEM_TARGET, path = %path, "not loaded: {message}");
         self.problems.push(LoadProblem { path, message });
     }
 
@@ -264,8 +272,11 @@ pub fn check_inputs(manifest: &Manifest, inputs: &[AnyVolumeView<'_>]) -> Result
         let frames = input.shape()[3];
         if spec.dims == 3 && input.is_4d() {
             return Err(Error::shape(format!(
-                "input '{}' of '{}' must be 3-D; this one has {frames} frames",
-                spec.name, manifest.id
+                "input '{}' of '{}' must be 3-D; this one is 4-D with {frames} frame{}{}",
+                spec.name,
+                manifest.id,
+                if frames == 1 { "" } else { "s" },
+                if frames == 1 { " (a one-frame series: save it as a 3-D volume)" } else { "" }
             )));
         }
         if spec.dims == 4 {
