@@ -3,8 +3,19 @@
 //! Sources, in order: explicit paths (API, `--plugin`), the `IMHOST_PLUGIN_PATH` entries
 //! (`:`-separated), the per-user folder (`$XDG_DATA_HOME/imhost/plugins`, else
 //! `~/.local/share/imhost/plugins`). A source is a plugin library (`*.so`, `*.dylib`, `*.dll`),
-//! a model package folder (holding `manifest.json`), or a folder scanned one level deep for
-//! both. The same file reached twice is loaded once.
+//! a model package folder (holding `manifest.json`), or a folder scanned for both:
+//!
+//! ```text
+//! plugins/libacme_bright.so          a plugin library
+//! plugins/acme-lesion/manifest.json  a model package (+ its weights)
+//! plugins/acme/libacme.so            a plugin in a folder of its own, beside its data and the
+//! plugins/acme/weights.bin           libraries it links (found through -rpath '$ORIGIN'): the
+//! plugins/acme/libonnxruntime.so     folder's plugin is lib<folder>.so or <folder>.so, or its
+//!                                    only library
+//! ```
+//!
+//! Deeper than that nothing is loaded, and a library found there is reported, not ignored in
+//! silence. The same file reached twice is loaded once.
 //!
 //! Permissions: [`crate::trust`] — a plugin file, a package folder or the folder holding either
 //! must not be writable by group or others and must belong to the current user or root, and no
@@ -92,8 +103,16 @@ impl Discovery {
                     Ok(entries) => {
                         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
                         children.sort();
-                        for child in children.iter().filter(|c| is_library(c) || is_package(c)) {
-                            push(&mut found, child);
+                        for child in &children {
+                            if is_library(child) || is_package(child) {
+                                push(&mut found, child);
+                            } else if child.is_dir() {
+                                match plugin_folder(child) {
+                                    Ok(Some(library)) => push(&mut found, &library),
+                                    Ok(None) => {}
+                                    Err(message) => problems.push((child.clone(), message)),
+                                }
+                            }
                         }
                     }
                     Err(e) => problems.push((source.clone(), format!("cannot read the folder: {e}"))),
@@ -105,6 +124,47 @@ impl Discovery {
             }
         }
         (found, problems)
+    }
+}
+
+fn sorted_children(dir: &Path) -> Vec<PathBuf> {
+    let mut children: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|e| e.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    children.sort();
+    children
+}
+
+/// The plugin library of a plugin's own folder (`plugins/acme/`): `libacme.so` or `acme.so`,
+/// else its only library; `None` when it holds no library (a data folder); an error when it
+/// holds several and none is named for the folder, or when libraries lie a level deeper.
+fn plugin_folder(dir: &Path) -> Result<Option<PathBuf>, String> {
+    let children = sorted_children(dir);
+    let libraries: Vec<&PathBuf> = children.iter().filter(|c| is_library(c)).collect();
+    let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let named = libraries.iter().find(|l| {
+        let stem = l.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        stem == folder || stem.strip_prefix("lib") == Some(folder)
+    });
+    match (named, libraries.as_slice()) {
+        (Some(library), _) => Ok(Some((*library).clone())),
+        (None, [only]) => Ok(Some((*only).clone())),
+        (None, []) => {
+            let deeper = children
+                .iter()
+                .filter(|c| c.is_dir())
+                .find_map(|sub| sorted_children(sub).into_iter().find(|f| is_library(f) || is_package(f)));
+            match deeper {
+                Some(file) => Err(format!(
+                    "not scanned: {} lies two folders below a plugin folder; imhost loads plugins/NAME.so, plugins/NAME/libNAME.so and package folders plugins/NAME/manifest.json (or give the path with --plugin / IMHOST_PLUGIN_PATH)",
+                    file.display()
+                )),
+                None => Ok(None),
+            }
+        }
+        (None, many) => Err(format!(
+            "holds {} libraries and none is named lib{folder}.so or {folder}.so: name the plugin so, and the others are taken for libraries it links",
+            many.len()
+        )),
     }
 }
 
