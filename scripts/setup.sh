@@ -19,6 +19,8 @@ PYDICOM_VERSION=3.0.2   # DICOM oracle; its wheel carries real CT series (MIT)
 HIGHDICOM_VERSION=0.28.2  # reads our Parametric Maps, SEGs and SRs back (MIT); with its pins:
 PILLOW_VERSION=13.0.0
 PYJPEGLS_VERSION=1.5.1
+JSONSCHEMA_VERSION=4.26.0 # checks every shipped manifest against schemas/ (MIT); with its pins:
+JSONSCHEMA_DEPS="attrs==26.1.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 typing-extensions==4.16.0"
 TORCH_VERSION=2.11.0    # LibTorch for tch 0.24.0 (the version on the GPU machines)
 SLICER_CORE_VERSION=5.13.31053.0  # Slicer's Qt-free libraries (MRML, module logics, ITK 5.4)
 VTK_VERSION=9.6.2                 # the VTK those wheels are built with
@@ -103,6 +105,16 @@ if [ ! -f "$marker" ]; then
     "highdicom==$HIGHDICOM_VERSION" "pillow==$PILLOW_VERSION" "pyjpegls==$PYJPEGLS_VERSION" 2>&1 \
     | grep -v "WARNING: Running pip as the 'root' user" || true
   PYTHONPATH="$python_dir" python3 -c "import highdicom, PIL" && touch "$marker"
+fi
+
+# --- jsonschema: the independent validator of the manifest schema ---------------------------
+marker="$python_dir/.imhost-jsonschema-$JSONSCHEMA_VERSION"
+if [ ! -f "$marker" ]; then
+  say "installing jsonschema $JSONSCHEMA_VERSION into .cache/python (manifest schema oracle)"
+  # shellcheck disable=SC2086 # the pins are separate words
+  python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --target "$python_dir" \
+    "jsonschema==$JSONSCHEMA_VERSION" $JSONSCHEMA_DEPS 2>&1 | grep -v "WARNING: Running pip as the 'root' user" || true
+  PYTHONPATH="$python_dir" python3 -c "import jsonschema" && touch "$marker"
 fi
 
 # --- Real NIfTI test files from nibabel's wheel ----------------------------------------------

@@ -12,6 +12,7 @@ mod mip;
 mod models;
 mod motion;
 mod perfusion;
+mod plugin;
 mod progress;
 #[cfg(feature = "learned")]
 mod train;
@@ -104,6 +105,10 @@ enum Command {
     Models(ModelsCommand),
     /// Run a model on input images: `imhost run ID --input IMG --out DIR [--option k=v]`.
     Run(models::RunArgs),
+    /// For plugin authors: write a skeleton (`new`), check a plugin as a host loads it
+    /// (`check`), compare its outputs with expected ones (`test`).
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
     /// temporal MIP on it, check the result against the known truth, and summarise.
     Demo {
@@ -187,6 +192,7 @@ fn main() -> ExitCode {
         Command::Models(ModelsCommand::List { json, sources }) => models::list(&sources, json),
         Command::Models(ModelsCommand::Info { id, sources }) => models::info(&sources, &id),
         Command::Run(args) => models::run(&args, cli.quiet),
+        Command::Plugin(command) => plugin::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,10 +205,17 @@ fn main() -> ExitCode {
 
 /// Warnings (and with IMHOST_LOG=info|debug|trace, more) from the library go to stderr.
 fn init_logging(quiet: bool) {
+    use std::io::IsTerminal;
     let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMHOST_LOG").unwrap_or_else(|_| default.into());
+    // The command prints what did not load itself (`imhost: warning: not loaded: …`), once.
+    let filter = match format!("{}=off", imhost_core::registry::LOAD_PROBLEM_TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
