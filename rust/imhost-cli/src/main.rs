@@ -170,7 +170,8 @@ fn parse_size(text: &str) -> Result<[usize; 3], String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.quiet);
+    // `imhost plugin check` prints the manifest warnings itself, as its own lines.
+    init_logging(cli.quiet, matches!(cli.command, Command::Plugin(plugin::PluginCommand::Check(_))));
     let result = match cli.command {
         Command::Mip { input, out, preview } => mip::run(&input, &out, preview.as_deref(), cli.quiet),
         Command::Info { input, json } => info::run(&input, json),
@@ -204,15 +205,21 @@ fn main() -> ExitCode {
 }
 
 /// Warnings (and with IMHOST_LOG=info|debug|trace, more) from the library go to stderr.
-fn init_logging(quiet: bool) {
+fn init_logging(quiet: bool, manifest_warnings_shown: bool) {
     use std::io::IsTerminal;
     let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMHOST_LOG").unwrap_or_else(|_| default.into());
     // The command prints what did not load itself (`imhost: warning: not loaded: …`), once.
-    let filter = match format!("{}=off", imhost_core::registry::LOAD_PROBLEM_TARGET).parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
+    let mut filter = filter;
+    let mut quiet_targets = vec![imhost_core::registry::LOAD_PROBLEM_TARGET];
+    if manifest_warnings_shown {
+        quiet_targets.push(imhost_core::registry::MANIFEST_WARNING_TARGET);
+    }
+    for target in quiet_targets {
+        if let Ok(directive) = format!("{target}=off").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -51,7 +51,7 @@ pub struct NewArgs {
     /// acme-bright). It names the folder, the library and, unless --id says otherwise, the model.
     pub name: String,
     /// The language.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, default_value = "c")]
     pub lang: Lang,
     /// The folder to write (default: ./NAME); it must not exist or be empty.
     #[arg(long)]

@@ -103,6 +103,7 @@ fn usage_mistakes_are_caught_before_work() {
     let missing = imhost(&["mip", "/no/such/file.nii.gz", "--out", dir.path().join("a.nii").to_str().unwrap()]);
     assert_one_line_error(&missing, "missing input");
     assert!(stderr_lines(&missing)[0].contains("cannot open file"));
+    assert_eq!(stderr_lines(&missing)[0].matches("/no/such/file.nii.gz").count(), 1, "the path said once");
     let wrong_ext = imhost(&["mip", "/no/such/file.nii.gz", "--out", "mip.png"]);
     assert_one_line_error(&wrong_ext, "bad output name");
     assert!(stderr_lines(&wrong_ext)[0].contains("must end in .nii or .nii.gz"));

@@ -124,9 +124,10 @@ impl Error {
         self
     }
 
-    /// Prefix the message with a path.
+    /// Prefix the message with a path, once (a message that already begins with it is kept).
     pub fn in_file(self, path: &Path) -> Self {
-        self.context(format_args!("'{}'", path.display()))
+        let prefix = format!("'{}'", path.display());
+        if self.message.starts_with(&format!("{prefix}: ")) { self } else { self.context(prefix) }
     }
 
     /// Shorthand for [`ErrorKind::InvalidArgument`].

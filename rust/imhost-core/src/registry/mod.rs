@@ -117,6 +117,9 @@ pub struct LoadProblem {
 /// The `tracing` target of the "not loaded" warnings of [`Registry::note_problem`].
 pub const LOAD_PROBLEM_TARGET: &str = "imhost::load_problem";
 
+/// The `tracing` target of the manifest warnings (unknown keys) of [`Registry::add`].
+pub const MANIFEST_WARNING_TARGET: &str = "imhost::manifest_warning";
+
 /// Every model a host can run.
 #[derive(Default, Clone)]
 pub struct Registry {
@@ -150,7 +153,7 @@ impl Registry {
             )));
         }
         for warning in &manifest.warnings {
-            tracing::warn!("manifest of '{}': {warning}", manifest.id);
+            tracing::warn!(target: MANIFEST_WARNING_TARGET, "manifest of '{}': {warning}", manifest.id);
         }
         self.models.push(model);
         Ok(())
