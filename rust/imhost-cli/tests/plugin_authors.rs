@@ -10,7 +10,7 @@ use std::process::Command;
 
 use imhost_core::io::write_volume;
 use imhost_core::{AnyVolume, Geometry, Volume};
-use imhost_plugin_host::testing::{build_test_plugins, repo_root};
+use imhost_plugin_host::testing::{build_plugin, build_test_plugins, cargo_plugin, repo_root};
 use ndarray::Array3;
 use serde_json::Value;
 
@@ -230,7 +230,13 @@ fn the_schema_agrees_with_the_registry() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
+    // Every manifest the project ships: built-ins (with the perfusion CNN), the three example
+    // plugins, the test plugin's and the package fixture's.
     let plugins = plugin_folder(work.path());
+    let examples = repo_root().join("examples/plugins");
+    build_plugin(&examples.join("c-threshold/threshold.c"), &plugins, "example_c_threshold", &[]);
+    build_plugin(&examples.join("cpp-window/window.cpp"), &plugins, "example_cpp_window", &[]);
+    std::fs::copy(cargo_plugin("imhost-example-rust-smooth"), plugins.join("libexample_rust_smooth.so")).unwrap();
     let good = package(work.path(), "good", |_| {});
     let list = imhost(work.path())
         .args(["models", "list", "--json", "--plugin"])
@@ -258,7 +264,10 @@ fn the_schema_agrees_with_the_registry() {
         std::fs::write(&path, &info.stdout).unwrap();
         valid.push(path);
     }
-    assert!(valid.len() >= 5, "built-ins, the plugin's two and the package: {valid:?}");
+    let names: Vec<String> = valid.iter().map(|p| p.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    for id in ["perfusion-cnn", "example.c-threshold", "example.cpp-window", "example.rust-smooth", "test.ts-lesion"] {
+        assert!(names.iter().any(|n| n == id), "{id} not listed: {names:?}");
+    }
 
     // Each edit: the registry's verdict on it, and the schema must say the same.
     type Edit = Box<dyn Fn(&mut Value)>;
@@ -310,4 +319,18 @@ print("\n".join(verdicts))
     for ((what, _), verdict) in invalid.iter().zip(&verdicts[valid.len()..]) {
         assert_eq!(verdict, "invalid", "the schema accepts a manifest with {what}");
     }
+}
+
+#[test]
+fn unknown_keys_of_plugins_json_are_warnings() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join(".config/imhost");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("plugins.json"), r#"{"plugin": {}, "plugins": {"libacme.so": {"isolat": true}}}"#)
+        .unwrap();
+    let out = imhost(work.path()).env_remove("IMHOST_PLUGIN_CONFIG").args(["models", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(r#"unknown key "plugin" ignored"#), "{stderr}");
+    assert!(stderr.contains(r#"unknown setting "isolat" of "libacme.so" ignored"#), "{stderr}");
 }
