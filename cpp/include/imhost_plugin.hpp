@@ -45,11 +45,28 @@ template <> struct DTypeOf<std::int32_t> { static constexpr imhp_dtype value = I
 template <> struct DTypeOf<float> { static constexpr imhp_dtype value = IMHP_DTYPE_F32; };
 template <> struct DTypeOf<double> { static constexpr imhp_dtype value = IMHP_DTYPE_F64; };
 
+/// The manifest's name of a pixel type (`IMHP_DTYPE_F32` -> "f32").
+inline const char *dtype_name(imhp_dtype dtype) {
+    switch (dtype) {
+    case IMHP_DTYPE_U8: return "u8";
+    case IMHP_DTYPE_I16: return "i16";
+    case IMHP_DTYPE_U16: return "u16";
+    case IMHP_DTYPE_I32: return "i32";
+    case IMHP_DTYPE_F32: return "f32";
+    case IMHP_DTYPE_F64: return "f64";
+    default: return "an unknown type";
+    }
+}
+
 /// Typed access to a tensor through its strides: `t(i, j, k)` or `t(i, j, k, frame)`.
 template <class T> class Tensor {
   public:
     explicit Tensor(const imhp_tensor &t) : t_(t) {
-        if (t.dtype != DTypeOf<T>::value) throw Error("tensor has another pixel type", IMHP_INVALID_INPUT);
+        if (t.dtype != DTypeOf<T>::value)
+            throw Error(std::string("input '") + (t.name ? t.name : "?") + "' is " + dtype_name(t.dtype) +
+                            ", but the model reads it as " + dtype_name(DTypeOf<T>::value) +
+                            " (list the types you read in the manifest's \"dtypes\": the host converts to the first)",
+                        IMHP_INVALID_INPUT);
     }
     T &operator()(std::size_t i, std::size_t j, std::size_t k, std::size_t f = 0) const {
         std::ptrdiff_t off = static_cast<std::ptrdiff_t>(i) * t_.strides[0] + static_cast<std::ptrdiff_t>(j) * t_.strides[1] +

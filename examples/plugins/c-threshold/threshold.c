@@ -31,15 +31,6 @@ static const char MANIFEST[] =
     "   {\"name\": \"components\", \"kind\": \"score\", \"unit\": \"1\", \"description\": \"connected components kept\"}],"
     " \"device\": {\"requires\": \"cpu\"}}";
 
-/* A number option from the options JSON: every declared option is present (the host fills in
- * defaults and checks types), so a plain search for "name": is enough here. */
-static double option(const char *json, const char *name, double fallback) {
-    char key[64];
-    snprintf(key, sizeof key, "\"%s\":", name);
-    const char *p = strstr(json, key);
-    return p ? strtod(p + strlen(key), NULL) : fallback;
-}
-
 static double value_at(const imhp_tensor *t, size_t i, size_t j, size_t k) {
     ptrdiff_t off = (ptrdiff_t)i * t->strides[0] + (ptrdiff_t)j * t->strides[1] + (ptrdiff_t)k * t->strides[2];
     if (t->dtype == IMHP_DTYPE_I16) return ((const int16_t *)t->data)[off];
@@ -50,6 +41,16 @@ static void fail(const imhp_host *host, const char *message) {
     if (host->set_error) host->set_error(host->ctx, message);
 }
 
+/* A number option, through the host (plugin ABI 1.2): every declared option is there, its
+ * default filled in and its value checked against the manifest before run() is called. */
+static imhp_status option(const imhp_host *host, const char *name, double *value) {
+    if (!IMHP_HOST_HAS(host, option_number)) {
+        fail(host, "example.c-threshold needs an imhost of plugin ABI 1.2 or later");
+        return IMHP_ERROR;
+    }
+    return host->option_number(host->ctx, name, value); /* on failure the host said why */
+}
+
 static imhp_status run(void *instance, const imhp_run_args *args) {
     (void)instance;
     const imhp_host *host = args->host;
@@ -58,9 +59,11 @@ static imhp_status run(void *instance, const imhp_run_args *args) {
         fail(host, "threshold reads f32 or i16 images");
         return IMHP_INVALID_INPUT;
     }
-    const double lower = option(args->options_json, "lower", 130);
-    const double upper = option(args->options_json, "upper", 1e5);
-    const size_t min_voxels = (size_t)option(args->options_json, "min_voxels", 1);
+    double lower = 0, upper = 0, min_count = 1;
+    if (option(host, "lower", &lower) != IMHP_OK || option(host, "upper", &upper) != IMHP_OK ||
+        option(host, "min_voxels", &min_count) != IMHP_OK)
+        return IMHP_ERROR;
+    const size_t min_voxels = (size_t)min_count;
     const size_t ni = in->shape[0], nj = in->shape[1], nk = in->shape[2], n = ni * nj * nk;
 
     imhp_tensor out;

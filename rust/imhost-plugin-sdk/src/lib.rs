@@ -73,7 +73,13 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// A pixel type a tensor can hold.
+/// A pixel type a tensor can hold: `u8`, `i16`, `u16`, `i32`, `f32`, `f64`, the manifest's
+/// `dtypes` names `"u8"`, `"i16"`, `"u16"`, `"i32"`, `"f32"`, `"f64"`.
+///
+/// An input arrives in the first type its manifest lists when the caller's is not listed (the
+/// host converts, rounding and saturating into integer types); with `"dtypes": []` it arrives as
+/// the caller has it, so match on [`Input::dtype`]. Readers give a rescaled NIfTI (`scl_slope`)
+/// of 8/16-bit integers as `f32` and 64-bit integers as `f64`. A label map output is `u8`.
 pub trait Pixel: Copy + 'static {
     /// Its `IMHP_DTYPE_*`.
     const DTYPE: imhp_dtype;
@@ -83,17 +89,24 @@ macro_rules! pixel {
 }
 pixel!(u8 => IMHP_DTYPE_U8, i16 => IMHP_DTYPE_I16, u16 => IMHP_DTYPE_U16, i32 => IMHP_DTYPE_I32, f32 => IMHP_DTYPE_F32, f64 => IMHP_DTYPE_F64);
 
-/// Log levels.
+/// Log levels. The host writes a plugin's lines to its own log, tagged with the plugin: the
+/// `imhost` command shows `Error` and `Warn` by default, `Info` with `IMHOST_LOG=info` and
+/// `Debug` with `IMHOST_LOG=debug`; Slicer and Orthanc route them to their logs. Keep errors
+/// for what the user must act on: a failed run returns its [`Error`] anyway.
 #[derive(Debug, Clone, Copy)]
 pub enum Level {
     /// Error.
     Error = IMHP_LOG_ERROR as isize,
     /// Warning.
     Warn = IMHP_LOG_WARN as isize,
-    /// Information.
+    /// Information (shown with `IMHOST_LOG=info`).
     Info = IMHP_LOG_INFO as isize,
-    /// Detail.
+    /// Detail (shown with `IMHOST_LOG=debug`).
     Debug = IMHP_LOG_DEBUG as isize,
+}
+
+fn undeclared(name: &str, kind: &str) -> Error {
+    Error::new(format!("option '{name}' is not {kind} option of this model's manifest (declare it under \"options\")"))
 }
 
 fn c_string(s: &str) -> CString {
@@ -243,30 +256,22 @@ impl<'a> Run<'a> {
     pub fn input(&self, n: usize) -> Result<Input<'a>, Error> {
         self.inputs.get(n).copied().ok_or_else(|| Error::invalid_input(format!("no input {n}")))
     }
-    /// The options (every declared option, defaults filled in, checked by the host).
+    /// The options: every option the manifest declares, defaults filled in, each checked by
+    /// the host against its type, range and `enum` before the run; nothing else.
     pub fn options(&self) -> &Map<String, Value> {
         &self.options
     }
-    /// A number option.
+    /// A `number` or `integer` option.
     pub fn option_f64(&self, name: &str) -> Result<f64, Error> {
-        self.options
-            .get(name)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| Error::invalid_input(format!("option {name} missing")))
+        self.options.get(name).and_then(Value::as_f64).ok_or_else(|| undeclared(name, "a number or integer"))
     }
-    /// A boolean option.
+    /// A `boolean` option.
     pub fn option_bool(&self, name: &str) -> Result<bool, Error> {
-        self.options
-            .get(name)
-            .and_then(Value::as_bool)
-            .ok_or_else(|| Error::invalid_input(format!("option {name} missing")))
+        self.options.get(name).and_then(Value::as_bool).ok_or_else(|| undeclared(name, "a boolean"))
     }
-    /// A string option.
+    /// A `string` option.
     pub fn option_str(&self, name: &str) -> Result<&str, Error> {
-        self.options
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::invalid_input(format!("option {name} missing")))
+        self.options.get(name).and_then(Value::as_str).ok_or_else(|| undeclared(name, "a string"))
     }
     /// Log a line.
     pub fn log(&self, level: Level, message: &str) {

@@ -108,6 +108,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "limits",
             "source",
             "runtime",
+            "$schema",
         ],
     ),
     ("input", &["name", "modality", "dims", "channels", "dtypes", "spacing_mm", "orientation", "min_frames"]),
