@@ -24,6 +24,7 @@ pub mod perfusion;
 pub mod phantom;
 pub mod preview;
 pub mod registry;
+pub mod score;
 pub mod volume;
 
 pub use control::{CancelToken, RunControl};
