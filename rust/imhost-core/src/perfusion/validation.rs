@@ -39,17 +39,10 @@ pub struct Agreement {
     pub hypoperfusion_volume_error_ml: f64,
 }
 
-/// Pearson r of two samples.
+/// Pearson r of two samples ([`crate::score::stats::pearson`]; NaN where undefined or a value
+/// is not finite).
 pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma).powi(2);
-        sbb += (y - mb).powi(2);
-    }
-    sab / (saa * sbb).sqrt()
+    crate::score::stats::pearson(a, b).unwrap_or(f64::NAN)
 }
 
 /// Median (NaN for an empty sample).
@@ -62,15 +55,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
 }
 
-/// Dice of two masks (`None` when both are empty).
+/// Dice of two masks (`None` when both are empty), by [`crate::score::overlap`].
 pub fn dice(a: &[bool], b: &[bool]) -> Option<f64> {
-    let (mut both, mut sa, mut sb) = (0usize, 0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        both += usize::from(x && y);
-        sa += usize::from(x);
-        sb += usize::from(y);
-    }
-    (sa + sb > 0).then(|| 2.0 * both as f64 / (sa + sb) as f64)
+    let mask = |m: &[bool]| crate::score::Mask::new(m.to_vec(), [m.len(), 1, 1], [1.0; 3]);
+    let d = crate::score::overlap(&mask(a).ok()?, &mask(b).ok()?).ok()?.dice;
+    (!d.is_nan()).then_some(d)
 }
 
 /// Compare `result` with `truth`. `tmax_voxel` selects voxels whose Tmax truth is unambiguous
