@@ -59,6 +59,38 @@
 #define IMH_PERFUSION_NO_MOTION_CORRECTION 16
 
 /**
+ * `imh_score_options.flags`: score only the voxels equal to `label` (default: every non-zero
+ * voxel is foreground).
+ */
+#define IMH_SCORE_LABEL 1
+
+/**
+ * `imh_score_options.flags`: also the surface distances (HD, HD95 both ways, ASSD, MASD, NSD);
+ * without it those fields are NaN and `has_surface` is 0.
+ */
+#define IMH_SCORE_SURFACE 2
+
+/**
+ * `imh_segmentation_scores.empty`: neither mask is empty.
+ */
+#define IMH_SCORE_EMPTY_NEITHER 0
+
+/**
+ * The prediction is empty.
+ */
+#define IMH_SCORE_EMPTY_PREDICTION 1
+
+/**
+ * The truth is empty.
+ */
+#define IMH_SCORE_EMPTY_TRUTH 2
+
+/**
+ * Both are empty.
+ */
+#define IMH_SCORE_EMPTY_BOTH 3
+
+/**
  * Major version of this header. Checked against Cargo.toml by `tests/header.rs`; compare with
  * `imh_version()` at run time to detect a header/library mismatch.
  */
@@ -595,6 +627,152 @@ typedef struct imh_registry_options {
      */
     const char *registration_name;
 } imh_registry_options;
+
+/**
+ * Options of `imh_score_segmentation`; set `struct_size = sizeof(imh_score_options)`, zero
+ * means the default. NULL: every non-zero voxel, overlap only. Added in 0.2.
+ */
+typedef struct imh_score_options {
+    /**
+     * `sizeof(imh_score_options)`.
+     */
+    uint32_t struct_size;
+    /**
+     * `IMH_SCORE_*` flags.
+     */
+    uint32_t flags;
+    /**
+     * The label scored with `IMH_SCORE_LABEL` (a whole number).
+     */
+    double label;
+    /**
+     * NSD tolerance τ in mm (a surface voxel within τ of the other surface counts); 0 means
+     * 1 mm, the command line's default. Distances below the smallest spacing all count as 0,
+     * so a τ of 1e-6 asks for coincident surface voxels only.
+     */
+    double tolerance_mm;
+} imh_score_options;
+
+/**
+ * What `imh_score_segmentation` gives. The caller sets `struct_size = sizeof(...)`; the library
+ * fills that many bytes (fields added in later versions go at the end). Ratios that are
+ * undefined (Dice of two empty masks, precision of an empty prediction) are NaN; distances to
+ * an empty surface are +infinity (`empty` says which). Added in 0.2.
+ */
+typedef struct imh_segmentation_scores {
+    /**
+     * `sizeof(imh_segmentation_scores)` as the caller compiled it.
+     */
+    uint32_t struct_size;
+    /**
+     * `IMH_SCORE_EMPTY_*`.
+     */
+    uint32_t empty;
+    /**
+     * Voxels in both.
+     */
+    uint64_t true_positives;
+    /**
+     * Voxels in the prediction only.
+     */
+    uint64_t false_positives;
+    /**
+     * Voxels in the truth only.
+     */
+    uint64_t false_negatives;
+    /**
+     * Voxels in neither.
+     */
+    uint64_t true_negatives;
+    /**
+     * 2TP / (2TP + FP + FN).
+     */
+    double dice;
+    /**
+     * TP / (TP + FP + FN).
+     */
+    double jaccard;
+    /**
+     * TP / (TP + FP).
+     */
+    double precision;
+    /**
+     * Sensitivity, TP / (TP + FN).
+     */
+    double recall;
+    /**
+     * TN / (TN + FP).
+     */
+    double specificity;
+    /**
+     * (TP + TN) / voxels.
+     */
+    double accuracy;
+    /**
+     * Harmonic mean of precision and recall.
+     */
+    double f1;
+    /**
+     * Predicted volume, ml.
+     */
+    double volume_prediction_ml;
+    /**
+     * True volume, ml.
+     */
+    double volume_truth_ml;
+    /**
+     * Predicted − true volume, ml.
+     */
+    double volume_difference_ml;
+    /**
+     * (predicted − true) / true volume.
+     */
+    double relative_volume_error;
+    /**
+     * 1 when the surface fields below were computed (`IMH_SCORE_SURFACE`).
+     */
+    uint32_t has_surface;
+    /**
+     * Zero.
+     */
+    uint32_t reserved;
+    /**
+     * Surface voxels (6-connected boundary) of the prediction.
+     */
+    uint64_t surface_voxels_prediction;
+    /**
+     * Surface voxels of the truth.
+     */
+    uint64_t surface_voxels_truth;
+    /**
+     * Hausdorff distance, mm.
+     */
+    double hd;
+    /**
+     * The larger of the two directed 95th percentiles, mm (MONAI, Metrics Reloaded).
+     */
+    double hd95;
+    /**
+     * The 95th percentile of both directions pooled, mm (MedPy `hd95`).
+     */
+    double hd95_pooled;
+    /**
+     * Mean of both directions pooled, mm (MONAI symmetric, MedPy `assd`).
+     */
+    double assd;
+    /**
+     * Mean of the two directed means, mm (Metrics Reloaded `masd`).
+     */
+    double masd;
+    /**
+     * Share of surface voxels within `nsd_tolerance_mm` of the other surface.
+     */
+    double nsd;
+    /**
+     * τ of `nsd`, mm.
+     */
+    double nsd_tolerance_mm;
+} imh_segmentation_scores;
 
 /**
  * Errors only.
@@ -1164,6 +1342,24 @@ void imh_model_result_free(struct imh_model_result *result);
  * Thread safety: not while another thread uses the same registry.
  */
 void imh_registry_free(struct imh_registry *registry);
+
+/**
+ * Score a predicted label map against the truth, two 3-D views on the same grid (size,
+ * spacing, origin and axes). Foreground is every non-zero voxel, or the voxels equal to
+ * `options->label` with `IMH_SCORE_LABEL`; surface distances with `IMH_SCORE_SURFACE`.
+ * Runs on the context's threads. Errors (nothing written to `out`): `IMH_STATUS_NULL_ARGUMENT`,
+ * `IMH_STATUS_SHAPE` for grids of different size or a 4-D view, `IMH_STATUS_GEOMETRY` for
+ * different spacing, origin or axes, `IMH_STATUS_INVALID_ARGUMENT` for a label or tolerance
+ * that is not valid, an unknown flag or `out->struct_size` below 8, `IMH_STATUS_TOO_LARGE`
+ * over the context's memory limit.
+ *
+ * Thread safety: may be called from any thread, concurrently with other calls.
+ */
+imh_status imh_score_segmentation(const struct imh_context *context,
+                                  const struct imh_view *prediction,
+                                  const struct imh_view *truth,
+                                  const struct imh_score_options *options,
+                                  struct imh_segmentation_scores *out);
 
 /**
  * The library's version as "MAJOR.MINOR.PATCH" (static storage; never free it).

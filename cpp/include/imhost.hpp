@@ -21,8 +21,8 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <stdexcept>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -590,6 +590,31 @@ inline std::vector<imh_curve_perfusion> perfusion_curves(const Context& context,
     std::vector<imh_curve_perfusion> out(tissue.size());
     detail::check(imh_perfusion_curves(context.c(), aif.data(), flat.data(), tissue.size(), times.size(), times.data(),
                                        &o, out.data()));
+    return out;
+}
+
+/// What to score in score_segmentation (see imh_score_options).
+struct ScoreOptions {
+    /// Score only voxels equal to this label; empty: every non-zero voxel.
+    std::optional<double> label;
+    /// Also the surface distances (HD, HD95, ASSD, MASD, NSD).
+    bool surface = true;
+    /// NSD tolerance τ in mm.
+    double tolerance_mm = 1.0;
+};
+
+/// Overlap and surface distances of a predicted label map against the truth, two 3-D views on
+/// the same grid (see imh_score_segmentation; NaN where undefined, +inf next to an empty mask).
+inline imh_segmentation_scores score_segmentation(const Context& context, const View& prediction, const View& truth,
+                                                  const ScoreOptions& options = {}) {
+    imh_score_options o{};
+    o.struct_size = sizeof o;
+    o.flags = (options.label ? IMH_SCORE_LABEL : 0u) | (options.surface ? IMH_SCORE_SURFACE : 0u);
+    o.label = options.label.value_or(0.0);
+    o.tolerance_mm = options.tolerance_mm;
+    imh_segmentation_scores out{};
+    out.struct_size = sizeof out;
+    detail::check(imh_score_segmentation(context.c(), &prediction.c(), &truth.c(), &o, &out));
     return out;
 }
 

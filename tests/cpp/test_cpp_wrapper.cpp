@@ -403,6 +403,45 @@ void test_perfusion_curves() {
                  [&] { imhost::perfusion_curves(ctx, std::vector<double>(60, 5.0), {c}, times); });
 }
 
+// A 4×4×4 cube against itself moved one 2 mm slice along k (scored by hand as in
+// rust/imhost/tests/score.rs): Dice 48/64, HD 2 mm; label 2 predicted nowhere.
+void test_score_segmentation() {
+    imhost::Context ctx;
+    const int64_t n = 10;
+    std::vector<uint8_t> pred(n * n * n, 0);
+    std::vector<int16_t> truth(n * n * n, 0);
+    auto in_cube = [](int64_t i, int64_t j, int64_t k, int64_t k0) {
+        return i >= 2 && i < 6 && j >= 2 && j < 6 && k >= k0 && k < k0 + 4;
+    };
+    for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < n; ++j)
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t at = i + n * (j + n * k);
+                pred[at] = in_cube(i, j, k, 3) ? 1 : 0;
+                truth[at] = in_cube(i, j, k, 2) ? 1 : 0;
+            }
+    truth[8 + n * (8 + n * 8)] = 2;
+    imhost::Geometry g;
+    g.spacing = {1.0, 1.0, 2.0};
+    const imhost::Shape shape{n, n, n, 1};
+    const auto p = imhost::View::three_d(pred.data(), shape, imhost::nifti_strides(shape), g);
+    const auto t = imhost::View::three_d(truth.data(), shape, imhost::nifti_strides(shape), g);
+    imhost::ScoreOptions one;
+    one.label = 1.0;
+    const auto s = imhost::score_segmentation(ctx, p, t, one);
+    CHECK(s.true_positives == 48 && s.false_positives == 16 && s.false_negatives == 16);
+    CHECK(s.dice == 0.75 && s.has_surface == 1 && s.hd == 2.0 && s.hd95 == 2.0);
+    CHECK(std::abs(s.nsd - 80.0 / 112.0) < 1e-12);
+    imhost::ScoreOptions two;
+    two.label = 2.0;
+    const auto e = imhost::score_segmentation(ctx, p, t, two);
+    CHECK(e.empty == IMH_SCORE_EMPTY_PREDICTION && e.dice == 0.0 && std::isinf(e.hd95) && std::isnan(e.precision));
+    imhost::Geometry moved = g;
+    moved.origin = {0.0, 0.0, 4.0};
+    const auto m = imhost::View::three_d(truth.data(), shape, imhost::nifti_strides(shape), moved);
+    expect_error(IMH_STATUS_GEOMETRY, [&] { imhost::score_segmentation(ctx, p, m); });
+}
+
 int main(int argc, char** argv) {
     if (argc != 3) {
         std::cerr << "usage: " << argv[0] << " MUST_FAIL_DIR TMP_DIR\n";
@@ -419,6 +458,7 @@ int main(int argc, char** argv) {
         test_perfusion(argv[2]);
         test_dicom();
         test_perfusion_curves();
+        test_score_segmentation();
     } catch (const std::exception& e) {
         std::cerr << "unexpected exception: " << e.what() << "\n";
         ++failures;

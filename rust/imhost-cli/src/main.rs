@@ -14,6 +14,7 @@ mod motion;
 mod perfusion;
 mod plugin;
 mod progress;
+mod score;
 #[cfg(feature = "learned")]
 mod train;
 mod validate;
@@ -109,6 +110,11 @@ enum Command {
     /// (`check`), compare its outputs with expected ones (`test`).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Score predictions against the truth: segmentations (`seg`: Dice, HD95, NSD, …) and
+    /// tables of paired values (`table`: r, ICC, κ, AUC, C-index, …). Conventions:
+    /// docs/SCORING.md. Research use only.
+    #[command(subcommand)]
+    Score(score::ScoreCommand),
     /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
     /// temporal MIP on it, check the result against the known truth, and summarise.
     Demo {
@@ -194,6 +200,7 @@ fn main() -> ExitCode {
         Command::Models(ModelsCommand::Info { id, sources }) => models::info(&sources, &id),
         Command::Run(args) => models::run(&args, cli.quiet),
         Command::Plugin(command) => plugin::run(&command),
+        Command::Score(command) => score::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,7 +72,7 @@ fn segmentation_scores_agree_with_scikit_learn_medpy_and_monai() {
         let o = &c["oracle"];
         let counts: Vec<u64> = o["counts"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
         let ov = &s.overlap;
-        assert_eq!(vec![ov.tp, ov.fp, ov.fn_, ov.tn], counts, "{name}: confusion counts");
+        assert_eq!(vec![ov.counts.tp, ov.counts.fp, ov.counts.fn_, ov.counts.tn], counts, "{name}: confusion counts");
         let get = |k: &str| o.get(k).map(number);
         // Both empty: scikit-learn's f1/jaccard are left out by the script (they would return a
         // chosen zero_division); ours is NaN (Metrics Reloaded).
@@ -202,7 +202,7 @@ fn agreement_and_classification_agree_with_scipy_pingouin_scikit_learn_and_lifel
         close(name, "ROC AUC", stats::roc_auc(&y, &s).unwrap(), number(&bin["auc"]), 1e-6);
         let op = stats::operating_point(&y, &s, bin["threshold"].as_f64().unwrap()).unwrap();
         let counts: Vec<u64> = bin["counts"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
-        assert_eq!(vec![op.tp, op.fp, op.fn_, op.tn], counts, "{name}: operating point");
+        assert_eq!(vec![op.counts.tp, op.counts.fp, op.counts.fn_, op.counts.tn], counts, "{name}: operating point");
 
         let ev: Vec<bool> = c["event"].as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect();
         let hc = stats::harrell_c(&numbers(&c["time"]), &ev, &numbers(&c["risk"])).unwrap();

@@ -52,6 +52,7 @@ impl Mask {
         if nt != 1 {
             return Err(Error::shape(format!("a mask must be 3-D, but this volume has {nt} frames")));
         }
+        crate::memory::check(crate::memory::bytes_of(&[ni, nj, nk], 1), "a mask")?;
         let test = |x: T| match label {
             Some(l) => x.to_f64() == l,
             None => x.to_f64() != 0.0,
@@ -135,6 +136,41 @@ impl Mask {
     }
 }
 
+/// Refuse two label volumes that do not lie on the same grid in the patient: the same size,
+/// spacing (relative 1e-4), origin (1e-3 mm) and axes (1e-4), as a segmentation and its
+/// reference must.
+pub fn check_same_placement(
+    pred: &crate::Geometry,
+    truth: &crate::Geometry,
+    pred_dims: [usize; 3],
+    truth_dims: [usize; 3],
+) -> Result<()> {
+    if pred_dims != truth_dims {
+        return Err(Error::shape(format!(
+            "the prediction's grid {pred_dims:?} differs from the truth's {truth_dims:?}"
+        )));
+    }
+    let spacing = pred.spacing.iter().zip(&truth.spacing).all(|(a, b)| (a - b).abs() <= 1e-4 * a.max(*b));
+    if !spacing {
+        return Err(Error::geometry(format!(
+            "the prediction's spacing {:?} mm differs from the truth's {:?} mm",
+            pred.spacing, truth.spacing
+        )));
+    }
+    if pred.origin.iter().zip(&truth.origin).any(|(a, b)| (a - b).abs() > 1e-3) {
+        return Err(Error::geometry(format!(
+            "the prediction's origin {:?} mm (LPS) differs from the truth's {:?} mm: resample one onto the other first",
+            pred.origin, truth.origin
+        )));
+    }
+    if pred.direction.iter().flatten().zip(truth.direction.iter().flatten()).any(|(a, b)| (a - b).abs() > 1e-4) {
+        return Err(Error::geometry(
+            "the prediction's axes differ from the truth's (direction cosines): resample one onto the other first",
+        ));
+    }
+    Ok(())
+}
+
 /// Which masks were empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,17 +185,26 @@ pub enum Empty {
     Both,
 }
 
-/// Overlap of a predicted mask with the truth.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OverlapScores {
-    /// True positives, false positives, false negatives, true negatives (voxels).
+/// True positives, false positives, false negatives and true negatives (voxels, or cases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Confusion {
+    #[allow(missing_docs)]
     pub tp: u64,
     #[allow(missing_docs)]
     pub fp: u64,
-    #[allow(missing_docs)]
+    /// False negatives (`fn` in JSON).
+    #[serde(rename = "fn")]
     pub fn_: u64,
     #[allow(missing_docs)]
     pub tn: u64,
+}
+
+/// Overlap of a predicted mask with the truth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverlapScores {
+    /// Voxel counts.
+    #[serde(flatten)]
+    pub counts: Confusion,
     /// Which masks were empty.
     pub empty: Empty,
     /// 2TP / (2TP + FP + FN); NaN when both are empty (Metrics Reloaded; MONAI `ignore_empty`).
@@ -280,10 +325,7 @@ pub fn overlap(pred: &Mask, truth: &Mask) -> Result<OverlapScores> {
     let precision = ratio(tp, np);
     let recall = ratio(tp, nt);
     Ok(OverlapScores {
-        tp,
-        fp,
-        fn_,
-        tn,
+        counts: Confusion { tp, fp, fn_, tn },
         empty: empty_of(np, nt),
         dice: ratio(2 * tp, 2 * tp + fp + fn_),
         jaccard: ratio(tp, tp + fp + fn_),
@@ -324,9 +366,9 @@ pub fn quantile(v: &mut [f64], q: f64) -> f64 {
 
 /// Directed distances (mm) from the surface of `from` to the surface of `to`, on `to`'s grid.
 /// Both surfaces are cut to the box that holds them, so the transform covers only that box.
-fn directed(from: &[usize], to: &[usize], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
+fn directed(from: &[usize], to: &[usize], dims: [usize; 3], spacing: [f64; 3]) -> Result<Vec<f64>> {
     if to.is_empty() {
-        return vec![f64::INFINITY; from.len()];
+        return Ok(vec![f64::INFINITY; from.len()]);
     }
     let [ni, nj, _] = dims;
     let at = |n: usize| [n % ni, (n / ni) % nj, n / (ni * nj)];
@@ -339,6 +381,8 @@ fn directed(from: &[usize], to: &[usize], dims: [usize; 3], spacing: [f64; 3]) -
         }
     }
     let bd = [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1];
+    // The features (1 byte) and the squared distances (8 bytes) of the box.
+    crate::memory::check(crate::memory::bytes_of(&bd, 9), "the surface-distance transform")?;
     let local = |n: usize| {
         let p = at(n);
         (p[0] - lo[0]) + bd[0] * ((p[1] - lo[1]) + bd[1] * (p[2] - lo[2]))
@@ -348,7 +392,7 @@ fn directed(from: &[usize], to: &[usize], dims: [usize; 3], spacing: [f64; 3]) -
         features[local(n)] = true;
     }
     let queries: Vec<usize> = from.iter().map(|&n| local(n)).collect();
-    edt::distances_to(&features, bd, spacing, &queries)
+    Ok(edt::distances_to(&features, bd, spacing, &queries))
 }
 
 /// Surface distances of `pred` against `truth` (same grid), NSD at `tolerance_mm`.
@@ -359,8 +403,9 @@ pub fn surface(pred: &Mask, truth: &Mask, tolerance_mm: f64) -> Result<SurfaceSc
     }
     let (sp, st) = rayon::join(|| pred.surface(), || truth.surface());
     let empty = empty_of(sp.len() as u64, st.len() as u64);
-    let (mut dp, mut dt) =
+    let (dp, dt) =
         rayon::join(|| directed(&sp, &st, pred.dims, pred.spacing), || directed(&st, &sp, pred.dims, pred.spacing));
+    let (mut dp, mut dt) = (dp?, dt?);
     let nan = f64::NAN;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let scores = match empty {
@@ -419,6 +464,62 @@ pub fn segmentation(pred: &Mask, truth: &Mask, tolerance_mm: Option<f64>) -> Res
     Ok(SegmentationScores { overlap, surface })
 }
 
+/// The most distinct labels [`labels_present`] collects.
+pub const MAX_LABELS: usize = 4096;
+
+/// The distinct non-zero values of a label volume, ascending. An error for a value that is not a
+/// whole number (a probability map or an image, not a label map) and for more than
+/// [`MAX_LABELS`] labels.
+pub fn labels_present(volume: &AnyVolumeView<'_>) -> Result<Vec<f64>> {
+    with_view!(volume, v => labels_typed(v))
+}
+
+fn labels_typed<T: Voxel>(v: &VolumeView<'_, T>) -> Result<Vec<f64>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for &x in v.data() {
+        let x = x.to_f64();
+        if x == 0.0 {
+            continue;
+        }
+        if !x.is_finite() || x.fract() != 0.0 {
+            return Err(Error::invalid_argument(format!(
+                "the volume holds {x}, which is not a label (a whole number): is it a probability map? Threshold it first"
+            )));
+        }
+        if seen.insert(x as i64) && seen.len() > MAX_LABELS {
+            return Err(Error::invalid_argument(format!(
+                "the volume holds more than {MAX_LABELS} distinct labels: is it an image rather than a label map?"
+            )));
+        }
+    }
+    Ok(seen.into_iter().map(|x| x as f64).collect())
+}
+
+/// Score one label of two label volumes on the same grid: the voxels equal to `label`, or every
+/// non-zero voxel for `None`. Surface distances too when `tolerance_mm` (NSD's τ) is given.
+/// Refuses volumes on different grids ([`check_same_placement`]) and 4-D volumes.
+pub fn label_volumes(
+    pred: &AnyVolumeView<'_>,
+    truth: &AnyVolumeView<'_>,
+    label: Option<f64>,
+    tolerance_mm: Option<f64>,
+) -> Result<SegmentationScores> {
+    let (ps, ts) = (pred.shape(), truth.shape());
+    for (what, s) in [("prediction", ps), ("truth", ts)] {
+        if s[3] != 1 {
+            return Err(Error::shape(format!("the {what} has {} frames; a label map is 3-D", s[3])));
+        }
+    }
+    check_same_placement(pred.geometry(), truth.geometry(), [ps[0], ps[1], ps[2]], [ts[0], ts[1], ts[2]])?;
+    if let Some(l) = label
+        && (!l.is_finite() || l.fract() != 0.0)
+    {
+        return Err(Error::invalid_argument(format!("label {l} is not a whole number")));
+    }
+    let (p, t) = rayon::join(|| Mask::from_labels(pred, label), || Mask::from_labels(truth, label));
+    segmentation(&p?, &t?, tolerance_mm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,7 +541,7 @@ mod tests {
         let p = mask([4, 1, 1], [1.0, 1.0, 1.0], |i, _, _| i < 2);
         let t = mask([4, 1, 1], [1.0, 1.0, 1.0], |i, _, _| i == 1 || i == 2);
         let o = overlap(&p, &t).unwrap();
-        assert_eq!((o.tp, o.fp, o.fn_, o.tn), (1, 1, 1, 1));
+        assert_eq!(o.counts, Confusion { tp: 1, fp: 1, fn_: 1, tn: 1 });
         assert_eq!(o.dice, 0.5);
         assert_eq!(o.jaccard, 1.0 / 3.0);
         assert_eq!(o.volume_difference_ml, 0.0);

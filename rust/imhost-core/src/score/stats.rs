@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::Confusion;
 use crate::{Error, Result};
 
 fn check_pairs(a: &[f64], b: &[f64]) -> Result<()> {
@@ -202,14 +203,9 @@ pub fn roc_auc(positive: &[bool], score: &[f64]) -> Result<f64> {
 pub struct OperatingPoint {
     /// The threshold.
     pub threshold: f64,
-    /// Counts.
-    pub tp: u64,
-    #[allow(missing_docs)]
-    pub fp: u64,
-    #[allow(missing_docs)]
-    pub fn_: u64,
-    #[allow(missing_docs)]
-    pub tn: u64,
+    /// Case counts.
+    #[serde(flatten)]
+    pub counts: Confusion,
     /// TP / (TP + FN).
     pub sensitivity: f64,
     /// TN / (TN + FP).
@@ -239,10 +235,7 @@ pub fn operating_point(positive: &[bool], score: &[f64], threshold: f64) -> Resu
     let r = |a: u64, b: u64| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
     Ok(OperatingPoint {
         threshold,
-        tp,
-        fp,
-        fn_,
-        tn,
+        counts: Confusion { tp, fp, fn_, tn },
         sensitivity: r(tp, tp + fn_),
         specificity: r(tn, tn + fp),
         ppv: r(tp, tp + fp),
