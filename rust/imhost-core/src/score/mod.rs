@@ -476,11 +476,14 @@ pub fn labels_present(volume: &AnyVolumeView<'_>) -> Result<Vec<f64>> {
 
 fn labels_typed<T: Voxel>(v: &VolumeView<'_, T>) -> Result<Vec<f64>> {
     let mut seen = std::collections::BTreeSet::new();
+    let mut last = 0.0f64;
     for &x in v.data() {
         let x = x.to_f64();
-        if x == 0.0 {
+        // Label maps come in runs: skip the set for a repeat of the last value.
+        if x == 0.0 || x == last {
             continue;
         }
+        last = x;
         if !x.is_finite() || x.fract() != 0.0 {
             return Err(Error::invalid_argument(format!(
                 "the volume holds {x}, which is not a label (a whole number): is it a probability map? Threshold it first"
