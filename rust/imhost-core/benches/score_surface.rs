@@ -23,17 +23,16 @@ const SHAPE: [usize; 3] = [512, 512, 300];
 const SPACING: [f64; 3] = [0.8, 0.8, 1.0];
 
 fn ellipsoid(centre: [f64; 3], axes: [f64; 3]) -> Mask {
-    let [ni, nj, nk] = SHAPE;
-    let mut data = Vec::with_capacity(ni * nj * nk);
+    let mut data = Vec::with_capacity(SHAPE.iter().product());
     // The same float32 arithmetic as the script's numpy expression.
     let term = |c: usize| -> Vec<f32> {
         (0..SHAPE[c]).map(|v| ((v as f32 - centre[c] as f32) / axes[c] as f32).powi(2)).collect()
     };
     let (ti, tj, tk) = (term(0), term(1), term(2));
-    for k in 0..nk {
-        for j in 0..nj {
+    for &k in &tk {
+        for &j in &tj {
             for &i in &ti {
-                data.push(i + tj[j] + tk[k] <= 1.0);
+                data.push(i + j + k <= 1.0);
             }
         }
     }
