@@ -4,6 +4,7 @@
 //! (`imhost: error: <what went wrong>`); usage errors with status 2. Progress goes to stderr
 //! when it is a terminal; results and summaries go to stdout.
 
+mod cac;
 mod curves;
 mod demo;
 mod dicom_out;
@@ -115,6 +116,10 @@ enum Command {
     /// docs/SCORING.md. Research use only.
     #[command(subcommand)]
     Score(score::ScoreCommand),
+    /// Coronary calcium scores of a non-contrast cardiac CT (NIfTI in HU or a DICOM folder):
+    /// Agatston, volume and mass, category A–E, per lesion and artery; mask.nii.gz, report.json
+    /// and preview.png in --out, with QC flags. Conventions: docs/CAC.md. Research use only.
+    Cac(cac::CacArgs),
     /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
     /// temporal MIP on it, check the result against the known truth, and summarise.
     Demo {
@@ -166,6 +171,9 @@ enum ModelsCommand {
 enum PhantomCommand {
     /// A digital CT-perfusion phantom with ground truth: ctp.nii.gz and truth/.
     Ctp(perfusion::PhantomArgs),
+    /// A non-contrast cardiac CT with coronary calcium of known extent, bone and valve
+    /// calcification distractors: ct.nii.gz, truth/labels.nii.gz, truth.json.
+    Cac(cac::CacPhantomArgs),
 }
 
 fn parse_size(text: &str) -> Result<[usize; 3], String> {
@@ -201,6 +209,8 @@ fn main() -> ExitCode {
         Command::Run(args) => models::run(&args, cli.quiet),
         Command::Plugin(command) => plugin::run(&command),
         Command::Score(command) => score::run(&command),
+        Command::Cac(args) => cac::run(&args),
+        Command::Phantom(PhantomCommand::Cac(args)) => cac::phantom(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

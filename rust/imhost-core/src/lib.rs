@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cac;
 pub mod control;
 pub mod dtype;
 pub mod error;

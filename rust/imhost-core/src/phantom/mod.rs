@@ -4,6 +4,7 @@
 //! written: a head-like slab whose artery and tissue enhance with a gamma-variate bolus, sampled at
 //! non-uniform frame times, so that its temporal MIP is known in closed form.
 
+pub mod cac;
 pub mod ctp;
 
 use ndarray::{Array4, ShapeBuilder};
