@@ -97,6 +97,10 @@ enum Command {
         #[arg(long, default_value = "f32")]
         precision: String,
     },
+    /// Validate the coronary-calcium ensemble on held-out phantoms (the paper's Table 1: single
+    /// model vs ensemble); writes the CAC section of docs/VALIDATION.md.
+    #[cfg(feature = "learned")]
+    ValidateCac(cac::CacValidateArgs),
     /// Build training sets and train models.
     #[cfg(feature = "learned")]
     #[command(subcommand)]
@@ -148,6 +152,9 @@ enum TrainCommand {
     /// Train the perfusion U-Net (perfusion-cnn-gava2023) on a folder of cases
     /// (case/ctp.nii.gz + case/nlr/{cbv,cbf,ttp}.nii.gz) and write a model folder.
     PerfusionCnn(train::TrainArgs),
+    /// Train the coronary-calcium ensemble (cac-agatston-gogin2021: five 3D U-Nets, Adam, Dice
+    /// loss, best epoch on validation) on `imhost phantom cac` exams; writes a model folder.
+    Cac(cac::CacTrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -204,12 +211,16 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "learned")]
         Command::Train(TrainCommand::PerfusionCnn(args)) => train::train_cnn(&args, cli.quiet),
+        #[cfg(feature = "learned")]
+        Command::Train(TrainCommand::Cac(args)) => cac::train(&args, cli.quiet),
         Command::Models(ModelsCommand::List { json, sources }) => models::list(&sources, json),
         Command::Models(ModelsCommand::Info { id, sources }) => models::info(&sources, &id),
         Command::Run(args) => models::run(&args, cli.quiet),
         Command::Plugin(command) => plugin::run(&command),
         Command::Score(command) => score::run(&command),
-        Command::Cac(args) => cac::run(&args),
+        Command::Cac(args) => cac::run(&args, cli.quiet),
+        #[cfg(feature = "learned")]
+        Command::ValidateCac(args) => cac::validate(&args, cli.quiet),
         Command::Phantom(PhantomCommand::Cac(args)) => cac::phantom(&args),
     };
     match result {

@@ -30,12 +30,16 @@ pub struct Sources {
 }
 
 /// The registry of the command line: built-ins with ITK motion correction, the perfusion CNN
-/// folder when present, plugins and packages.
+/// and coronary-calcium model folders when present, plugins and packages.
 pub fn registry(sources: &Sources) -> Registry {
     let mut paths = sources.plugins.clone();
     let cnn = crate::perfusion::default_model_dir();
     if cnn.join("manifest.json").is_file() {
         paths.push(cnn);
+    }
+    let cac = crate::cac::default_model_dir();
+    if cac.join("manifest.json").is_file() {
+        paths.push(cac);
     }
     open(&RegistryOptions {
         paths,

@@ -288,8 +288,13 @@ fn coarse_and_noisy(quick: bool, targets: &mut String) -> Result<String> {
 /// Where the CNN section (written by `imhost validate-cnn`) starts in docs/VALIDATION.md.
 pub const MARKER: &str = "<!-- perfusion-cnn -->";
 
-/// The CNN section of `path`, if any (so that `imhost validate` keeps it).
+/// The CNN and CAC sections of `path` (from the first of their markers on), if any, so that
+/// `imhost validate` keeps them.
 pub fn existing_section(path: &Path) -> Option<String> {
     let existing = std::fs::read_to_string(path).ok()?;
-    existing.find(MARKER).map(|at| existing[at..].to_string())
+    [MARKER, crate::cac::VALIDATION_MARKER]
+        .iter()
+        .filter_map(|m| existing.find(m))
+        .min()
+        .map(|at| existing[at..].to_string())
 }

@@ -223,12 +223,16 @@ fn bad_input_gets_one_line_and_no_score() {
         assert_one_line_error(&out, name, needle);
         assert!(out.stdout.is_empty(), "{name}: no score printed");
     }
-    // A mask on another grid, a probability map, and no mask at all.
+    // A mask on another grid, and a model folder that does not exist.
     let ct = d("ok.nii.gz");
     write_ct(Path::new(&ct), sp, 1, lesion);
     write_mask(Path::new(&d("other.nii.gz")), [0.6, 0.5, 3.0], lesion_mask);
     assert_one_line_error(&imhost(&["cac", &ct, "--mask", &d("other.nii.gz"), "--out", &d("o1")]), "grid", "spacing");
-    assert_one_line_error(&imhost(&["cac", &ct, "--out", &d("o2")]), "no mask", "--mask");
+    assert_one_line_error(
+        &imhost(&["cac", &ct, "--model", &d("no-such-model"), "--out", &d("o2")]),
+        "no model",
+        "cac-agatston model",
+    );
 
     // Contrast: a report that says why, no number, exit 1.
     let ph = d("contrast");
@@ -257,4 +261,103 @@ fn bad_input_gets_one_line_and_no_score() {
     assert_eq!(r["valid"], false);
     assert!(r["agatston"].is_null() && r["category"].is_null());
     assert!(!String::from_utf8_lossy(&run.stdout).contains("AGATSTON"), "no score printed");
+}
+
+/// The committed cac-agatston ensemble on two held-out phantoms (seeds far from training's
+/// 20000–20055): a severe exam must come out at least moderate and a calcium-free one at most
+/// minimal — bounds a broken model or pipeline fails; the accuracy itself is measured by
+/// `imhost validate-cac` (docs/VALIDATION.md).
+#[test]
+fn the_default_ensemble_scores_phantoms() {
+    let dir = tempfile::tempdir().unwrap();
+    for (category, seed, lo, hi) in [("E", "70001", "D", "E"), ("A", "70002", "A", "B")] {
+        let ph = dir.path().join(format!("ph-{category}"));
+        let run = imhost(&[
+            "phantom",
+            "cac",
+            "--out",
+            ph.to_str().unwrap(),
+            "--category",
+            category,
+            "--seed",
+            seed,
+            "--no-distractors",
+        ]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let out = dir.path().join(format!("out-{category}"));
+        let run = imhost(&["cac", ph.join("ct.nii.gz").to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let r = report(&out);
+        assert_eq!(r["model"]["members"], 5, "{r}");
+        assert_eq!(r["ensemble"]["members"].as_array().unwrap().len(), 5);
+        let got = r["category"].as_str().unwrap().to_string();
+        assert!(got.as_str() >= lo && got.as_str() <= hi, "{category} exam scored {got} ({})", r["agatston"]);
+        assert!(String::from_utf8_lossy(&run.stdout).contains("ENSEMBLE MEMBERS' CATEGORIES"));
+    }
+}
+
+/// `imhost train cac` end to end at toy size: a folder whose manifest verifies, that
+/// `imhost cac --model` then loads and runs.
+#[test]
+fn training_writes_a_model_the_command_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let run = imhost(&[
+        "train",
+        "cac",
+        "--out",
+        model.to_str().unwrap(),
+        "--cases",
+        "2",
+        "--validation",
+        "1",
+        "--members",
+        "1",
+        "--epochs",
+        "1",
+        "-q",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["task"], "coronary-calcium");
+    assert_eq!(m["research_use_only"], true);
+    assert!(m["training"]["data"].as_str().unwrap().starts_with("PHANTOMS ONLY"));
+    let ph = dir.path().join("ph");
+    assert!(
+        imhost(&["phantom", "cac", "--out", ph.to_str().unwrap(), "--size", "128,128,24", "--spacing", "1.5,1.5,3"])
+            .status
+            .success()
+    );
+    let out = dir.path().join("out");
+    let run = imhost(&[
+        "cac",
+        ph.join("ct.nii.gz").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(report(&out)["model"]["members"], 1);
+    // A tampered member is refused by its checksum.
+    let member = model.join("member-1.safetensors");
+    let mut bytes = std::fs::read(&member).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&member, bytes).unwrap();
+    let run = imhost(&[
+        "cac",
+        ph.join("ct.nii.gz").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        dir.path().join("o2").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&run, "tampered", "sha256");
+    assert_one_line_error(
+        &imhost(&["train", "cac", "--out", dir.path().join("m2").to_str().unwrap(), "--members", "2"]),
+        "even",
+        "odd",
+    );
 }

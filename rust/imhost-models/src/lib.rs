@@ -7,6 +7,8 @@
 //! (`PerfusionMapModel`), and every LibTorch error becomes an `imhost_core::Error` of kind
 //! `Model` through the fallible `f_*` ops — nothing on a library path panics on input.
 
+pub mod cac;
+pub mod cac_unet;
 pub mod package;
 pub mod packages;
 pub mod runtime;

@@ -28,6 +28,7 @@ pub fn open_in_process(dir: &Path, options: &RegistryOptions) -> Result<Arc<dyn 
             registration: options.registration.clone(),
             loaded: OnceLock::new(),
         })),
+        PackageKind::CacEnsemble => Ok(Arc::new(CacModel::new(dir, options.device.clone())?)),
     }
 }
 
@@ -45,6 +46,11 @@ pub fn open_for_worker(dir: &Path, options: &Map<String, Value>) -> Result<Vec<A
             let about = network_about(network.manifest(), dir);
             let version = network.manifest().version.clone();
             Arc::new(Perfusion::learned(ModelHandle(Arc::new(network)), &version, about))
+        }
+        PackageKind::CacEnsemble => {
+            let model = CacModel::new(dir, device)?;
+            model.ensemble()?;
+            Arc::new(model)
         }
     };
     Ok(vec![model])
@@ -81,5 +87,65 @@ impl Model for LazyCnn {
             let _ = self.loaded.set(p);
         }
         self.loaded.get().expect("set above").run(inputs, options, control)
+    }
+}
+
+/// `cac-agatston`: the coronary-calcium ensemble of a model folder (loaded and verified at its
+/// first run), scoring through `imhost_core::cac::run` as the command line does.
+pub struct CacModel {
+    dir: PathBuf,
+    manifest: Manifest,
+    device: Option<String>,
+    loaded: OnceLock<crate::cac::CacEnsemble>,
+}
+
+impl CacModel {
+    /// The model of `dir` (its manifest read and checked now, the weights at the first run).
+    pub fn new(dir: &Path, device: Option<String>) -> Result<Self> {
+        Ok(CacModel { dir: dir.to_path_buf(), manifest: package_manifest(dir)?, device, loaded: OnceLock::new() })
+    }
+
+    /// The ensemble, loaded (sha256 verified) on first use.
+    pub fn ensemble(&self) -> Result<&crate::cac::CacEnsemble> {
+        if self.loaded.get().is_none() {
+            let e = crate::cac::CacEnsemble::load(&self.dir, self.device.as_deref())?;
+            let _ = self.loaded.set(e);
+        }
+        Ok(self.loaded.get().expect("set above"))
+    }
+}
+
+impl Model for CacModel {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn run(
+        &self,
+        inputs: &[AnyVolumeView<'_>],
+        options: &Map<String, Value>,
+        control: &RunControl<'_>,
+    ) -> Result<ModelOutput> {
+        use imhost_core::cac::run;
+        let options = self.manifest.resolve_options(options)?;
+        let agatston = run::options_from_json(&options)?;
+        let ct = &inputs[0];
+        let [ni, nj, nk, _] = ct.shape();
+        let dims = [ni, nj, nk];
+        let geometry = *ct.geometry();
+        let hu = run::hu_of(ct)?;
+        let ensemble = self.ensemble()?;
+        let about = self.manifest.extra.get("network").cloned().unwrap_or(Value::Null);
+        let mut segment = || -> Result<run::Segmented> {
+            let seg = ensemble.segment(&hu, dims, geometry.spacing, control)?;
+            let region = |m: &[bool]| m.iter().map(|&b| u32::from(b)).collect::<Vec<u32>>();
+            Ok(run::Segmented {
+                region: region(&seg.mask),
+                members: seg.members.iter().map(|m| region(m)).collect(),
+                about: about.clone(),
+            })
+        };
+        let result = run::score_ct(&hu, dims, &geometry, &mut segment, &agatston)?;
+        result.into_model_output(&hu, dims, geometry)
     }
 }

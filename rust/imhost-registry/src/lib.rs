@@ -13,6 +13,7 @@
 //! - [`network`]: the `imhost-model/1` manifest of a network's folder (weights and checksum);
 //! - [`torchscript`]: the `imhost-manifest/1` TorchScript package and its processing.
 
+pub mod cac;
 pub mod network;
 pub mod torchscript;
 
@@ -82,6 +83,9 @@ pub enum PackageKind {
     TorchScript,
     /// `imhost-model/1`: a perfusion map network (registered as `perfusion-cnn`).
     PerfusionNetwork,
+    /// `imhost-model/1` with task `coronary-calcium`: the CAC ensemble (registered as
+    /// `cac-agatston`).
+    CacEnsemble,
 }
 
 /// Read `dir/manifest.json` (trusted) and tell its kind.
@@ -91,6 +95,7 @@ pub fn package_kind(dir: &Path) -> Result<PackageKind> {
         .map_err(|e| Error::format(format!("{}: invalid manifest JSON: {e}", path.display())))?;
     match value["format"].as_str() {
         Some(imhost_core::registry::MANIFEST_FORMAT) => Ok(PackageKind::TorchScript),
+        Some(network::FORMAT) if value["task"].as_str() == Some(cac::TASK) => Ok(PackageKind::CacEnsemble),
         Some(network::FORMAT) => Ok(PackageKind::PerfusionNetwork),
         other => Err(Error::format(format!("{}: unknown manifest format {other:?}", path.display()))),
     }
@@ -105,6 +110,10 @@ pub fn package_manifest(dir: &Path) -> Result<Manifest> {
             let network = network::Manifest::read(dir)?;
             Perfusion::learned_manifest(&network.version, network_about(&network, dir))
         }
+        PackageKind::CacEnsemble => {
+            let m = cac::CacManifest::read(dir)?;
+            imhost_core::cac::run::model_manifest(&m.version, cac_about(&m, dir))
+        }
     };
     manifest.source =
         Some(Source { kind: "package".into(), path: Some(dir.display().to_string()), plugin: None, isolated: false });
@@ -115,6 +124,12 @@ pub fn package_manifest(dir: &Path) -> Result<Manifest> {
 pub fn network_about(network: &network::Manifest, dir: &Path) -> Value {
     json!({"id": network.id, "version": network.version, "folder": dir.display().to_string(),
            "training": network.training, "architecture": network.architecture.name})
+}
+
+/// What the `cac-agatston` manifest says about its ensemble (`extra.network`).
+pub fn cac_about(m: &cac::CacManifest, dir: &Path) -> Value {
+    json!({"id": m.id, "version": m.version, "folder": dir.display().to_string(), "members": m.members.len(),
+           "architecture": m.architecture.name, "training": m.training})
 }
 
 /// A package folder as a model: in this process with [`RegistryOptions::in_process`], else

@@ -22,8 +22,10 @@
 //! 101–400, > 400 for integer scores).
 
 pub mod components;
+pub mod preprocess;
 pub mod preview;
 pub mod qc;
+pub mod run;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -251,7 +251,53 @@ impl Anatomy {
         }
     }
 
-    /// HU of the anatomy without calcified plaques and noise, and the bone occupancy handled by
+    /// The epicardial fat around the heart, where the coronaries run.
+    fn shell(&self) -> Ellipsoid {
+        Ellipsoid { c: self.heart.c, r: self.heart.r.map(|a| a + FAT_SHELL_MM) }
+    }
+
+    /// Whether `p` is in the aorta (ascending or descending).
+    fn in_aorta(&self, p: V3) -> bool {
+        let [x, y, z] = p;
+        let d = self.descending;
+        let r = self.aorta_root;
+        ((x - d[0]).powi(2) + (y - d[1]).powi(2)).sqrt() <= self.descending_radius
+            || (z >= r[2] - 8.0 && ((x - r[0]).powi(2) + (y - r[1]).powi(2)).sqrt() <= self.aorta_radius)
+    }
+
+    /// Draw the coronary tubes (blood, in the heart or its fat, never over bone or the aorta)
+    /// into `hu`, segment by segment over each segment's bounding box.
+    fn draw_arteries(&self, hu: &mut [f32], shape: [usize; 3], sp: V3, origin: V3) {
+        let shell = self.shell();
+        for (_, pts, radius) in &self.arteries {
+            for w in pts.windows(2) {
+                let lo = [0, 1, 2]
+                    .map(|a| (((w[0][a].min(w[1][a]) - radius - origin[a]) / sp[a]).floor().max(0.0)) as usize);
+                let hi =
+                    [0, 1, 2].map(|a| (((w[0][a].max(w[1][a]) + radius - origin[a]) / sp[a]).ceil().max(0.0)) as usize);
+                for k in lo[2]..=hi[2].min(shape[2] - 1) {
+                    for j in lo[1]..=hi[1].min(shape[1] - 1) {
+                        for i in lo[0]..=hi[0].min(shape[0] - 1) {
+                            let c = [
+                                origin[0] + i as f64 * sp[0],
+                                origin[1] + j as f64 * sp[1],
+                                origin[2] + k as f64 * sp[2],
+                            ];
+                            if distance_to_polyline(c, w) <= *radius
+                                && (self.heart.inside(c) || shell.inside(c))
+                                && bone(c).is_none()
+                                && !self.in_aorta(c)
+                            {
+                                hu[i + shape[0] * (j + shape[1] * k)] = self.blood_hu as f32;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// HU of the anatomy without coronaries, calcified plaques and noise, and the bone occupancy handled by
     /// supersampling in [`render`].
     fn hu(&self, p: V3) -> f64 {
         let [x, y, z] = p;
@@ -276,15 +322,7 @@ impl Anatomy {
             return self.blood_hu;
         }
         let q = self.heart.q(p);
-        let shell = Ellipsoid { c: self.heart.c, r: self.heart.r.map(|a| a + FAT_SHELL_MM) };
-        if q <= 1.0 || shell.inside(p) {
-            for (label, pts, radius) in &self.arteries {
-                let _ = label;
-                if distance_to_polyline(p, pts) <= *radius {
-                    return self.blood_hu;
-                }
-            }
-        }
+        let shell = self.shell();
         if q <= 1.0 {
             if self.chambers.iter().any(|c| c.inside(p)) {
                 return self.blood_hu;
@@ -540,7 +578,7 @@ pub fn generate(options: &CacPhantomOptions) -> Result<CacPhantom> {
         [origin[0] + i as f64 * sp[0], origin[1] + j as f64 * sp[1], origin[2] + k as f64 * sp[2]]
     };
     // The anatomy, supersampled where bone makes the value change within a voxel.
-    let base: Vec<f32> = (0..n)
+    let mut base: Vec<f32> = (0..n)
         .into_par_iter()
         .map(|p| {
             let c = pos(p);
@@ -556,6 +594,7 @@ pub fn generate(options: &CacPhantomOptions) -> Result<CacPhantom> {
             if near_bone { supersample(c, sp, |q| anatomy.hu(q)) as f32 } else { v as f32 }
         })
         .collect();
+    anatomy.draw_arteries(&mut base, options.shape, sp, origin);
 
     // Noise is fixed by the seed, independent of the plaques drawn.
     let noise: Vec<f32> = (0..nk)
