@@ -312,6 +312,10 @@ pub struct CacTrainArgs {
     /// Epochs per member.
     #[arg(long, default_value_t = 12)]
     pub epochs: usize,
+    /// Index of the first member trained (member m uses seed + m and is written as
+    /// member-(m+1)): retrains one member of an ensemble on the same exams.
+    #[arg(long, default_value_t = 0)]
+    pub first_member: usize,
     /// Filters of the first level (the paper: 16).
     #[arg(long, default_value_t = 8)]
     pub width: usize,
@@ -356,7 +360,7 @@ pub fn phantom_arrays(p: &phantom::CacPhantom) -> (Vec<f32>, Vec<bool>, [usize; 
 pub fn train(args: &CacTrainArgs, quiet: bool) -> Result<()> {
     use imhost_models::cac::{self as model, CacManifest, CacSample, CacTrainOptions, Member};
     use imhost_models::cac_unet::Config;
-    if args.members == 0 || args.members % 2 == 0 {
+    if args.members == 0 || (args.first_member == 0 && args.members % 2 == 0) {
         return Err(Error::invalid_argument("--members must be odd (a majority vote needs one)"));
     }
     if args.cases == 0 || args.validation == 0 {
@@ -382,12 +386,13 @@ pub fn train(args: &CacTrainArgs, quiet: bool) -> Result<()> {
     options.device = args.device.clone();
     options.config = config;
     let mut members = Vec::new();
-    for m in 0..args.members {
+    for m in args.first_member..args.first_member + args.members {
         let mut progress = |e: &model::CacEpoch| {
             if !quiet {
                 eprintln!(
-                    "member {}/{} epoch {}/{}: train Dice loss {:.4}, validation {:.4} ({:.0} s)",
+                    "member {} ({} of {}) epoch {}/{}: train Dice loss {:.4}, validation {:.4} ({:.0} s)",
                     m + 1,
+                    m + 1 - args.first_member,
                     args.members,
                     e.epoch,
                     args.epochs,

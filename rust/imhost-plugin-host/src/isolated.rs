@@ -752,8 +752,32 @@ impl Model for IsolatedModel {
             .as_object()
             .map(|m| m.iter().filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v))).collect())
             .unwrap_or_default();
-        Ok(ModelOutput { volumes, scores, report: done["report"].clone(), preview_png: None })
+        let preview_png = done["preview_png_hex"].as_str().map(decode_preview).transpose()?;
+        Ok(ModelOutput { volumes, scores, report: done["report"].clone(), preview_png })
     }
+}
+
+/// Largest preview PNG a worker may send back, bytes.
+pub const MAX_PREVIEW_BYTES: usize = 4 << 20;
+
+/// A worker's preview (hex in its reply): refused unless it is at most [`MAX_PREVIEW_BYTES`] of
+/// well-formed hex that starts with the PNG signature.
+fn decode_preview(hex: &str) -> Result<Vec<u8>> {
+    let bad = |why: &str| Error::model(format!("the worker's preview was refused: {why}"));
+    if hex.len() % 2 != 0 || hex.len() > 2 * MAX_PREVIEW_BYTES {
+        return Err(bad("wrong length"));
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let bytes: Vec<u8> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("not hex"))?;
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Err(bad("not a PNG"));
+    }
+    Ok(bytes)
 }
 
 /// Copy an output the worker wrote into a host volume (one copy).
@@ -775,4 +799,20 @@ fn read_output(output: &Allocated, grids: &[Grid], manifest: &Manifest) -> Resul
         .read_exact_at(target, 0)
         .map_err(|e| Error::model(format!("reading output '{}' from the worker: {e}", output.name)))?;
     Ok((output.name.clone(), volume))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_previews_are_checked() {
+        let png = b"\x89PNG\r\n\x1a\nrest";
+        let hex: String = png.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(decode_preview(&hex).unwrap(), png);
+        assert!(decode_preview("0").unwrap_err().message().contains("wrong length"));
+        assert!(decode_preview("zz").unwrap_err().message().contains("not hex"));
+        assert!(decode_preview("ffd8ffe0").unwrap_err().message().contains("not a PNG"));
+        assert!(decode_preview(&"00".repeat(MAX_PREVIEW_BYTES + 1)).is_err());
+    }
 }

@@ -430,7 +430,12 @@ fn serve_model(
         let _ = map.flush();
     }
     let scores: serde_json::Map<String, Value> = output.scores.into_iter().map(|(k, v)| (k, json!(v))).collect();
-    Ok(json!({"type": "done", "scores": scores, "report": output.report}))
+    let mut done = json!({"type": "done", "scores": scores, "report": output.report});
+    // The model's preview travels as hex in the reply; the host checks its size and signature.
+    if let Some(png) = output.preview_png.filter(|p| p.len() <= crate::isolated::MAX_PREVIEW_BYTES) {
+        done["preview_png_hex"] = Value::String(png.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    Ok(done)
 }
 
 /// A view of the pixels of `d` in `bytes` (aligned for its type; i fastest).
