@@ -1444,6 +1444,8 @@ fn decode_png(bytes: &[u8]) -> Result<(u16, u16, Vec<u8>)> {
         return Err(bad(&format!("{width}×{height} pixels (1 to 8192 a side)")));
     }
     let size = reader.output_buffer_size().ok_or_else(|| bad(&"too large"))?;
+    // The preview may come from a model worker: its pixels count against the memory limit.
+    crate::memory::check(crate::memory::bytes_of(&[size], 2), "the preview PNG's pixels")?;
     let mut buf = vec![0; size];
     let frame = reader.next_frame(&mut buf).map_err(|e| bad(&e))?;
     let channels = match frame.color_type {
