@@ -61,17 +61,23 @@ pub struct CacArgs {
 /// The default cac-agatston model folder: `IMHOST_CAC_MODEL`, else `../share/imhost/models/
 /// cac-agatston` beside the executable, else the repository's `models/cac-agatston`.
 pub fn default_model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("IMHOST_CAC_MODEL").filter(|d| !d.is_empty()) {
+    model_dir("IMHOST_CAC_MODEL", "cac-agatston")
+}
+
+/// A model folder `name`: the environment variable `env`, else `../share/imhost/models/NAME`
+/// beside the executable (an installed imhost), else the repository's `models/NAME`.
+pub fn model_dir(env: &str, name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(env).filter(|d| !d.is_empty()) {
         return dir.into();
     }
     if let Some(dir) = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|p| p.join("../share/imhost/models/cac-agatston")))
+        .and_then(|exe| exe.parent().map(|p| p.join("../share/imhost/models").join(name)))
         .filter(|d| d.join("manifest.json").is_file())
     {
         return dir;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/cac-agatston")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name)
 }
 
 #[cfg(feature = "learned")]
@@ -466,7 +472,7 @@ pub struct CacValidateArgs {
     pub device: Option<String>,
 }
 
-/// Where the CAC section of docs/VALIDATION.md starts; it runs to the end of the file.
+/// Where the CAC section of docs/VALIDATION.md starts; it runs to the next section's marker.
 pub const VALIDATION_MARKER: &str = "<!-- cac -->";
 
 /// Lesion-level counts of one prediction against the truth.
@@ -479,13 +485,19 @@ struct LesionCounts {
     truth_found: usize,
     distractors: usize,
     distractors_hit: usize,
+    /// Every labelled coronary group, specks below 3 pixels included (reported, not scored).
+    labelled: usize,
+    labelled_found: usize,
 }
 
 #[cfg(feature = "learned")]
 impl LesionCounts {
-    /// `pred` (counted lesion pixels) against the truth labels (1–4 coronary, 5–6 distractors),
-    /// by 26-connected 3-D lesions.
-    fn of(pred: &[bool], labels: &[u8], dims: [usize; 3]) -> Self {
+    /// `pred` (counted lesion pixels) against the truth, by 26-connected 3-D lesions: the truth
+    /// lesions are the pixels the Agatston rule counts on the coronary truth (`counted`: labels
+    /// 1–4, ≥ 3 pixels per slice — a smaller speck is no lesion for any scorer); a predicted
+    /// lesion is true when it touches any coronary truth voxel (`labels` 1–4), and the
+    /// distractors are labels 5–6.
+    fn of(pred: &[bool], counted: &[bool], labels: &[u8], dims: [usize; 3]) -> Self {
         let truth: Vec<bool> = labels.iter().map(|l| (1..=4).contains(l)).collect();
         let distractor: Vec<bool> = labels.iter().map(|l| *l >= 5).collect();
         let hits = |a: &[bool], b: &[bool]| -> (usize, usize) {
@@ -499,9 +511,19 @@ impl LesionCounts {
             (n as usize, hit.iter().filter(|h| **h).count())
         };
         let (predicted, predicted_true) = hits(pred, &truth);
-        let (truth_n, truth_found) = hits(&truth, pred);
+        let (truth_n, truth_found) = hits(counted, pred);
         let (distractors, distractors_hit) = hits(&distractor, pred);
-        LesionCounts { predicted, predicted_true, truth: truth_n, truth_found, distractors, distractors_hit }
+        let (labelled, labelled_found) = hits(&truth, pred);
+        LesionCounts {
+            predicted,
+            predicted_true,
+            truth: truth_n,
+            truth_found,
+            distractors,
+            distractors_hit,
+            labelled,
+            labelled_found,
+        }
     }
 
     fn add(&mut self, o: &Self) {
@@ -511,6 +533,8 @@ impl LesionCounts {
         self.truth_found += o.truth_found;
         self.distractors += o.distractors;
         self.distractors_hit += o.distractors_hit;
+        self.labelled += o.labelled;
+        self.labelled_found += o.labelled_found;
     }
 
     fn f1(&self) -> f64 {
@@ -530,6 +554,8 @@ struct Figures {
     median_relative_error: f64,
     lesion_precision: f64,
     lesion_recall: f64,
+    /// Recall over every labelled coronary group, specks below 3 pixels included.
+    labelled_recall: f64,
     lesion_f1: f64,
     distractors_counted: f64,
 }
@@ -556,6 +582,7 @@ fn figures(truth: &[CacScore], pred: &[CacScore], lesions: &LesionCounts) -> Res
         median_relative_error: median,
         lesion_precision: lesions.predicted_true as f64 / lesions.predicted.max(1) as f64,
         lesion_recall: lesions.truth_found as f64 / lesions.truth.max(1) as f64,
+        labelled_recall: lesions.labelled_found as f64 / lesions.labelled.max(1) as f64,
         lesion_f1: lesions.f1(),
         distractors_counted: lesions.distractors_hit as f64 / lesions.distractors.max(1) as f64,
     })
@@ -579,6 +606,9 @@ pub fn validate(args: &CacValidateArgs, quiet: bool) -> Result<()> {
         let p = phantom::generate(&varied_phantom_options(args.seed + n as u64))?;
         let (hu, _, dims, spacing) = phantom_arrays(&p);
         let labels: Vec<u8> = p.labels.data().t().iter().copied().collect();
+        let coronary: Vec<u32> = labels.iter().map(|&l| u32::from((1..=4).contains(&l))).collect();
+        let (_, truth_map) = cac::agatston_with_map(&hu, dims, spacing, Some(&coronary), &options)?;
+        let counted_truth: Vec<bool> = truth_map.iter().map(|&l| l != 0).collect();
         let started = std::time::Instant::now();
         let seg = ensemble.segment(&hu, dims, spacing, &imhost_core::RunControl::none())?;
         let region = |m: &[bool]| m.iter().map(|&b| u32::from(b)).collect::<Vec<u32>>();
@@ -586,11 +616,11 @@ pub fn validate(args: &CacValidateArgs, quiet: bool) -> Result<()> {
         seconds += started.elapsed().as_secs_f64();
         voxels = voxels.max(hu.len());
         let counted: Vec<bool> = map.iter().map(|&l| l != 0).collect();
-        vote_lesions.add(&LesionCounts::of(&counted, &labels, dims));
+        vote_lesions.add(&LesionCounts::of(&counted, &counted_truth, &labels, dims));
         for (m, mask) in seg.members.iter().enumerate() {
             let (sm, mm) = cac::agatston_with_map(&hu, dims, spacing, Some(&region(mask)), &options)?;
             let counted: Vec<bool> = mm.iter().map(|&l| l != 0).collect();
-            member_lesions[m].add(&LesionCounts::of(&counted, &labels, dims));
+            member_lesions[m].add(&LesionCounts::of(&counted, &counted_truth, &labels, dims));
             single[m].push(sm);
         }
         confusion[p.truth.category.index()][s.category.index()] += 1;
@@ -656,18 +686,17 @@ The paper's Table 1 reports, on 98 patient exams, C-index 0.951 and category acc
     }
     doc += &format!(
         "\nTargets (issue 14): C-index ≥ 0.95, category accuracy ≥ 0.86, lesion F1 ≥ 0.95, mitral/aortic calcium not counted. \
-Lesions are 26-connected 3-D groups of counted pixels; a predicted lesion is true when it touches a coronary truth voxel, \
-a truth lesion is found when a counted pixel touches it; *mitral/aortic lesions counted* is the fraction of distractor \
+Lesions are 26-connected 3-D groups of counted pixels; a truth lesion is a 26-connected group of the pixels the Agatston rule counts on the coronary truth (≥ 3 pixels per slice: a smaller speck is no lesion for any scorer), \
+found when a counted pixel touches it (over every labelled group, specks included, the ensemble's recall is {:.3}); \
+a predicted lesion is true when it touches a coronary truth voxel; *mitral/aortic lesions counted* is the fraction of distractor \
 lesions the prediction touches. Inference: {:.2} s per exam on average ({} CPU threads, largest exam {} voxels; \
 BENCHMARKS.md has the 512×512×64 figure).\n",
+        ensemble_figures.labelled_recall,
         seconds / args.cases as f64,
         imhost_models::runtime::init().cpu_threads,
         voxels
     );
-    let existing = std::fs::read_to_string(&args.out).unwrap_or_default();
-    let head = existing.split(VALIDATION_MARKER).next().unwrap_or("").trim_end();
-    let text = if head.is_empty() { doc } else { format!("{head}\n\n{doc}") };
-    imhost_core::io::output::write_text(&args.out, &text)?;
+    crate::validate::replace_section(&args.out, VALIDATION_MARKER, &doc)?;
     let json_path = args.out.with_file_name("validation-cac.json");
     write_json(
         &json_path,

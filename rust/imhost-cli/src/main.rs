@@ -12,6 +12,7 @@ mod info;
 mod mip;
 mod models;
 mod motion;
+mod nuclei;
 mod perfusion;
 mod plugin;
 mod progress;
@@ -101,6 +102,10 @@ enum Command {
     /// model vs ensemble); writes the CAC section of docs/VALIDATION.md.
     #[cfg(feature = "learned")]
     ValidateCac(cac::CacValidateArgs),
+    /// Validate MultiResUNet on held-out synthetic nuclei images (the report's accuracy, F1,
+    /// Jaccard, recall, precision); writes the MultiResUNet section of docs/VALIDATION.md.
+    #[cfg(feature = "learned")]
+    ValidateNuclei(nuclei::NucleiValidateArgs),
     /// Build training sets and train models.
     #[cfg(feature = "learned")]
     #[command(subcommand)]
@@ -124,6 +129,11 @@ enum Command {
     /// Agatston, volume and mass, category A–E, per lesion and artery; mask.nii.gz, report.json
     /// and preview.png in --out, with QC flags. Conventions: docs/CAC.md. Research use only.
     Cac(cac::CacArgs),
+    /// Cell nuclei of a 2-D image (PNG, or a NIfTI/DICOM image of one slice or a stack) with
+    /// MultiResUNet: mask, probability, report.json, preview.png. Phantom-trained default
+    /// weights; research use only.
+    #[cfg(feature = "learned")]
+    Nuclei(nuclei::NucleiArgs),
     /// The earlier self-check: generate a 4-D CT bolus volume with known content, run the
     /// temporal MIP on it, check the result against the known truth, and summarise.
     Demo {
@@ -155,6 +165,9 @@ enum TrainCommand {
     /// Train the coronary-calcium ensemble (cac-agatston-gogin2021: five 3D U-Nets, Adam, Dice
     /// loss, best epoch on validation) on `imhost phantom cac` exams; writes a model folder.
     Cac(cac::CacTrainArgs),
+    /// Train MultiResUNet (multiresunet-report: BCE, Adam 1e-4, batch 8, best validation epoch)
+    /// on synthetic nuclei images; writes a model folder.
+    Multiresunet(nuclei::NucleiTrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +194,9 @@ enum PhantomCommand {
     /// A non-contrast cardiac CT with coronary calcium of known extent, bone and valve
     /// calcification distractors: ct.nii.gz, truth/labels.nii.gz, truth.json.
     Cac(cac::CacPhantomArgs),
+    /// Synthetic cell-nuclei images (fluorescence and brightfield, touching nuclei) with their
+    /// masks: PNG and one-slice NIfTI, truth.json.
+    Nuclei(nuclei::NucleiPhantomArgs),
 }
 
 fn parse_size(text: &str) -> Result<[usize; 3], String> {
@@ -222,6 +238,13 @@ fn main() -> ExitCode {
         #[cfg(feature = "learned")]
         Command::ValidateCac(args) => cac::validate(&args, cli.quiet),
         Command::Phantom(PhantomCommand::Cac(args)) => cac::phantom(&args),
+        Command::Phantom(PhantomCommand::Nuclei(args)) => nuclei::phantom(&args),
+        #[cfg(feature = "learned")]
+        Command::Nuclei(args) => nuclei::run(&args, cli.quiet),
+        #[cfg(feature = "learned")]
+        Command::Train(TrainCommand::Multiresunet(args)) => nuclei::train(&args, cli.quiet),
+        #[cfg(feature = "learned")]
+        Command::ValidateNuclei(args) => nuclei::validate(&args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

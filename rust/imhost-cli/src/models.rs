@@ -30,16 +30,17 @@ pub struct Sources {
 }
 
 /// The registry of the command line: built-ins with ITK motion correction, the perfusion CNN
-/// and coronary-calcium model folders when present, plugins and packages.
+/// coronary-calcium and nuclei model folders when present, plugins and packages.
 pub fn registry(sources: &Sources) -> Registry {
     let mut paths = sources.plugins.clone();
     let cnn = crate::perfusion::default_model_dir();
     if cnn.join("manifest.json").is_file() {
         paths.push(cnn);
     }
-    let cac = crate::cac::default_model_dir();
-    if cac.join("manifest.json").is_file() {
-        paths.push(cac);
+    for dir in [crate::cac::default_model_dir(), crate::nuclei::default_model_dir()] {
+        if dir.join("manifest.json").is_file() {
+            paths.push(dir);
+        }
     }
     open(&RegistryOptions {
         paths,

@@ -288,13 +288,60 @@ fn coarse_and_noisy(quick: bool, targets: &mut String) -> Result<String> {
 /// Where the CNN section (written by `imhost validate-cnn`) starts in docs/VALIDATION.md.
 pub const MARKER: &str = "<!-- perfusion-cnn -->";
 
-/// The CNN and CAC sections of `path` (from the first of their markers on), if any, so that
-/// `imhost validate` keeps them.
+/// The markers of the sections other commands write into docs/VALIDATION.md, each running to
+/// the next marker: `imhost validate-cnn`, `validate-cac`, `validate-nuclei`.
+pub const SECTION_MARKERS: [&str; 3] = [MARKER, crate::cac::VALIDATION_MARKER, crate::nuclei::MARKER];
+
+/// The sections of `path` from the first marker on, if any, so that `imhost validate` (which
+/// writes the head) keeps them.
 pub fn existing_section(path: &Path) -> Option<String> {
     let existing = std::fs::read_to_string(path).ok()?;
-    [MARKER, crate::cac::VALIDATION_MARKER]
-        .iter()
-        .filter_map(|m| existing.find(m))
-        .min()
-        .map(|at| existing[at..].to_string())
+    SECTION_MARKERS.iter().filter_map(|m| existing.find(m)).min().map(|at| existing[at..].to_string())
+}
+
+/// Replace the section of `path` that starts at `marker` (up to the next marker of
+/// [`SECTION_MARKERS`] or the end) with `section`, keeping everything else; a missing section
+/// is appended. (Only the validate commands of the `learned` build write sections.)
+#[cfg(feature = "learned")]
+pub fn replace_section(path: &Path, marker: &str, section: &str) -> imhost_core::Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let doc = replaced(&existing, marker, section);
+    imhost_core::io::output::write_text(path, &doc)
+}
+
+#[cfg(feature = "learned")]
+fn replaced(existing: &str, marker: &str, section: &str) -> String {
+    let section = section.trim_end();
+    let Some(at) = existing.find(marker) else {
+        let head = existing.trim_end();
+        return if head.is_empty() { format!("{section}\n") } else { format!("{head}\n\n{section}\n") };
+    };
+    let after = at + marker.len();
+    let end = SECTION_MARKERS.iter().filter_map(|m| existing[after..].find(m).map(|e| after + e)).min();
+    let head = existing[..at].trim_end();
+    let mut doc = if head.is_empty() { section.to_string() } else { format!("{head}\n\n{section}") };
+    match end {
+        Some(e) => doc += &format!("\n\n{}", &existing[e..]),
+        None => doc.push('\n'),
+    }
+    doc
+}
+
+#[cfg(all(test, feature = "learned"))]
+mod section_tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_in_place_and_the_others_kept() {
+        let cac = crate::cac::VALIDATION_MARKER;
+        let nuc = crate::nuclei::MARKER;
+        let doc = format!("# head\n\n{MARKER}\ncnn old\n\n{cac}\ncac old\n\n{nuc}\nnuclei old\n");
+        let new = replaced(&doc, cac, &format!("{cac}\ncac new\n"));
+        assert_eq!(new, format!("# head\n\n{MARKER}\ncnn old\n\n{cac}\ncac new\n\n{nuc}\nnuclei old\n"));
+        let new = replaced(&new, nuc, &format!("{nuc}\nnuclei new"));
+        assert!(new.ends_with("nuclei new\n") && new.contains("cac new") && new.contains("cnn old"));
+        // A missing section is appended.
+        let new = replaced("# head\n", nuc, &format!("{nuc}\nx"));
+        assert_eq!(new, format!("# head\n\n{nuc}\nx\n"));
+    }
 }

@@ -328,14 +328,7 @@ brain. **Half dose**: the same studies with every second frame dropped, both met
     Ok(())
 }
 
-/// Replace the CNN section (from [`MARKER`]) of `path`, keeping what comes before it.
+/// Replace the CNN section (from [`MARKER`]) of `path`, keeping the others.
 pub fn write_section(path: &Path, section: &str) -> Result<()> {
-    let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let head = existing.split(MARKER).next().unwrap_or("").trim_end();
-    // The CAC section (`imhost validate-cac`) follows the CNN's and is kept.
-    let tail =
-        existing.find(crate::cac::VALIDATION_MARKER).map(|at| format!("\n\n{}", &existing[at..])).unwrap_or_default();
-    let section = format!("{}{tail}", section.trim_end());
-    let doc = if head.is_empty() { section } else { format!("{head}\n\n{section}") };
-    imhost_core::io::output::write_text(path, &doc)
+    crate::validate::replace_section(path, MARKER, section)
 }

@@ -26,6 +26,7 @@ pub mod phantom;
 pub mod preview;
 pub mod registry;
 pub mod score;
+pub mod seg2d;
 pub mod volume;
 
 pub use control::{CancelToken, RunControl};

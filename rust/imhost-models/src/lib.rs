@@ -9,6 +9,8 @@
 
 pub mod cac;
 pub mod cac_unet;
+pub mod multiresunet;
+pub mod nuclei;
 pub mod package;
 pub mod packages;
 pub mod runtime;

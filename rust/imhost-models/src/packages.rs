@@ -29,6 +29,7 @@ pub fn open_in_process(dir: &Path, options: &RegistryOptions) -> Result<Arc<dyn 
             loaded: OnceLock::new(),
         })),
         PackageKind::CacEnsemble => Ok(Arc::new(CacModel::new(dir, options.device.clone())?)),
+        PackageKind::Segmenter2d => Ok(Arc::new(SegmenterModel::new(dir, options.device.clone())?)),
     }
 }
 
@@ -50,6 +51,11 @@ pub fn open_for_worker(dir: &Path, options: &Map<String, Value>) -> Result<Vec<A
         PackageKind::CacEnsemble => {
             let model = CacModel::new(dir, device)?;
             model.ensemble()?;
+            Arc::new(model)
+        }
+        PackageKind::Segmenter2d => {
+            let model = SegmenterModel::new(dir, device)?;
+            model.segmenter()?;
             Arc::new(model)
         }
     };
@@ -147,5 +153,55 @@ impl Model for CacModel {
         };
         let result = run::score_ct(&hu, dims, &geometry, &mut segment, &agatston)?;
         result.into_model_output(&hu, dims, geometry)
+    }
+}
+
+/// A 2-D segmentation network folder (`multiresunet-nuclei`): loaded and verified at its first
+/// run, applied slice by slice through `imhost_core::seg2d`.
+pub struct SegmenterModel {
+    dir: PathBuf,
+    manifest: Manifest,
+    device: Option<String>,
+    loaded: OnceLock<crate::nuclei::Segmenter>,
+}
+
+impl SegmenterModel {
+    /// The model of `dir` (its manifest read and checked now, the weights at the first run).
+    pub fn new(dir: &Path, device: Option<String>) -> Result<Self> {
+        Ok(SegmenterModel { dir: dir.to_path_buf(), manifest: package_manifest(dir)?, device, loaded: OnceLock::new() })
+    }
+
+    /// The network, loaded (sha256 verified) on first use.
+    pub fn segmenter(&self) -> Result<&crate::nuclei::Segmenter> {
+        if self.loaded.get().is_none() {
+            let s = crate::nuclei::Segmenter::load(&self.dir, self.device.as_deref())?;
+            let _ = self.loaded.set(s);
+        }
+        Ok(self.loaded.get().expect("set above"))
+    }
+}
+
+impl Model for SegmenterModel {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn run(
+        &self,
+        inputs: &[AnyVolumeView<'_>],
+        options: &Map<String, Value>,
+        control: &RunControl<'_>,
+    ) -> Result<ModelOutput> {
+        use imhost_core::seg2d;
+        let options = self.manifest.resolve_options(options)?;
+        let threshold = options.get("threshold").and_then(Value::as_f64).unwrap_or(0.5);
+        let image = &inputs[0];
+        let [ni, nj, nk, _] = image.shape();
+        let slices = seg2d::slices_of(image)?;
+        let segmenter = self.segmenter()?;
+        let probability = segmenter.probabilities(&slices, ni, nj, control)?;
+        let about = self.manifest.extra.get("network").cloned().unwrap_or(Value::Null);
+        let label = &segmenter.manifest().label.name;
+        seg2d::outputs(&slices, &probability, [ni, nj, nk], *image.geometry(), threshold, label, &about)
     }
 }

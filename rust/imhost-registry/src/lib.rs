@@ -15,6 +15,7 @@
 
 pub mod cac;
 pub mod network;
+pub mod segmenter;
 pub mod torchscript;
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,9 @@ pub enum PackageKind {
     /// `imhost-model/1` with task `coronary-calcium`: the CAC ensemble (registered as
     /// `cac-agatston`).
     CacEnsemble,
+    /// `imhost-model/1` with task `segmentation-2d`: a 2-D segmentation network (MultiResUNet),
+    /// registered under its manifest's `model_id`.
+    Segmenter2d,
 }
 
 /// Read `dir/manifest.json` (trusted) and tell its kind.
@@ -96,6 +100,7 @@ pub fn package_kind(dir: &Path) -> Result<PackageKind> {
     match value["format"].as_str() {
         Some(imhost_core::registry::MANIFEST_FORMAT) => Ok(PackageKind::TorchScript),
         Some(network::FORMAT) if value["task"].as_str() == Some(cac::TASK) => Ok(PackageKind::CacEnsemble),
+        Some(network::FORMAT) if value["task"].as_str() == Some(segmenter::TASK) => Ok(PackageKind::Segmenter2d),
         Some(network::FORMAT) => Ok(PackageKind::PerfusionNetwork),
         other => Err(Error::format(format!("{}: unknown manifest format {other:?}", path.display()))),
     }
@@ -113,6 +118,19 @@ pub fn package_manifest(dir: &Path) -> Result<Manifest> {
         PackageKind::CacEnsemble => {
             let m = cac::CacManifest::read(dir)?;
             imhost_core::cac::run::model_manifest(&m.version, cac_about(&m, dir))
+        }
+        PackageKind::Segmenter2d => {
+            let m = segmenter::SegmenterManifest::read(dir)?;
+            let about = json!({"id": m.id, "version": m.version, "folder": dir.display().to_string(),
+                               "architecture": m.architecture, "threshold": m.threshold, "training": m.training});
+            imhost_core::seg2d::model_manifest(
+                &m.model_id,
+                &m.version,
+                &m.label.name,
+                m.label.color,
+                m.threshold,
+                about,
+            )?
         }
     };
     manifest.source =

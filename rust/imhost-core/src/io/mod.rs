@@ -3,6 +3,7 @@
 pub mod dicom;
 pub mod nifti;
 pub mod output;
+pub mod png;
 
 use std::path::Path;
 

@@ -1434,35 +1434,8 @@ fn temporal_average(w: &mut Writer<'_>, average: &Volume<i16>) -> Result<Vec<Dic
 
 /// Decode an 8-bit RGB or RGBA PNG (at most 8192 pixels a side) to RGB bytes (even length).
 fn decode_png(bytes: &[u8]) -> Result<(u16, u16, Vec<u8>)> {
-    let bad = |e: &dyn std::fmt::Display| Error::format(format!("preview PNG: {e}"));
-    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(|e| bad(&e))?;
-    let info = reader.info();
-    let (width, height) = (info.width, info.height);
-    if width == 0 || height == 0 || width > 8192 || height > 8192 {
-        return Err(bad(&format!("{width}×{height} pixels (1 to 8192 a side)")));
-    }
-    let size = reader.output_buffer_size().ok_or_else(|| bad(&"too large"))?;
-    // The preview may come from a model worker: its pixels count against the memory limit.
-    crate::memory::check(crate::memory::bytes_of(&[size], 2), "the preview PNG's pixels")?;
-    let mut buf = vec![0; size];
-    let frame = reader.next_frame(&mut buf).map_err(|e| bad(&e))?;
-    let channels = match frame.color_type {
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        png::ColorType::Grayscale => 1,
-        png::ColorType::GrayscaleAlpha => 2,
-        other => return Err(bad(&format!("colour type {other:?}"))),
-    };
-    let mut rgb = Vec::with_capacity(width as usize * height as usize * 3 + 1);
-    for px in buf[..frame.buffer_size()].chunks_exact(channels) {
-        if channels >= 3 {
-            rgb.extend_from_slice(&px[..3]);
-        } else {
-            rgb.extend_from_slice(&[px[0], px[0], px[0]]);
-        }
-    }
+    let (width, height, mut rgb) =
+        crate::io::png::decode_rgb(bytes).map_err(|e| Error::format(format!("preview {}", e.message())))?;
     if rgb.len() % 2 == 1 {
         rgb.push(0);
     }
