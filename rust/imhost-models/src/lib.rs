@@ -14,6 +14,8 @@ pub mod nuclei;
 pub mod package;
 pub mod packages;
 pub mod runtime;
+pub mod slnet;
+pub mod stroke_loss;
 pub mod torchscript;
 pub mod train;
 pub mod unet;
