@@ -99,6 +99,12 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
     for (name, mask) in [("core", &t.core), ("hypoperfusion", &t.hypoperfusion), ("tissue", &t.tissue)] {
         write_volume(&AnyVolume::from(mask.clone()), &truth_dir.join(format!("{name}.nii.gz")))?;
     }
+    // The study's DWI (b = 1000, core bright) and its lesion mask: the stroke-lesion model's
+    // target and truth.
+    let dwi_options = imhost_core::phantom::dwi::DwiOptions { seed: args.seed, ..Default::default() };
+    let (dwi, lesion) = imhost_core::phantom::dwi::synthesize(&phantom.ctp, t, &dwi_options)?;
+    write_volume(&AnyVolume::from(dwi), &truth_dir.join("dwi.nii.gz"))?;
+    write_volume(&AnyVolume::from(lesion), &truth_dir.join("lesion.nii.gz"))?;
     let count = |m: &imhost_core::Volume<u8>| m.data().iter().filter(|&&x| x == 1).count();
     let voxel_ml = phantom.ctp.geometry().spacing.iter().product::<f64>() / 1000.0;
     write_json(
@@ -112,6 +118,9 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
             "vof_voxels": t.vof_voxels.len(), "vof_voxel_example": t.vof_voxels.first(),
             "classes": t.classes.iter().map(|(name, p)| json!({"name": name, "params": p})).collect::<Vec<_>>(),
             "motion_per_frame": t.motion,
+            "dwi": {"file": "dwi.nii.gz", "lesion": "lesion.nii.gz", "b_value": 1000, "core_ratio": dwi_options.core_ratio,
+                    "rician_noise": dwi_options.noise, "scaling": "minimum → 0, 99th percentile → 1 (Wang et al. §4.1)",
+                    "model": "b = 1000 trace: white matter 0.30, grey matter 0.42, CSF 0.10, bone/air 0.02, other 0.25; core ×core_ratio with a σ 0.8 px partial-volume edge; penumbra normal"},
             "volumes_ml": {"core": count(&t.core) as f64 * voxel_ml, "hypoperfusion": count(&t.hypoperfusion) as f64 * voxel_ml},
             "conventions": {
                 "tmax": "Tmax = delay: the time at which the delayed residue function first reaches its maximum (box IRF: the plateau's onset)",

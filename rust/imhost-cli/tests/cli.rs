@@ -177,6 +177,8 @@ fn phantom_then_perfusion_writes_every_output_in_the_input_geometry() {
         "truth/tmax.nii.gz",
         "truth/core.nii.gz",
         "truth/hypoperfusion.nii.gz",
+        "truth/dwi.nii.gz",
+        "truth/lesion.nii.gz",
         "truth/phantom.json",
     ] {
         assert!(ph.join(f).exists(), "{f}");

@@ -33,6 +33,7 @@ pub mod nlr;
 mod pipeline;
 pub mod preview;
 pub mod readout;
+pub mod stroke_inputs;
 pub mod temporal;
 pub mod validation;
 

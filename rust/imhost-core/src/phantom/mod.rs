@@ -6,6 +6,7 @@
 
 pub mod cac;
 pub mod ctp;
+pub mod dwi;
 pub mod nuclei;
 
 use ndarray::{Array4, ShapeBuilder};

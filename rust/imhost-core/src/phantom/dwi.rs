@@ -1,0 +1,177 @@
+//! A diffusion-weighted image (b = 1000 trace) for a CT-perfusion phantom, on the CTP grid: the
+//! training target and ground truth of the stroke-lesion model (Wang et al. synthesise a pseudo
+//! DWI from the CTP and segment the lesion on it; ISLES 2018 gives a real DWI per study, we
+//! have phantoms). The infarct core is bright with a realistic contrast (signal ×`core_ratio`,
+//! ≈ 2 for an acute infarct at b = 1000), penumbra looks normal (DWI shows the core only), grey
+//! matter is a little brighter than white matter, CSF dark, bone and air black.
+//!
+//! The tissue classes come from the phantom's noise-reduced pre-contrast CT (mean of the frames
+//! before the bolus arrives, smoothed in-plane with σ = 1 pixel) and its truth tissue mask; the
+//! core's edge gets partial volume (the core mask blurred in-plane with σ = 0.8 pixel), and the
+//! magnitude image Rician noise of σ `noise` (relative to white matter ≈ 0.3). The image is then
+//! scaled to 0…1 between its minimum and its 99th percentile as the paper preprocesses DWI
+//! (§4.1). **Truth**: the lesion mask is the phantom's core.
+
+use crate::error::{Error, Result};
+use crate::phantom::ctp::{SplitMix64, Truth};
+use crate::volume::Volume;
+
+/// Options of [`synthesize`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DwiOptions {
+    /// Core signal over healthy tissue's.
+    pub core_ratio: f64,
+    /// Rician noise σ (white matter ≈ 0.3 before scaling).
+    pub noise: f64,
+    /// Seed of the noise.
+    pub seed: u64,
+}
+
+impl Default for DwiOptions {
+    fn default() -> Self {
+        DwiOptions { core_ratio: 2.0, noise: 0.03, seed: 1 }
+    }
+}
+
+/// In-plane Gaussian blur of every slice of a `[ni, nj, nk]` volume (i fastest), edges clamped.
+fn blur_slices(v: &mut [f64], [ni, nj, nk]: [usize; 3], sigma: f64) {
+    let r = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f64> = (-r..=r).map(|d| (-(d * d) as f64 / (2.0 * sigma * sigma)).exp()).collect();
+    let total: f64 = k.iter().sum();
+    let k: Vec<f64> = k.iter().map(|x| x / total).collect();
+    let slab = ni * nj;
+    let mut tmp = vec![0.0; slab];
+    for s in 0..nk {
+        let plane = &mut v[s * slab..(s + 1) * slab];
+        for j in 0..nj {
+            for i in 0..ni {
+                tmp[i + ni * j] = k
+                    .iter()
+                    .enumerate()
+                    .map(|(n, w)| w * plane[(i as isize + n as isize - r).clamp(0, ni as isize - 1) as usize + ni * j])
+                    .sum();
+            }
+        }
+        for j in 0..nj {
+            for i in 0..ni {
+                plane[i + ni * j] = k
+                    .iter()
+                    .enumerate()
+                    .map(|(n, w)| w * tmp[i + ni * (j as isize + n as isize - r).clamp(0, nj as isize - 1) as usize])
+                    .sum();
+            }
+        }
+    }
+}
+
+fn flat<T: crate::Voxel>(v: &Volume<T>) -> Vec<T> {
+    v.data().t().iter().copied().collect()
+}
+
+/// The DWI of the CTP phantom `ctp` with truth `truth`, and the lesion mask (the core).
+pub fn synthesize(ctp: &Volume<i16>, truth: &Truth, options: &DwiOptions) -> Result<(Volume<f32>, Volume<u8>)> {
+    use ndarray::ShapeBuilder;
+    let [ni, nj, nk, nt] = ctp.shape();
+    if nt < 2 {
+        return Err(Error::shape("the DWI phantom needs the 4-D CTP phantom"));
+    }
+    if !((1.0..=5.0).contains(&options.core_ratio) && (0.0..=0.5).contains(&options.noise)) {
+        return Err(Error::invalid_argument("DWI phantom: core ratio 1–5, noise 0–0.5"));
+    }
+    let dims = [ni, nj, nk];
+    let n = ni * nj * nk;
+    // Pre-contrast frames: up to the first frame after which the summed intensity keeps rising.
+    let d = ctp.data();
+    let times = ctp.frame_times().map(|f| f.as_slice().to_vec()).unwrap_or_default();
+    let arrival = truth.aif.as_ref().map_or(3.0, |a| a.first_pass.t0);
+    let pre: Vec<usize> = (0..nt).filter(|&t| times.get(t).is_some_and(|&s| s < arrival)).collect();
+    let pre = if pre.is_empty() { vec![0] } else { pre };
+    let mut base = vec![0.0f64; n];
+    for &t in &pre {
+        let mut p = 0;
+        for k in 0..nk {
+            for j in 0..nj {
+                for i in 0..ni {
+                    base[p] += f64::from(d[[i, j, k, t]]) / pre.len() as f64;
+                    p += 1;
+                }
+            }
+        }
+    }
+    blur_slices(&mut base, dims, 1.0);
+    let tissue = flat(&truth.tissue);
+    let core = flat(&truth.core);
+    let mut pv: Vec<f64> = core.iter().map(|&c| f64::from(c)).collect();
+    blur_slices(&mut pv, dims, 0.8);
+    let mut rng = SplitMix64::new(options.seed ^ 0xD1FF_05E0);
+    let mut signal: Vec<f64> = (0..n)
+        .map(|p| {
+            let hu = base[p];
+            let s = if tissue[p] == 1 {
+                // White matter (≈ 29 HU) 0.30 → grey matter (≈ 35 HU) 0.42.
+                0.30 + 0.12 * ((hu - 29.0) / 6.0).clamp(0.0, 1.0)
+            } else if !(-200.0..=150.0).contains(&hu) {
+                0.02
+            } else if hu < 22.0 {
+                0.10
+            } else {
+                0.25
+            };
+            let s = s * (1.0 + (options.core_ratio - 1.0) * pv[p]);
+            let (a, b) = (s + options.noise * rng.gaussian(), options.noise * rng.gaussian());
+            (a * a + b * b).sqrt()
+        })
+        .collect();
+    // The paper's DWI scaling: minimum → 0, 99th percentile → 1.
+    let mut sorted = signal.clone();
+    let lo = crate::score::quantile(&mut sorted, 0.0);
+    let hi = crate::score::quantile(&mut sorted, 0.99);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    for s in &mut signal {
+        *s = ((*s - lo) / span).clamp(0.0, 1.0);
+    }
+    let shape = (ni, nj, nk).f();
+    let img = ndarray::Array3::from_shape_vec(shape, signal.iter().map(|&s| s as f32).collect())
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let lesion = ndarray::Array3::from_shape_vec(shape, core).map_err(|e| Error::internal(e.to_string()))?;
+    Ok((Volume::new_3d(img, *ctp.geometry())?, Volume::new_3d(lesion, *ctp.geometry())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phantom::ctp::{PhantomKind, PhantomOptions, generate};
+
+    #[test]
+    fn the_core_is_bright_and_the_rest_is_as_described() {
+        let mut o = PhantomOptions::new(PhantomKind::Anatomical);
+        o.shape = Some([64, 64, 4]);
+        let p = generate(&o).unwrap();
+        let (dwi, lesion) = synthesize(&p.ctp, &p.truth, &DwiOptions::default()).unwrap();
+        let img = flat(&dwi);
+        let les = flat(&lesion);
+        let tissue = flat(&p.truth.tissue);
+        let hyp = flat(&p.truth.hypoperfusion);
+        assert_eq!(les, flat(&p.truth.core), "the lesion truth is the core");
+        assert!(img.iter().all(|v| (0.0..=1.0).contains(v)));
+        let mean = |pick: &dyn Fn(usize) -> bool| {
+            let v: Vec<f64> = (0..img.len()).filter(|&q| pick(q)).map(|q| f64::from(img[q])).collect();
+            assert!(!v.is_empty());
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        // Deep inside the core (not at its blurred edge) against healthy tissue: about ×2.
+        let core_mean = mean(&|q| les[q] == 1);
+        let healthy = mean(&|q| tissue[q] == 1 && hyp[q] == 0);
+        let penumbra = mean(&|q| hyp[q] == 1 && les[q] == 0);
+        assert!(core_mean / healthy > 1.6 && core_mean / healthy < 2.3, "core {core_mean} healthy {healthy}");
+        assert!((penumbra / healthy - 1.0).abs() < 0.2, "penumbra looks normal on DWI: {penumbra} vs {healthy}");
+        // Outside the brain: darker than tissue.
+        assert!(mean(&|q| tissue[q] == 0) < healthy);
+        // The same seed gives the same image; another seed other noise.
+        let (again, _) = synthesize(&p.ctp, &p.truth, &DwiOptions::default()).unwrap();
+        assert_eq!(flat(&again), img);
+        let (other, _) = synthesize(&p.ctp, &p.truth, &DwiOptions { seed: 2, ..Default::default() }).unwrap();
+        assert_ne!(flat(&other), img);
+        assert!(synthesize(&p.ctp, &p.truth, &DwiOptions { core_ratio: 0.5, ..Default::default() }).is_err());
+    }
+}
