@@ -15,6 +15,7 @@ pub mod package;
 pub mod packages;
 pub mod runtime;
 pub mod slnet;
+pub mod stroke;
 pub mod stroke_loss;
 pub mod torchscript;
 pub mod train;
