@@ -47,6 +47,11 @@ pub struct PhantomArgs {
     /// Seconds between frames (with --frames).
     #[arg(long, requires = "frames")]
     pub interval: Option<f64>,
+    /// Draw an ISLES-2018-like study from --seed (anatomical): 256×256, 2–22 slices of 4–12 mm,
+    /// 43–64 frames 1–2 s apart, noise 3–8 HU, varied anatomy and lesion size; the stroke-lesion
+    /// model's training and validation protocol.
+    #[arg(long, conflicts_with_all = ["size", "frames", "interval", "nonuniform_times", "motion"])]
+    pub isles: bool,
     /// Replace the output folder if it holds an earlier imhost result.
     #[arg(long)]
     pub overwrite: bool,
@@ -76,6 +81,12 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
             return Err(Error::invalid_argument("--frames needs at least 2 frames and a positive --interval"));
         }
         options.frame_times = Some((0..count).map(|n| n as f64 * interval).collect());
+    }
+    if args.isles {
+        if kind != PhantomKind::Anatomical {
+            return Err(Error::invalid_argument("--isles draws an anatomical study; leave --kind at anatomical"));
+        }
+        options = imhost_core::phantom::dwi::stroke_study_options(args.seed, 256);
     }
     let staged = StagedDir::create(&args.out, args.overwrite, &[])?;
     let phantom = ctp::generate(&options)?;
@@ -111,7 +122,7 @@ pub fn phantom(args: &PhantomArgs) -> Result<()> {
         &truth_dir.join("phantom.json"),
         &json!({
             "research_use_only": true,
-            "kind": kind, "noise_hu": args.noise, "seed": args.seed, "motion": args.motion,
+            "kind": kind, "noise_hu": options.noise_hu, "isles_protocol": args.isles, "anatomy": options.anatomy, "seed": args.seed, "motion": args.motion,
             "shape": phantom.ctp.shape(), "spacing_mm": phantom.ctp.geometry().spacing,
             "frame_times_s": phantom.ctp.frame_times().map(|f| f.as_slice().to_vec()),
             "aif": t.aif, "aif_voxels": t.aif_voxels.len(), "aif_voxel_example": t.aif_voxels.first(),

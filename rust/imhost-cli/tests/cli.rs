@@ -462,3 +462,27 @@ fn perfusion_curves_from_csv_and_json_against_analytic_curves() {
     assert_one_line_error(&out, "an input without a bolus");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no bolus"));
 }
+
+/// `imhost phantom ctp --isles`: an ISLES-like study drawn from the seed, with its DWI and
+/// lesion truth; the protocol flags it draws itself are usage errors beside it.
+#[test]
+fn an_isles_like_study_with_its_dwi() {
+    let dir = tempfile::tempdir().unwrap();
+    let ph = dir.path().join("isles");
+    let out = imhost(&["phantom", "ctp", "--isles", "--seed", "11", "--out", ph.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ph.join("truth/phantom.json")).unwrap()).unwrap();
+    let shape: Vec<u64> = meta["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(&shape[..2], &[256, 256]);
+    assert!((2..=22).contains(&shape[2]) && (43..=64).contains(&shape[3]), "{shape:?}");
+    let dz = meta["spacing_mm"][2].as_f64().unwrap();
+    assert!((4.0 - 1e-9..=12.0 + 1e-9).contains(&dz), "{dz}");
+    assert_eq!(meta["isles_protocol"], true);
+    for f in ["dwi.nii.gz", "lesion.nii.gz", "core.nii.gz"] {
+        assert!(ph.join("truth").join(f).exists(), "{f}");
+    }
+    let bad =
+        imhost(&["phantom", "ctp", "--isles", "--size", "64,64,4", "--out", dir.path().join("b").to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2), "{:?}", stderr_lines(&bad));
+}

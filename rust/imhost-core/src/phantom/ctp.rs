@@ -257,6 +257,9 @@ pub struct PhantomOptions {
     /// Anatomy, lesion and bolus of the anatomical phantom ([`Anatomy::standard`] when `None`);
     /// [`Anatomy::varied`] draws one per seed for training and held-out validation sets.
     pub anatomy: Option<Anatomy>,
+    /// Coverage of the slab in mm (anatomical only; 4–140, default 40): with `shape`'s slice
+    /// count it sets the slice thickness.
+    pub slab_mm: Option<f64>,
 }
 
 impl Default for PhantomOptions {
@@ -269,6 +272,7 @@ impl Default for PhantomOptions {
             frame_times: None,
             shape: None,
             anatomy: None,
+            slab_mm: None,
         }
     }
 }
@@ -722,8 +726,12 @@ fn anatomical(options: &PhantomOptions) -> Result<CtpPhantom> {
     if shape[0] < 32 || shape[1] < 32 || shape[2] < 2 || shape.iter().product::<usize>() > 64 << 20 {
         return Err(Error::invalid_argument(format!("anatomical phantom shape {shape:?} out of range (≥ 32×32×2)")));
     }
-    // Field of view 230 × 230 mm in plane, 40 mm coverage at the default 10 slices.
-    let spacing = [230.0 / shape[0] as f64, 230.0 / shape[1] as f64, 40.0 / shape[2] as f64];
+    // Field of view 230 × 230 mm in plane, 40 mm coverage by default.
+    let slab = options.slab_mm.unwrap_or(40.0);
+    if !(4.0..=140.0).contains(&slab) {
+        return Err(Error::invalid_argument(format!("anatomical phantom slab {slab} mm out of range (4 to 140 mm)")));
+    }
+    let spacing = [230.0 / shape[0] as f64, 230.0 / shape[1] as f64, slab / shape[2] as f64];
     let geometry = centred_geometry(shape, spacing)?;
     let anatomy = options.anatomy.unwrap_or_else(Anatomy::standard);
     let aif = anatomy.aif;

@@ -137,10 +137,81 @@ pub fn synthesize(ctp: &Volume<i16>, truth: &Truth, options: &DwiOptions) -> Res
     Ok((Volume::new_3d(img, *ctp.geometry())?, Volume::new_3d(lesion, *ctp.geometry())?))
 }
 
+/// The protocol of study `seed` of a stroke-lesion training or validation set, drawn to cover
+/// what ISLES 2018 holds (Wang et al. §4.1): `in_plane`² pixels over 230 mm, 2–22 slices (70 %
+/// of studies 2–8, as ISLES' mean of 5.3) of 4–12 mm (thinner where many slices would leave
+/// the head: the slab stays within 120 mm), 43–64 frames 1–2 s apart, noise 3–8 HU, and the
+/// varied anatomy of [`crate::phantom::ctp::Anatomy::varied`] (lesion side, extent and delays;
+/// a tenth healthy, a fifth without core) with a third of the cores narrowed to a small cortical
+/// wedge, so that small (< 10 ml), medium (10–50 ml) and large (> 50 ml) lesions all occur.
+pub fn stroke_study_options(seed: u64, in_plane: usize) -> crate::phantom::ctp::PhantomOptions {
+    use crate::phantom::ctp::{Anatomy, PhantomKind, PhantomOptions};
+    let mut rng = SplitMix64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x15_1E5);
+    let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.uniform();
+    let slices = if u(0.0, 1.0) < 0.7 { u(2.0, 9.0) as usize } else { u(9.0, 23.0) as usize }.clamp(2, 22);
+    let thickness = u(4.0, 12.0).min(120.0 / slices as f64).max(4.0);
+    let frames = (u(43.0, 65.0) as usize).clamp(43, 64);
+    let interval = u(1.0, 2.0);
+    let mut o = PhantomOptions::new(PhantomKind::Anatomical);
+    o.seed = seed;
+    o.noise_hu = u(3.0, 8.0);
+    o.shape = Some([in_plane, in_plane, slices]);
+    o.slab_mm = Some(thickness * slices as f64);
+    o.frame_times = Some((0..frames).map(|n| n as f64 * interval).collect());
+    let mut anatomy = Anatomy::varied(seed);
+    // A third of the studies get a small core (a narrow wedge near the cortex): the varied
+    // anatomy alone gives few lesions under 10 ml.
+    if u(0.0, 1.0) < 0.33 {
+        anatomy.penumbra_half_angle_deg = anatomy.penumbra_half_angle_deg.max(u(20.0, 40.0));
+        anatomy.core_half_angle_deg = u(3.0, 8.0);
+        anatomy.core_inner_mm = anatomy.penumbra_inner_mm.max(u(50.0, 62.0));
+    }
+    o.anatomy = Some(anatomy);
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::phantom::ctp::{PhantomKind, PhantomOptions, generate};
+
+    #[test]
+    fn the_study_protocols_cover_isles_and_every_lesion_size_group() {
+        let (mut slices, mut thick, mut frames) = (Vec::new(), Vec::new(), Vec::new());
+        for seed in 0..400 {
+            let o = stroke_study_options(seed, 64);
+            let nk = o.shape.unwrap()[2];
+            slices.push(nk);
+            thick.push(o.slab_mm.unwrap() / nk as f64);
+            frames.push(o.frame_times.as_ref().unwrap().len());
+        }
+        let range =
+            |v: &[f64]| (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(0.0, f64::max));
+        let as_f = |v: &[usize]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        assert_eq!(range(&as_f(&slices)), (2.0, 22.0));
+        assert_eq!(range(&as_f(&frames)), (43.0, 64.0));
+        let (lo, hi) = range(&thick);
+        assert!(lo >= 4.0 && lo < 4.5 && hi <= 12.0 && hi > 11.5, "{lo} {hi}");
+        let mean_slices = slices.iter().sum::<usize>() as f64 / slices.len() as f64;
+        assert!((5.0..=9.0).contains(&mean_slices), "{mean_slices}");
+        // Lesion (core) volumes of 30 small studies: every size group occurs.
+        let mut groups = [0usize; 4];
+        for seed in 0..30 {
+            let p = generate(&stroke_study_options(seed, 48)).unwrap();
+            let voxel_ml = p.ctp.geometry().spacing.iter().product::<f64>() / 1000.0;
+            let ml = p.truth.core.data().iter().filter(|&&c| c == 1).count() as f64 * voxel_ml;
+            groups[if ml == 0.0 {
+                0
+            } else if ml < 10.0 {
+                1
+            } else if ml <= 50.0 {
+                2
+            } else {
+                3
+            }] += 1;
+        }
+        assert!(groups[1..].iter().all(|&g| g > 0), "none / small / medium / large: {groups:?}");
+    }
 
     #[test]
     fn the_core_is_bright_and_the_rest_is_as_described() {
