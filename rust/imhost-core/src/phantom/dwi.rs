@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(range(&as_f(&slices)), (2.0, 22.0));
         assert_eq!(range(&as_f(&frames)), (43.0, 64.0));
         let (lo, hi) = range(&thick);
-        assert!(lo >= 4.0 && lo < 4.5 && hi <= 12.0 && hi > 11.5, "{lo} {hi}");
+        assert!((4.0..4.5).contains(&lo) && hi <= 12.0 && hi > 11.5, "{lo} {hi}");
         let mean_slices = slices.iter().sum::<usize>() as f64 / slices.len() as f64;
         assert!((5.0..=9.0).contains(&mean_slices), "{mean_slices}");
         // Lesion (core) volumes of 30 small studies: every size group occurs.
