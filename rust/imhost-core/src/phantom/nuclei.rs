@@ -83,8 +83,9 @@ impl Ellipse {
     }
 }
 
-/// Gaussian blur of one `w`×`h` plane (separable, edges clamped).
-fn blur(plane: &mut [f64], w: usize, h: usize, sigma: f64) {
+/// Gaussian blur of one `w`×`h` plane (separable, edges clamped); also blurs the DWI phantom's
+/// slices.
+pub(crate) fn blur(plane: &mut [f64], w: usize, h: usize, sigma: f64) {
     if sigma <= 0.0 {
         return;
     }
