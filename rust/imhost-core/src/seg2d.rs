@@ -27,6 +27,8 @@ pub fn slices_of(volume: &AnyVolumeView<'_>) -> Result<Vec<Vec<f32>>> {
     fn values<T: Voxel>(v: &crate::VolumeView<'_, T>) -> Vec<f64> {
         v.data().t().iter().map(|x| x.to_f64()).collect()
     }
+    // The values as f64 and the 0…1 slices as f32.
+    crate::memory::check(crate::memory::bytes_of(&[ni, nj, nk], 12), "the image's slices")?;
     let all = with_view!(volume, v => values(v));
     if all.iter().any(|v| !v.is_finite()) {
         return Err(Error::invalid_argument("the image holds NaN or infinite values"));
